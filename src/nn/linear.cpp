@@ -1,0 +1,109 @@
+#include "llm_utils/nn/linear.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "llm_utils/error.hpp"
+#include "reference/blas.hpp"
+
+namespace llm_utils {
+
+using blas::Trans;
+
+double linear_init_weight_bound(int64_t fan_in) {
+  // kaiming_uniform_(w, a=sqrt(5)): gain = sqrt(2 / (1 + a^2)), std = gain / sqrt(fan_in),
+  // bound = sqrt(3) * std, all in Python floats (double), in this order.
+  const double a = std::sqrt(5.0);
+  const double gain = std::sqrt(2.0 / (1.0 + a * a));
+  const double std_dev = gain / std::sqrt(static_cast<double>(fan_in));
+  return std::sqrt(3.0) * std_dev;
+}
+
+double linear_init_bias_bound(int64_t fan_in) {
+  return fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+}
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator* generator) {
+  if (in_features <= 0 || out_features <= 0) {
+    throw ArgumentError("Linear: in_features and out_features must be positive, got in_features=" +
+                        std::to_string(in_features) +
+                        ", out_features=" + std::to_string(out_features));
+  }
+  Generator& gen = generator != nullptr ? *generator : default_generator();
+  const double w_bound = linear_init_weight_bound(in_features);
+  weight = Parameter(gen.uniform({out_features, in_features}, -w_bound, w_bound));
+  if (bias) {
+    const double b_bound = linear_init_bias_bound(in_features);
+    this->bias = Parameter(gen.uniform({out_features}, -b_bound, b_bound));
+  }
+}
+
+Linear Linear::from_weight(Tensor weight, bool requires_grad) {
+  if (weight.dim() != 2) {
+    throw ArgumentError("Linear::from_weight: weight must be (out_features, in_features), got " +
+                        shape_to_string(weight.shape()));
+  }
+  Linear layer;
+  layer.weight = Parameter(std::move(weight), requires_grad);
+  return layer;
+}
+
+namespace {
+// Rows of the (rows, features) matrix a (..., features) tensor is viewed as.
+int64_t rows_of(ConstTensorView x, int64_t features, const char* fn, const char* name) {
+  if (x.dim() < 1 || x.size(-1) != features) {
+    throw ArgumentError(std::string(fn) + ": " + name + " must end in a dimension of " +
+                        std::to_string(features) + ", got shape " + shape_to_string(x.shape()));
+  }
+  return features == 0 ? 0 : x.numel() / features;
+}
+}  // namespace
+
+Tensor Linear::forward(ConstTensorView x) const {
+  const int64_t in = in_features(), out = out_features();
+  const int64_t rows = rows_of(x, in, "Linear::forward", "x");
+  Shape y_shape = x.shape();
+  y_shape.back() = out;
+  Tensor y(y_shape);  // (rows, out)
+  if (bias) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy(bias->data.begin(), bias->data.end(), y.data() + r * out);
+    }
+  }
+  // y (rows, out) = x (rows, in) W^T (in, out) + y
+  blas::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x.data(), in, weight.data.data(), in,
+             bias ? 1.0f : 0.0f, y.data(), out);
+  return y;
+}
+
+Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
+  const int64_t in = in_features(), out = out_features();
+  const int64_t rows = rows_of(x, in, "Linear::backward", "x");
+  if (rows_of(dy, out, "Linear::backward", "dy") != rows) {
+    throw ArgumentError("Linear::backward: dy has shape " + shape_to_string(dy.shape()) +
+                        ", input x had shape " + shape_to_string(x.shape()));
+  }
+  // forward was `y = x W^T + b`, so dW (out, in) = dy^T x and db (out) = column sums of dy.
+  if (weight.requires_grad) {
+    Tensor dw({out, in});
+    blas::gemm(Trans::yes, Trans::no, out, in, rows, 1.0f, dy.data(), out, x.data(), in, 0.0f,
+               dw.data(), in);
+    weight.accumulate_grad(dw);
+  }
+  if (bias && bias->requires_grad) {
+    Tensor db({out});
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < out; ++j) db[j] += dy.data()[r * out + j];
+    }
+    bias->accumulate_grad(db);
+  }
+  if (!need_dx) return {};
+  // ... and dx (rows, in) = dy W.
+  Tensor dx(x.shape());
+  blas::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data.data(), in,
+             0.0f, dx.data(), in);
+  return dx;
+}
+
+}  // namespace llm_utils

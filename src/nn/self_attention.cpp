@@ -1,0 +1,230 @@
+// The four classes: how each projects x to queries, keys and values, how gradients flow back
+// through those projections, and Linear4/5's derived layers.
+
+#include "llm_utils/nn/self_attention.hpp"
+
+#include <string>
+
+#include "llm_utils/error.hpp"
+#include "reference/blas.hpp"
+
+namespace llm_utils {
+
+using blas::Trans;
+
+// ---------------------------------------------------------------- SelfAttention_Params
+
+SelfAttention_Params::SelfAttention_Params(int64_t d_in, int64_t d_out, Generator* generator)
+    : SelfAttentionBase("SelfAttention_Params", d_in, d_out) {
+  Generator& gen = generator != nullptr ? *generator : default_generator();
+  // The original: W_query, W_key, W_value = nn.Parameter(torch.rand(d_in, d_out)), in order.
+  W_query = Parameter(gen.rand({d_in, d_out}));
+  W_key = Parameter(gen.rand({d_in, d_out}));
+  W_value = Parameter(gen.rand({d_in, d_out}));
+}
+
+NamedParameters SelfAttention_Params::named_parameters() {
+  return {{"W_query", &W_query}, {"W_key", &W_key}, {"W_value", &W_value}};
+}
+
+void SelfAttention_Params::project(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const {
+  const int64_t rows = x.size(0);
+  const auto matmul = [&](const Parameter& w, Tensor& out) {
+    out = Tensor({rows, d_out()});  // (B*N, d_out) = x (B*N, d_in) @ W (d_in, d_out)
+    blas::gemm(Trans::no, Trans::no, rows, d_out(), d_in(), 1.0f, x.data(), d_in(), w.data.data(),
+               d_out(), 0.0f, out.data(), d_out());
+  };
+  matmul(W_key, k);
+  matmul(W_query, q);
+  matmul(W_value, v);
+}
+
+Tensor SelfAttention_Params::project_backward(ConstTensorView x, ConstTensorView dq,
+                                              ConstTensorView dk, ConstTensorView dv) {
+  const int64_t rows = x.size(0);
+  Tensor dx({rows, d_in()});  // (B*N, d_in)
+  const auto accumulate = [&](Parameter& w, ConstTensorView dy) {
+    if (dy.data() == nullptr) return;
+    // forward was `y = x @ W`, so dW (d_in, d_out) = x^T dy and dx += dy W^T.
+    Tensor dw({d_in(), d_out()});
+    blas::gemm(Trans::yes, Trans::no, d_in(), d_out(), rows, 1.0f, x.data(), d_in(), dy.data(),
+               d_out(), 0.0f, dw.data(), d_out());
+    w.accumulate_grad(dw);
+    blas::gemm(Trans::no, Trans::yes, rows, d_in(), d_out(), 1.0f, dy.data(), d_out(),
+               w.data.data(), d_out(), 1.0f, dx.data(), d_in());
+  };
+  accumulate(W_query, dq);
+  accumulate(W_key, dk);
+  accumulate(W_value, dv);
+  return dx;
+}
+
+// ---------------------------------------------------------------- linear projections
+
+SelfAttentionLinearProjections::SelfAttentionLinearProjections(std::string class_name, int64_t d_in,
+                                                               int64_t d_out, bool qkv_bias,
+                                                               Generator* generator)
+    : SelfAttentionBase(std::move(class_name), d_in, d_out),
+      // Member initialisation follows declaration order: query, key, value, as the original.
+      W_query(d_in, d_out, qkv_bias, generator),
+      W_key(d_in, d_out, qkv_bias, generator),
+      W_value(d_in, d_out, qkv_bias, generator) {}
+
+NamedParameters SelfAttentionLinearProjections::named_parameters() {
+  NamedParameters out;
+  const auto add = [&out](const std::string& prefix, Linear& layer) {
+    out.emplace_back(prefix + ".weight", &layer.weight);
+    if (layer.bias) out.emplace_back(prefix + ".bias", &*layer.bias);
+  };
+  add("W_query", W_query);
+  add("W_key", W_key);
+  add("W_value", W_value);
+  return out;
+}
+
+void SelfAttentionLinearProjections::project(ConstTensorView x, Tensor& q, Tensor& k,
+                                             Tensor& v) const {
+  k = W_key.forward(x);
+  q = W_query.forward(x);
+  v = W_value.forward(x);
+}
+
+Tensor SelfAttentionLinearProjections::project_backward(ConstTensorView x, ConstTensorView dq,
+                                                        ConstTensorView dk, ConstTensorView dv) {
+  Tensor dx = W_value.backward(x, dv);  // (B*N, d_in)
+  const auto add_into_dx = [&dx](const Tensor& part) {
+    for (int64_t i = 0; i < dx.numel(); ++i) dx[i] += part[i];
+  };
+  if (dq.data() != nullptr) add_into_dx(W_query.backward(x, dq));
+  if (dk.data() != nullptr) add_into_dx(W_key.backward(x, dk));
+  return dx;
+}
+
+SelfAttention_Linear::SelfAttention_Linear(int64_t d_in, int64_t d_out, bool qkv_bias,
+                                           Generator* generator)
+    : SelfAttentionLinearProjections("SelfAttention_Linear", d_in, d_out, qkv_bias, generator) {}
+
+// ---------------------------------------------------------------- SelfAttention_Linear4
+
+SelfAttention_Linear4::SelfAttention_Linear4(int64_t d_in, int64_t d_out, bool qkv_bias,
+                                             Generator* generator)
+    : SelfAttention_Linear4("SelfAttention_Linear4", d_in, d_out, qkv_bias, generator) {}
+
+SelfAttention_Linear4::SelfAttention_Linear4(std::string class_name, int64_t d_in, int64_t d_out,
+                                             bool qkv_bias, Generator* generator)
+    : SelfAttentionLinearProjections(std::move(class_name), d_in, d_out, qkv_bias, generator) {}
+
+void SelfAttention_Linear4::after_forward(int64_t batch, int64_t seq) {
+  context_layers_.clear();
+  if (advance_generator_) {
+    // The original builds nn.Linear(N, N) per call (N*N weight draws, no bias), after any layer
+    // extra_draws_per_element accounts for; its weight is then replaced, so only the draws
+    // matter.
+    const auto n = static_cast<uint64_t>(seq);
+    default_generator().discard(static_cast<uint64_t>(batch) *
+                                (extra_draws_per_element(seq) + n * n));
+  }
+}
+
+const Linear& SelfAttention_Linear4::attnValues2ContextL(int64_t b) const {
+  if (!has_forward()) {
+    throw StateError(class_name() + ".attnValues2ContextL: no forward has run yet");
+  }
+  if (b < 0 || b >= saved_batch()) {
+    throw ArgumentError(class_name() + ".attnValues2ContextL: batch index " + std::to_string(b) +
+                        " is out of range for a batch of " + std::to_string(saved_batch()));
+  }
+  if (context_layers_.empty()) {
+    for (int64_t i = 0; i < saved_batch(); ++i) {
+      // weight (N, N) = attention weights; applied to values^T (d_out, N) it gives context^T.
+      context_layers_.push_back(
+          Linear::from_weight(Tensor::from_view(saved_attn_weights(i)), /*requires_grad=*/false));
+    }
+  }
+  return context_layers_[static_cast<size_t>(b)];
+}
+
+std::vector<std::pair<std::string, Tensor>> SelfAttention_Linear4::derived_state() const {
+  if (!has_forward()) return {};
+  const Tensor& w = attnValues2ContextL(0).weight.data;
+  // The original registers one layer under two names, so its state dict holds it twice.
+  return {{"attnValues2ContextL.weight", w}, {"model.weight", w}};
+}
+
+bool SelfAttention_Linear4::is_derived_key(const std::string& key) const {
+  return key == "attnValues2ContextL.weight" || key == "model.weight";
+}
+
+// ---------------------------------------------------------------- SelfAttention_Linear5
+
+SelfAttention_Linear5::SelfAttention_Linear5(int64_t d_in, int64_t d_out, bool qkv_bias,
+                                             Generator* generator)
+    : SelfAttention_Linear4("SelfAttention_Linear5", d_in, d_out, qkv_bias, generator) {}
+
+uint64_t SelfAttention_Linear5::extra_draws_per_element(int64_t seq) const {
+  // nn.Linear(d_out, N, bias=False) for the scores layer: N*d_out weight draws.
+  return static_cast<uint64_t>(seq) * static_cast<uint64_t>(d_out());
+}
+
+void SelfAttention_Linear5::after_forward(int64_t batch, int64_t seq) {
+  score_layers_.clear();
+  SelfAttention_Linear4::after_forward(batch, seq);
+}
+
+const Linear& SelfAttention_Linear5::attnQueries2ScoresL(int64_t b) const {
+  if (!has_forward()) {
+    throw StateError(class_name() + ".attnQueries2ScoresL: no forward has run yet");
+  }
+  if (b < 0 || b >= saved_batch()) {
+    throw ArgumentError(class_name() + ".attnQueries2ScoresL: batch index " + std::to_string(b) +
+                        " is out of range for a batch of " + std::to_string(saved_batch()));
+  }
+  if (score_layers_.empty()) {
+    for (int64_t i = 0; i < saved_batch(); ++i) {
+      // weight (N, d_out) = keys; applied to queries (N, d_out) it gives the scores (N, N).
+      score_layers_.push_back(
+          Linear::from_weight(Tensor::from_view(saved_keys(i)), /*requires_grad=*/false));
+    }
+  }
+  return score_layers_[static_cast<size_t>(b)];
+}
+
+std::vector<std::pair<std::string, Tensor>> SelfAttention_Linear5::derived_state() const {
+  if (!has_forward()) return {};
+  std::vector<std::pair<std::string, Tensor>> out = {
+      {"attnQueries2ScoresL.weight", attnQueries2ScoresL(0).weight.data}};
+  for (auto& entry : SelfAttention_Linear4::derived_state()) out.push_back(std::move(entry));
+  return out;
+}
+
+bool SelfAttention_Linear5::is_derived_key(const std::string& key) const {
+  return key == "attnQueries2ScoresL.weight" || SelfAttention_Linear4::is_derived_key(key);
+}
+
+// ---------------------------------------------------------------- factory
+
+std::unique_ptr<SelfAttentionBase> make_self_attention(std::string_view name, int64_t d_in,
+                                                       int64_t d_out, bool qkv_bias,
+                                                       Generator* generator) {
+  if (name == "params" || name == "SelfAttention_Params") {
+    if (qkv_bias) {
+      throw ArgumentError(
+          "SelfAttention_Params has no qkv_bias option (its weights are bare "
+          "matrices); use linear, linear4 or linear5");
+    }
+    return std::make_unique<SelfAttention_Params>(d_in, d_out, generator);
+  }
+  if (name == "linear" || name == "SelfAttention_Linear") {
+    return std::make_unique<SelfAttention_Linear>(d_in, d_out, qkv_bias, generator);
+  }
+  if (name == "linear4" || name == "SelfAttention_Linear4") {
+    return std::make_unique<SelfAttention_Linear4>(d_in, d_out, qkv_bias, generator);
+  }
+  if (name == "linear5" || name == "SelfAttention_Linear5") {
+    return std::make_unique<SelfAttention_Linear5>(d_in, d_out, qkv_bias, generator);
+  }
+  throw ArgumentError("unknown module '" + std::string(name) +
+                      "' (expected params, linear, linear4 or linear5)");
+}
+
+}  // namespace llm_utils

@@ -1,0 +1,180 @@
+// SelfAttentionBase: input checks, the attention core per batch element, the state forward
+// saves for backward and inspection, and state-dict handling shared by the four classes.
+
+#include <string>
+
+#include "llm_utils/error.hpp"
+#include "llm_utils/nn/self_attention.hpp"
+
+namespace llm_utils {
+
+SelfAttentionBase::SelfAttentionBase(std::string class_name, int64_t d_in, int64_t d_out)
+    : class_name_(std::move(class_name)), d_in_(d_in), d_out_(d_out) {
+  if (d_in <= 0 || d_out <= 0) {
+    throw ArgumentError(class_name_ + ": d_in and d_out must be positive, got d_in=" +
+                        std::to_string(d_in) + ", d_out=" + std::to_string(d_out));
+  }
+}
+
+Tensor SelfAttentionBase::forward(ConstTensorView x) {
+  const std::string where = class_name_ + ".forward";
+  if (x.dim() != 2 && x.dim() != 3) {
+    throw ArgumentError(where + ": x must be (seq_len, d_in) or (batch, seq_len, d_in), got " +
+                        std::to_string(x.dim()) +
+                        "-D input (x.shape = " + shape_to_string(x.shape()) + ")");
+  }
+  if (x.size(-1) != d_in_) {
+    throw ArgumentError(where + ": x has d_in=" + std::to_string(x.size(-1)) +
+                        ", module expects d_in=" + std::to_string(d_in_) +
+                        " (x.shape = " + shape_to_string(x.shape()) + ")");
+  }
+  const int64_t batch = x.dim() == 3 ? x.size(0) : 1;
+  const int64_t seq = x.size(-2);
+  if (seq == 0) {
+    throw ArgumentError(
+        where + ": x has a zero-length sequence (x.shape = " + shape_to_string(x.shape()) + ")");
+  }
+  if (batch == 0) {
+    throw ArgumentError(where + ": x has an empty batch (x.shape = " + shape_to_string(x.shape()) +
+                        ")");
+  }
+
+  // Compute into locals first so that a throwing kernel leaves the saved state intact.
+  Tensor input = Tensor::from_view(x).reshape({batch * seq, d_in_});  // (B*N, d_in)
+  Tensor q, k, v;                                                     // (B*N, d_out) each
+  project(input, q, k, v);
+  q = q.reshape({batch, seq, d_out_});
+  k = k.reshape({batch, seq, d_out_});
+  v = v.reshape({batch, seq, d_out_});
+  Tensor probs({batch, seq, seq});       // (B, N, N)
+  Tensor context({batch, seq, d_out_});  // (B, N, d_out)
+  for (int64_t b = 0; b < batch; ++b) {
+    attention_forward(q.select(b), k.select(b), v.select(b), context.select(b), probs.select(b),
+                      options_);
+  }
+
+  batch_ = batch;
+  seq_ = seq;
+  input_was_2d_ = x.dim() == 2;
+  backward_ready_ = true;
+  input_ = std::move(input);
+  queries_ = std::move(q);
+  keys_ = std::move(k);
+  values_ = std::move(v);
+  probs_ = std::move(probs);
+  context_ = std::move(context);
+  after_forward(batch, seq);
+  return Tensor::from_view(as_input_rank(context_));
+}
+
+Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {
+  const std::string where = class_name_ + ".backward";
+  if (!has_forward()) throw StateError(where + ": called before any forward");
+  if (!backward_ready_) {
+    throw StateError(where + ": the weights were loaded after the last forward; run forward again");
+  }
+  const Shape expected = as_input_rank(context_).shape();
+  if (grad_output.shape() != expected) {
+    throw ArgumentError(where + ": grad_output has shape " + shape_to_string(grad_output.shape()) +
+                        ", the forward output had shape " + shape_to_string(expected));
+  }
+  const bool qk = gradient_reaches_queries_and_keys();
+  Tensor dq, dk;  // (B, N, d_out) each, or empty
+  if (qk) {
+    dq = Tensor({batch_, seq_, d_out_});
+    dk = Tensor({batch_, seq_, d_out_});
+  }
+  Tensor dv({batch_, seq_, d_out_});                                       // (B, N, d_out)
+  const ConstTensorView dout(grad_output.data(), {batch_, seq_, d_out_});  // (B, N, d_out)
+  for (int64_t b = 0; b < batch_; ++b) {
+    attention_backward(queries_.select(b), keys_.select(b), values_.select(b), probs_.select(b),
+                       dout.select(b), qk ? dq.select(b) : TensorView(),
+                       qk ? dk.select(b) : TensorView(), dv.select(b), options_);
+  }
+  const Shape flat = {batch_ * seq_, d_out_};
+  const ConstTensorView none;
+  Tensor dx = project_backward(input_, qk ? ConstTensorView(dq.data(), flat) : none,
+                               qk ? ConstTensorView(dk.data(), flat) : none,
+                               ConstTensorView(dv.data(), flat));
+  Shape x_shape = {batch_, seq_, d_in_};
+  if (input_was_2d_) x_shape = {seq_, d_in_};
+  return dx.reshape(x_shape);
+}
+
+void SelfAttentionBase::zero_grad(bool set_to_none) {
+  for (auto& [name, p] : named_parameters()) p->zero_grad(set_to_none);
+}
+
+StateDict SelfAttentionBase::state_dict(bool include_derived) const {
+  StateDict out;
+  // named_parameters() is non-const only because it hands out mutable pointers; we only read.
+  for (const auto& [name, p] : const_cast<SelfAttentionBase*>(this)->named_parameters()) {
+    out.insert(name, p->data);
+  }
+  if (include_derived) {
+    if (has_forward() && batch_ > 1) {
+      throw ArgumentError(class_name_ +
+                          ".state_dict: derived layers exist once per batch element after a 3-D "
+                          "forward; include_derived needs the last forward to be 2-D");
+    }
+    for (auto& [name, t] : derived_state()) out.insert(name, std::move(t));
+  }
+  return out;
+}
+
+void SelfAttentionBase::load_state_dict(const StateDict& state, bool strict) {
+  const std::string where = class_name_ + ".load_state_dict";
+  NamedParameters params = named_parameters();
+  // Check everything before changing anything: loading is all or nothing.
+  std::vector<std::pair<Parameter*, const Tensor*>> assignments;
+  for (const auto& [name, p] : params) {
+    const Tensor* t = state.find(name);
+    if (t == nullptr) {
+      if (strict) throw ArgumentError(where + ": missing key '" + name + "'");
+      continue;
+    }
+    if (t->shape() != p->data.shape()) {
+      throw ArgumentError(where + ": key '" + name + "' has shape " + shape_to_string(t->shape()) +
+                          ", expected " + shape_to_string(p->data.shape()));
+    }
+    assignments.emplace_back(p, t);
+  }
+  for (const auto& [name, t] : state) {
+    bool known = false;
+    for (const auto& entry : params) known = known || entry.first == name;
+    if (known) continue;
+    if (is_derived_key(name)) {
+      // Derived from the next forward's input; only its rank and width can be checked.
+      if (t.dim() != 2) {
+        throw ArgumentError(where + ": derived key '" + name + "' must be a matrix, got shape " +
+                            shape_to_string(t.shape()));
+      }
+      continue;
+    }
+    if (strict) throw ArgumentError(where + ": unexpected key '" + name + "'");
+  }
+  for (auto& [p, t] : assignments) p->data = *t;
+  backward_ready_ = false;
+}
+
+ConstTensorView SelfAttentionBase::as_input_rank(const Tensor& t) const {
+  if (!input_was_2d_) return t.view();
+  return t.select(0);
+}
+
+ConstTensorView SelfAttentionBase::values() const {
+  if (!has_forward()) throw StateError(class_name_ + ".values: no forward has run yet");
+  return as_input_rank(values_);
+}
+
+ConstTensorView SelfAttentionBase::attn_weights() const {
+  if (!has_forward()) throw StateError(class_name_ + ".attn_weights: no forward has run yet");
+  return as_input_rank(probs_);
+}
+
+ConstTensorView SelfAttentionBase::context_vec() const {
+  if (!has_forward()) throw StateError(class_name_ + ".context_vec: no forward has run yet");
+  return as_input_rank(context_);
+}
+
+}  // namespace llm_utils

@@ -1,0 +1,165 @@
+#include "llm_utils/tensor.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include "llm_utils/error.hpp"
+
+namespace llm_utils {
+
+std::string shape_to_string(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) {
+    if (s < 0) throw ArgumentError("shape " + shape_to_string(shape) + " has a negative size");
+    if (s != 0 && n > std::numeric_limits<int64_t>::max() / s) {
+      throw ArgumentError("shape " + shape_to_string(shape) +
+                          " has more elements than int64 can count");
+    }
+    n *= s;
+  }
+  return n;
+}
+
+template <typename T>
+int64_t BasicTensorView<T>::size(int64_t d) const {
+  const int64_t rank = dim();
+  const int64_t k = d < 0 ? d + rank : d;
+  if (k < 0 || k >= rank) {
+    throw ArgumentError("size: dimension " + std::to_string(d) + " is out of range for shape " +
+                        shape_to_string(shape_));
+  }
+  return shape_[static_cast<size_t>(k)];
+}
+
+template <typename T>
+int64_t BasicTensorView<T>::numel() const {
+  return shape_numel(shape_);
+}
+
+template <typename T>
+BasicTensorView<T> BasicTensorView<T>::select(int64_t i) const {
+  if (shape_.empty()) throw ArgumentError("select: cannot select from a rank-0 view");
+  if (i < 0 || i >= shape_[0]) {
+    throw ArgumentError("select: index " + std::to_string(i) + " is out of range for shape " +
+                        shape_to_string(shape_));
+  }
+  Shape inner(shape_.begin() + 1, shape_.end());
+  const int64_t stride = shape_numel(inner);
+  return BasicTensorView<T>(data_ + i * stride, std::move(inner));
+}
+
+template class BasicTensorView<float>;
+template class BasicTensorView<const float>;
+
+void Tensor::FreeDeleter::operator()(float* p) const noexcept {
+  std::free(p);
+}
+
+namespace {
+constexpr size_t kAlignment = 64;
+
+float* allocate_floats(int64_t n) {
+  // aligned_alloc wants a size that is a multiple of the alignment, and non-zero.
+  size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  if (bytes == 0) bytes = kAlignment;
+  void* p = std::aligned_alloc(kAlignment, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+}  // namespace
+
+Tensor::Tensor(Shape shape) : shape_(std::move(shape)), numel_(shape_numel(shape_)) {
+  // Leave room for rounding the byte count up to the alignment without wrapping around.
+  constexpr uint64_t kMaxElements =
+      (std::numeric_limits<size_t>::max() - kAlignment) / sizeof(float);
+  if (static_cast<uint64_t>(numel_) > kMaxElements) {
+    throw ArgumentError("Tensor: shape " + shape_to_string(shape_) + " is too large to allocate");
+  }
+  data_.reset(allocate_floats(numel_));
+  std::memset(data_.get(), 0, static_cast<size_t>(numel_) * sizeof(float));
+}
+
+Tensor::Tensor(Shape shape, const std::vector<float>& values) : Tensor(std::move(shape)) {
+  if (static_cast<int64_t>(values.size()) != numel_) {
+    throw ArgumentError("Tensor: shape " + shape_to_string(shape_) + " needs " +
+                        std::to_string(numel_) + " values, got " + std::to_string(values.size()));
+  }
+  std::memcpy(data_.get(), values.data(), values.size() * sizeof(float));
+}
+
+Tensor Tensor::from_view(ConstTensorView view) {
+  Tensor t(view.shape());
+  if (t.numel_ > 0)
+    std::memcpy(t.data(), view.data(), static_cast<size_t>(t.numel_) * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::full(Shape shape, float value) {
+  Tensor t(std::move(shape));
+  for (float& x : t) x = value;
+  return t;
+}
+
+Tensor::Tensor(const Tensor& other) : Tensor(Tensor::from_view(other.view())) {}
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this != &other) *this = Tensor(other);
+  return *this;
+}
+
+namespace {
+int64_t flat_index(const Shape& shape, std::initializer_list<int64_t> index) {
+  if (index.size() != shape.size()) {
+    throw ArgumentError("at: index has " + std::to_string(index.size()) +
+                        " coordinates, tensor has rank " + std::to_string(shape.size()) +
+                        " (shape = " + shape_to_string(shape) + ")");
+  }
+  int64_t flat = 0;
+  size_t d = 0;
+  for (int64_t i : index) {
+    if (i < 0 || i >= shape[d]) {
+      throw ArgumentError("at: coordinate " + std::to_string(i) + " of dimension " +
+                          std::to_string(d) +
+                          " is out of range (shape = " + shape_to_string(shape) + ")");
+    }
+    flat = flat * shape[d] + i;
+    ++d;
+  }
+  return flat;
+}
+}  // namespace
+
+float& Tensor::at(std::initializer_list<int64_t> index) {
+  return data()[flat_index(shape_, index)];
+}
+float Tensor::at(std::initializer_list<int64_t> index) const {
+  return data()[flat_index(shape_, index)];
+}
+
+Tensor Tensor::reshape(Shape shape) const {
+  if (shape_numel(shape) != numel_) {
+    throw ArgumentError("reshape: cannot view shape " + shape_to_string(shape_) + " as " +
+                        shape_to_string(shape));
+  }
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+void Tensor::zero() {
+  if (numel_ > 0) std::memset(data(), 0, static_cast<size_t>(numel_) * sizeof(float));
+}
+
+}  // namespace llm_utils

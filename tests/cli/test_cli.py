@@ -1,0 +1,237 @@
+"""The selfattn CLI end to end, against PyTorch running the original code (live, not fixtures).
+
+Run by ctest (see tests/CMakeLists.txt) as:
+    SELFATTN=build/bin/selfattn /usr/bin/python3 -m pytest tests/cli
+"""
+
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+import original_selfattn as orig  # noqa: E402
+import safetensors_io  # noqa: E402
+
+SELFATTN = os.environ.get("SELFATTN", os.path.join(HERE, "..", "..", "build", "bin", "selfattn"))
+MODULES = {"params": "SelfAttention_Params", "linear": "SelfAttention_Linear",
+           "linear4": "SelfAttention_Linear4", "linear5": "SelfAttention_Linear5"}
+
+
+def selfattn(*args):
+    return subprocess.run([SELFATTN, *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def torch_reference(module, d_in, d_out, bias, seed, x):
+    torch.manual_seed(seed)
+    m = orig.build(MODULES[module], d_in, d_out, bias)
+    out = m(torch.from_numpy(x))
+    return m, out.detach().numpy(), m.attn_weights.detach().numpy()
+
+
+def test_demo_prints_the_books_numbers():
+    r = selfattn("demo")
+    assert r.returncode == 0, r.stderr
+    assert "0.2996   0.8053" in r.stdout  # SelfAttention_Params, seed 123
+    assert "-0.0739   0.0713" in r.stdout  # SelfAttention_Linear, seed 789
+    for token in ["Your", "journey", "starts", "with", "one", "step"]:
+        assert token in r.stdout
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+@pytest.mark.parametrize("shape", [(7, 5), (3, 4, 5)])
+def test_run_matches_pytorch_for_a_seed(tmp_path, module, shape):
+    bias = module != "params"
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", "--module", module, "--d-in", 5, "--d-out", 3, "--seed", 42,
+            "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy",
+            "--attn-weights", tmp_path / "a.npy"]
+    r = selfattn(*args, *(["--qkv-bias"] if bias else []))
+    assert r.returncode == 0, r.stderr
+    _, out, attn = torch_reference(module, 5, 3, bias, 42, x)
+    close(np.load(tmp_path / "y.npy"), out)
+    close(np.load(tmp_path / "a.npy"), attn)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_saved_weights_load_into_pytorch(tmp_path, module):
+    bias = module != "params"
+    x = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = selfattn("run", "--module", module, "--d-in", 3, "--d-out", 2, "--seed", 9,
+                 "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy",
+                 "--save-weights", tmp_path / "w.safetensors", *(["--qkv-bias"] if bias else []))
+    assert r.returncode == 0, r.stderr
+    tensors, metadata = safetensors_io.load(tmp_path / "w.safetensors")
+    assert metadata.get("format") == "pt"
+    torch.manual_seed(0)  # other weights, replaced by the file's
+    m = orig.build(MODULES[module], 3, 2, bias)
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+    close(np.load(tmp_path / "y.npy"), m(torch.from_numpy(x)).detach().numpy())
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_pytorch_state_dict_after_forward_loads_here(tmp_path, module):
+    bias = module != "params"
+    x = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
+    m, out, _ = torch_reference(module, 6, 3, bias, 77, x)
+    # After a forward, Linear4/5's state dict also holds the derived layers' weights.
+    safetensors_io.save(tmp_path / "w.safetensors",
+                        {k: v.detach().numpy() for k, v in m.state_dict().items()})
+    np.save(tmp_path / "x.npy", x)
+    # d_in, d_out and the bias come from the file.
+    r = selfattn("run", "--module", module, "--weights", tmp_path / "w.safetensors",
+                 "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+    close(np.load(tmp_path / "y.npy"), out)
+
+
+def test_help_has_examples():
+    for args in [["--help"], ["run", "--help"], ["demo", "--help"]]:
+        r = selfattn(*args)
+        assert r.returncode == 0
+        assert "Example" in r.stdout
+
+
+# ------------------------------------------------------------------------ errors
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def npy_bytes(descr="<f4", shape=(2, 3), data=None, magic=b"\x93NUMPY"):
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, repr(tuple(shape)))
+    header = header + " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    body = data if data is not None else np.zeros(shape, dtype=np.float32).tobytes()
+    return magic + b"\x01\x00" + struct.pack("<H", len(header)) + header.encode() + body
+
+
+def expect_error(tmp_path, args, text):
+    before = set(os.listdir(tmp_path))
+    r = selfattn(*args)
+    assert r.returncode != 0, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error:"), r.stderr
+    assert text in lines[0], lines[0]
+    assert set(os.listdir(tmp_path)) == before, "an output or temporary file was left behind"
+
+
+def run_args(tmp_path, x_path, *extra):
+    return ["run", "--module", "linear", "--d-in", 3, "--d-out", 2, "--input", x_path,
+            "--output", tmp_path / "y.npy", *extra]
+
+
+@pytest.fixture
+def good_x(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((4, 3), dtype=np.float32))
+    return path
+
+
+def test_error_missing_required_flag(tmp_path):
+    expect_error(tmp_path, ["run", "--module", "linear", "--d-in", 3, "--d-out", 2,
+                            "--output", tmp_path / "y.npy"], "--input")
+
+
+def test_error_unknown_flag(tmp_path, good_x):
+    expect_error(tmp_path, run_args(tmp_path, good_x, "--frobnicate"), "frobnicate")
+
+
+def test_error_malformed_number(tmp_path, good_x):
+    expect_error(tmp_path, ["run", "--module", "linear", "--d-in", "three", "--d-out", 2,
+                            "--input", good_x, "--output", tmp_path / "y.npy"], "d-in")
+
+
+def test_error_non_positive_size(tmp_path, good_x):
+    expect_error(tmp_path, ["run", "--module", "linear", "--d-in", 0, "--d-out", 2,
+                            "--input", good_x, "--output", tmp_path / "y.npy"], "d-in")
+
+
+def test_error_unknown_module(tmp_path, good_x):
+    expect_error(tmp_path, ["run", "--module", "linear9", "--d-in", 3, "--d-out", 2,
+                            "--input", good_x, "--output", tmp_path / "y.npy"], "linear9")
+
+
+def test_error_no_subcommand(tmp_path):
+    expect_error(tmp_path, [], "subcommand")
+
+
+def test_error_missing_input_file(tmp_path):
+    expect_error(tmp_path, run_args(tmp_path, tmp_path / "nope.npy"), "nope.npy")
+
+
+def test_error_truncated_npy(tmp_path):
+    x = write_bytes(tmp_path / "x.npy", npy_bytes(data=b"\0" * 10))
+    expect_error(tmp_path, run_args(tmp_path, x), "truncated")
+
+
+def test_error_wrong_magic(tmp_path):
+    x = write_bytes(tmp_path / "x.npy", npy_bytes(magic=b"\x93NUMPZ"))
+    expect_error(tmp_path, run_args(tmp_path, x), "magic")
+
+
+def test_error_wrong_dtype(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((4, 3), dtype=np.float64))
+    expect_error(tmp_path, run_args(tmp_path, x), "<f8")
+
+
+def test_error_huge_shape_fails_fast(tmp_path):
+    x = write_bytes(tmp_path / "x.npy", npy_bytes(shape=(1000000, 1000000), data=b""))
+    expect_error(tmp_path, run_args(tmp_path, x), "x.npy")
+
+
+def test_error_wrong_d_in(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((6, 4), dtype=np.float32))
+    expect_error(tmp_path, run_args(tmp_path, x), "x has d_in=4, module expects d_in=3")
+
+
+def test_error_zero_length_sequence(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((0, 3), dtype=np.float32))
+    expect_error(tmp_path, run_args(tmp_path, x), "zero-length sequence")
+
+
+def test_error_unwritable_output(tmp_path, good_x):
+    expect_error(tmp_path, ["run", "--module", "linear", "--d-in", 3, "--d-out", 2, "--input",
+                            good_x, "--output", tmp_path / "no-such-dir" / "y.npy"], "no-such-dir")
+
+
+def test_error_flash_backend_not_built(tmp_path, good_x):
+    expect_error(tmp_path, run_args(tmp_path, good_x, "--backend", "flash"), "flash")
+
+
+def test_error_bad_weights_file(tmp_path, good_x):
+    w = write_bytes(tmp_path / "w.safetensors", struct.pack("<Q", 1 << 40) + b"{}")
+    expect_error(tmp_path, run_args(tmp_path, good_x, "--weights", w), "w.safetensors")
+
+
+def test_error_weights_with_wrong_shape(tmp_path, good_x):
+    w = tmp_path / "w.safetensors"
+    safetensors_io.save(w, {"W_query.weight": np.zeros((2, 3), np.float32),
+                            "W_key.weight": np.zeros((2, 3), np.float32),
+                            "W_value.weight": np.zeros((2, 4), np.float32)})
+    expect_error(tmp_path, run_args(tmp_path, good_x, "--weights", w), "W_value.weight")
+
+
+def test_failed_run_leaves_existing_output_untouched(tmp_path, good_x):
+    y = tmp_path / "y.npy"
+    np.save(y, np.full((2, 2), 7, dtype=np.float32))
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.ones((6, 4), dtype=np.float32))
+    r = selfattn(*run_args(tmp_path, bad))
+    assert r.returncode != 0
+    np.testing.assert_array_equal(np.load(y), np.full((2, 2), 7, dtype=np.float32))
