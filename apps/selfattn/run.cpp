@@ -42,11 +42,6 @@ void infer_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
 
 void run(RunOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
-  if (o.backend == "flash") {
-    throw llm_utils::ArgumentError(
-        "--backend flash: the fused kernels are not part of this build yet; use auto or "
-        "reference");
-  }
   std::optional<llm_utils::StateDict> weights;
   if (!o.weights.empty()) {
     weights = llm_utils::io::load_safetensors(o.weights);
@@ -62,8 +57,7 @@ void run(RunOptions o, std::ostream& out) {
 
   llm_utils::manual_seed(o.seed.value_or(llm_utils::Generator::kDefaultSeed));
   auto module = llm_utils::make_self_attention(o.module, o.d_in, o.d_out, o.qkv_bias);
-  module->set_backend(o.backend == "reference" ? llm_utils::Backend::reference
-                                               : llm_utils::Backend::automatic);
+  module->set_backend(llm_utils::parse_backend(o.backend));
   if (weights) module->load_state_dict(*weights);
 
   const llm_utils::Tensor y = module->forward(x);

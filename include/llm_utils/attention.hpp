@@ -19,14 +19,20 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "llm_utils/tensor.hpp"
 
 namespace llm_utils {
 
-/// Which implementation runs a kernel. Only `reference` exists so far; `automatic` picks the
-/// best one available for the shape.
-enum class Backend { reference, automatic };
+/// Which implementation runs a kernel: `reference` materialises the (N, M) scores with BLAS,
+/// `flash` is the fused CPU kernel that never does, `automatic` picks by shape.
+enum class Backend { reference, flash, automatic };
+
+/// "reference", "flash" or "auto".
+const char* backend_name(Backend backend);
+/// Parses "reference", "flash" or "auto"; throws ArgumentError naming the value otherwise.
+Backend parse_backend(const std::string& name);
 
 struct AttentionOptions {
   /// Scores are divided by this. Default: sqrt(d), the head dimension of q and k, which is what

@@ -38,7 +38,34 @@ float scale_divisor_for(const AttentionOptions& options, int64_t head_dim) {
   return static_cast<float>(std::sqrt(static_cast<double>(head_dim)));
 }
 
+void reject_unbuilt_backend(const char* fn, const AttentionOptions& options) {
+  if (options.backend == Backend::flash) {
+    throw ArgumentError(std::string(fn) +
+                        ": backend 'flash' is not part of this build yet; use 'reference' or "
+                        "'auto'");
+  }
+}
+
 }  // namespace
+
+const char* backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::reference:
+      return "reference";
+    case Backend::flash:
+      return "flash";
+    case Backend::automatic:
+      return "auto";
+  }
+  return "?";
+}
+
+Backend parse_backend(const std::string& name) {
+  if (name == "reference") return Backend::reference;
+  if (name == "flash") return Backend::flash;
+  if (name == "auto") return Backend::automatic;
+  throw ArgumentError("unknown backend '" + name + "' (expected reference, flash or auto)");
+}
 
 void softmax_rows_inplace(TensorView scores) {
   const int64_t rows = scores.size(0);
@@ -71,6 +98,7 @@ void softmax_rows_inplace(TensorView scores) {
 void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView out,
                        TensorView probs, const AttentionOptions& options) {
   constexpr const char* fn = "attention_forward";
+  reject_unbuilt_backend(fn, options);
   expect_rank2(fn, "q", q.shape());
   expect_rank2(fn, "k", k.shape());
   expect_rank2(fn, "v", v.shape());
@@ -95,6 +123,7 @@ void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
                         ConstTensorView probs, ConstTensorView dout, TensorView dq, TensorView dk,
                         TensorView dv, const AttentionOptions& options) {
   constexpr const char* fn = "attention_backward";
+  reject_unbuilt_backend(fn, options);
   expect_rank2(fn, "q", q.shape());
   expect_rank2(fn, "v", v.shape());
   const int64_t n = q.size(0), d = q.size(1), m = v.size(0), d_v = v.size(1);
