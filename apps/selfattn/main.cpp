@@ -4,28 +4,16 @@
 #include <exception>
 #include <iostream>
 
-#include "commands.hpp"
+#include "cli.hpp"
 #include "llm_utils/error.hpp"
-#include "llm_utils/version.hpp"
 
 int main(int argc, char** argv) {
-  CLI::App app{
-      "selfattn: self-attention from Raschka's \"Build a Large Language Model (From Scratch)\", "
-      "chapter 3, in C++ with PyTorch-identical numbers.",
-      "selfattn"};
-  app.set_version_flag("--version", llm_utils::kVersion);
-  app.require_subcommand(1);
-  app.footer(
-      "Examples:\n"
-      "  selfattn demo\n"
-      "  selfattn run --module linear --d-in 3 --d-out 2 --seed 789 --input x.npy --output y.npy\n"
-      "Run 'selfattn SUBCOMMAND --help' for a subcommand's options.");
-
-  selfattn::Command demo = selfattn::add_demo_command(app, std::cout);
-  selfattn::Command run = selfattn::add_run_command(app, std::cout);
+  // The subcommands are registered in cli.cpp, shared with the argument fuzzer.
+  selfattn::Cli cli(std::cout);
+  CLI::App& app = cli.app();
 
   try {
-    app.parse(argc, argv);
+    cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -38,10 +26,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    for (const CLI::App* sub : app.get_subcommands()) {
-      if (sub->get_name() == "demo") demo();
-      if (sub->get_name() == "run") run();
-    }
+    cli.run();
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
