@@ -140,15 +140,16 @@ TEST(GradCheck, Linear5) {
   check_gradients("SelfAttention_Linear5");
 }
 
-TEST(GradCheck, AttentionKernelInDouble) {
+void check_kernel_gradients(Backend backend) {
   // The kernel alone, all three gradients, on a non-square key length.
+  SCOPED_TRACE(backend_name(backend));
   const int64_t n = 3, m = 5, d = 4, dv = 2;
   Generator gen(5);
   Tensor q = gen.uniform({n, d}, -1, 1), k = gen.uniform({m, d}, -1, 1),
          v = gen.uniform({m, dv}, -1, 1), go = gen.uniform({n, dv}, -1, 1);
-  Tensor out({n, dv}), probs({n, m}), dq({n, d}), dk({m, d}), dvv({m, dv});
-  attention_forward(q, k, v, out, probs, {});
-  attention_backward(q, k, v, probs, go, dq, dk, dvv, {});
+  Tensor out({n, dv}), lse({n}), dq({n, d}), dk({m, d}), dvv({m, dv});
+  attention_forward(q, k, v, out, lse, {.backend = backend});
+  attention_backward(q, k, v, out, lse, go, dq, dk, dvv, {.backend = backend});
   const auto loss = [&](const Vec& qd, const Vec& kd, const Vec& vd) {
     double total = 0.0;
     for (int64_t i = 0; i < n; ++i) {
@@ -183,6 +184,13 @@ TEST(GradCheck, AttentionKernelInDouble) {
   check(qd, dq, "dq");
   check(kd, dk, "dk");
   check(vd, dvv, "dv");
+}
+
+TEST(GradCheck, AttentionKernelInDoubleReference) {
+  check_kernel_gradients(Backend::reference);
+}
+TEST(GradCheck, AttentionKernelInDoubleFlash) {
+  check_kernel_gradients(Backend::flash);
 }
 
 }  // namespace

@@ -35,13 +35,14 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
-class Parity : public ::testing::TestWithParam<std::string> {
+class Parity : public ::testing::TestWithParam<std::tuple<std::string, Backend>> {
  protected:
   void SetUp() override {
-    golden_ = testing::load_golden("parity/" + GetParam() + ".safetensors");
+    golden_ = testing::load_golden("parity/" + std::get<0>(GetParam()) + ".safetensors");
     manual_seed(static_cast<uint64_t>(golden_.meta_int("seed")));
     module_ = make_self_attention(golden_.meta.at("class"), golden_.meta_int("d_in"),
                                   golden_.meta_int("d_out"), golden_.meta_int("qkv_bias") != 0);
+    module_->set_backend(std::get<1>(GetParam()));
   }
   Golden golden_;
   std::unique_ptr<SelfAttentionBase> module_;
@@ -66,20 +67,42 @@ TEST_P(Parity, ForwardLeavesTheDefaultGeneratorWherePyTorchDoes) {
   EXPECT_TRUE(bit_equal(rand({4}), golden_["next_rand"]));
 }
 
+double max_abs_diff(ConstTensorView a, ConstTensorView b) {
+  double worst = 0.0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    worst = std::max(worst, std::fabs(double(a.data()[i]) - double(b.data()[i])));
+  }
+  return worst;
+}
+
+// Gradients sum over the sequence: allow 1e-5 of the largest reference magnitude. Where that
+// fails, the case is ill-conditioned (saturated softmax rows over large scores): then measure
+// both against the float64 truth and require that we are at most 3x as far from it as float32
+// PyTorch is. The factor covers the fused backward, which recomputes P from the log-sum-exp
+// rounded to float (a relative error up to |lse| * 2^-24 that PyTorch, keeping P, does not
+// have); the reference backend meets the first criterion on every case.
+::testing::AssertionResult gradient_matches(ConstTensorView actual, ConstTensorView pytorch,
+                                            ConstTensorView truth) {
+  const double scale = std::max(1.0, testing::max_abs(pytorch));
+  auto close = testing::all_close(actual, pytorch, 1e-5, 1e-5 * scale);
+  if (close) return close;
+  const double ours = max_abs_diff(actual, truth), theirs = max_abs_diff(pytorch, truth);
+  if (ours <= 3.0 * theirs) return ::testing::AssertionSuccess();
+  return close << "; error vs float64: ours " << ours << ", PyTorch float32 " << theirs;
+}
+
 TEST_P(Parity, GradientsMatchAutograd) {
   module_->forward(golden_["x"]);
   Tensor dx = module_->backward(golden_["grad_out"]);
-  const auto grad_close = [](ConstTensorView actual, ConstTensorView expected) {
-    // Gradients sum over the sequence: allow 1e-5 of the largest reference magnitude.
-    return testing::all_close(actual, expected, 1e-5,
-                              1e-5 * std::max(1.0, testing::max_abs(expected)));
-  };
-  EXPECT_TRUE(grad_close(dx, golden_["grad_x"])) << "grad_x";
+  EXPECT_TRUE(gradient_matches(dx, golden_["grad_x"], golden_["grad64_x"])) << "grad_x";
   const std::vector<std::string> none = split_commas(golden_.meta.at("none_grads"));
   for (auto& [name, p] : module_->named_parameters()) {
     const bool expect_none = std::find(none.begin(), none.end(), name) != none.end();
     ASSERT_EQ(p->has_grad(), !expect_none) << name;
-    if (!expect_none) EXPECT_TRUE(grad_close(p->grad(), golden_["grad." + name])) << name;
+    if (!expect_none) {
+      EXPECT_TRUE(gradient_matches(p->grad(), golden_["grad." + name], golden_["grad64." + name]))
+          << name;
+    }
   }
 }
 
@@ -107,8 +130,13 @@ TEST_P(Parity, DerivedLayersMatchTheOriginalsStateDict) {
   EXPECT_EQ(sd.size(), module_->named_parameters().size() + derived);
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, Parity, ::testing::ValuesIn(parity_cases()),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Golden, Parity,
+                         ::testing::Combine(::testing::ValuesIn(parity_cases()),
+                                            ::testing::Values(Backend::reference, Backend::flash)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" +
+                                  backend_name(std::get<1>(info.param));
+                         });
 
 TEST(ParityFixtures, AllCasesArePresent) {
   // 7 class/bias configurations x 6 shapes x 2 ranks; guards against a silently empty folder.

@@ -1,20 +1,30 @@
 #pragma once
 /// \file attention.hpp
 /// The attention kernels: free functions over non-owning views, inputs first, then outputs,
-/// then options. One head, one batch element per call:
+/// then options. Per batch element (and head):
 ///
-///   S = (Q K^T) / sqrt_scale_divisor,  P = softmax_rows(S),  O = P V
+///   S = (Q K^T) / scale_divisor (+ additive_mask),  key j hidden from query i when causal and
+///   j > i;  P = softmax_rows(S);  O = P V;  lse_i = log(sum_j exp(S_ij)).
 ///
-/// Shapes: q (N, d), k (M, d), v (M, d_v), out (N, d_v), probs (N, M).
+/// Shapes, with or without the leading batch dimension B (all the same rank):
+/// q (B, N, d), k (B, M, d), v (B, M, d_v), out (B, N, d_v), lse (B, N), probs (B, N, M),
+/// additive_mask (N, M) shared by every batch element or (B, N, M).
 ///
-/// The reference backend materialises P (returned in `probs`), computes it stably (row max
-/// subtracted) and gives an all-zero row where every score of a row is -inf. NaN anywhere in a
-/// row of scores makes that row's probabilities and outputs NaN, as in PyTorch.
+/// Two implementations (Backend): `reference` materialises each (N, M) score matrix with BLAS
+/// GEMMs, the oracle; `flash` is the fused, multithreaded CPU kernel (online softmax over
+/// 64 x 64 tiles, O(N) memory, backward by recomputation from lse). `automatic` picks by size.
+///
+/// Numerics (both backends): the softmax subtracts the row max, so large scores do not
+/// overflow. A row with no visible key (all -inf) gives P = 0, O = 0, lse = -inf, zero
+/// gradients. A NaN score makes its whole row NaN; a +inf score gives NaN, as in PyTorch. The
+/// two backends agree to about 1e-6 relative; `flash` gives bitwise the same forward for any
+/// thread count, and a backward whose dq may differ in the last bits between thread counts
+/// (per-thread partial sums are added in a fixed order, but the split depends on the count).
 ///
 /// Example:
 /// \code
-///   llm_utils::Tensor out({6, 2}), probs({6, 6});
-///   llm_utils::attention_forward(q, k, v, out, probs, {});
+///   llm_utils::Tensor out({6, 2}), lse({6});
+///   llm_utils::attention_forward(q, k, v, out, lse, {.causal = true});
 /// \endcode
 
 #include <cstdint>
@@ -38,19 +48,32 @@ struct AttentionOptions {
   /// Scores are divided by this. Default: sqrt(d), the head dimension of q and k, which is what
   /// the original's `attn_scores / keys.shape[-1]**0.5` does.
   std::optional<float> scale_divisor;
+  /// Hide key j from query i when j > i (top-left aligned, as PyTorch's `is_causal`).
+  bool causal = false;
+  /// Added to the scaled scores: (N, M) or (B, N, M); -inf hides a key. Empty for none.
+  ConstTensorView additive_mask;
   Backend backend = Backend::automatic;
 };
 
-/// Forward pass. `probs` receives P (N, M); `out` receives O (N, d_v).
-void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView out,
-                       TensorView probs, const AttentionOptions& options);
+/// The backend `automatic` resolves to for queries N, keys M and head dim d.
+Backend choose_backend(Backend requested, int64_t n, int64_t m, int64_t d);
 
-/// Backward pass from the saved probabilities. Any of `dq`, `dk`, `dv` may be an empty view
-/// (data() == nullptr) when that gradient is not needed; the others are overwritten.
-/// Shapes: dout (N, d_v), dq (N, d), dk (M, d), dv (M, d_v).
+/// Forward pass: out (O) and lse, the per-row log-sum-exp that backward and
+/// attention_probabilities need.
+void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView out,
+                       TensorView lse, const AttentionOptions& options);
+
+/// Backward pass by recomputation from the forward's `out` and `lse`. `dq` and `dk` may be
+/// empty views (data() == nullptr) when not needed, which skips most of the work; `dv` is
+/// required. Each given gradient is overwritten. Shapes: dout as out, dq as q, dk as k, dv as v.
 void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
-                        ConstTensorView probs, ConstTensorView dout, TensorView dq, TensorView dk,
-                        TensorView dv, const AttentionOptions& options);
+                        ConstTensorView out, ConstTensorView lse, ConstTensorView dout,
+                        TensorView dq, TensorView dk, TensorView dv,
+                        const AttentionOptions& options);
+
+/// The attention weights P (N, M) or (B, N, M), recomputed from a forward's lse.
+void attention_probabilities(ConstTensorView q, ConstTensorView k, ConstTensorView lse,
+                             TensorView probs, const AttentionOptions& options);
 
 /// Row-wise stable softmax in place over a (rows, cols) matrix. Rows that are entirely -inf
 /// become zeros.

@@ -1,7 +1,8 @@
 #pragma once
 /// \file threads.hpp
-/// How many threads the library's compute may use. Today that is the BLAS GEMMs (OpenBLAS's
-/// own pool); the fused kernels will share the same setting. Default: the available cores.
+/// How many threads the library's compute may use: the fused attention kernels (OpenMP) and
+/// the projection GEMMs (OpenBLAS) each get this many, and never run at the same time. Default:
+/// the available cores (OMP_NUM_THREADS, when set, decides the default as usual).
 /// Process-wide: set it from one thread, before or between computations.
 
 namespace llm_utils {

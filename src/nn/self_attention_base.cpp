@@ -46,12 +46,9 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   q = q.reshape({batch, seq, d_out_});
   k = k.reshape({batch, seq, d_out_});
   v = v.reshape({batch, seq, d_out_});
-  Tensor probs({batch, seq, seq});       // (B, N, N)
   Tensor context({batch, seq, d_out_});  // (B, N, d_out)
-  for (int64_t b = 0; b < batch; ++b) {
-    attention_forward(q.select(b), k.select(b), v.select(b), context.select(b), probs.select(b),
-                      options_);
-  }
+  Tensor lse({batch, seq});              // (B, N)
+  attention_forward(q, k, v, context, lse, options_);
 
   batch_ = batch;
   seq_ = seq;
@@ -61,8 +58,9 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   queries_ = std::move(q);
   keys_ = std::move(k);
   values_ = std::move(v);
-  probs_ = std::move(probs);
   context_ = std::move(context);
+  lse_ = std::move(lse);
+  probs_.reset();
   after_forward(batch, seq);
   return Tensor::from_view(as_input_rank(context_));
 }
@@ -79,18 +77,15 @@ Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {
                         ", the forward output had shape " + shape_to_string(expected));
   }
   const bool qk = gradient_reaches_queries_and_keys();
-  Tensor dq, dk;  // (B, N, d_out) each, or empty
+  Tensor dq, dk;  // (B, N, d_out) each, or empty when no gradient reaches Q and K
   if (qk) {
     dq = Tensor({batch_, seq_, d_out_});
     dk = Tensor({batch_, seq_, d_out_});
   }
   Tensor dv({batch_, seq_, d_out_});                                       // (B, N, d_out)
   const ConstTensorView dout(grad_output.data(), {batch_, seq_, d_out_});  // (B, N, d_out)
-  for (int64_t b = 0; b < batch_; ++b) {
-    attention_backward(queries_.select(b), keys_.select(b), values_.select(b), probs_.select(b),
-                       dout.select(b), qk ? dq.select(b) : TensorView(),
-                       qk ? dk.select(b) : TensorView(), dv.select(b), options_);
-  }
+  attention_backward(queries_, keys_, values_, context_, lse_, dout, qk ? dq.view() : TensorView(),
+                     qk ? dk.view() : TensorView(), dv, options_);
   const Shape flat = {batch_ * seq_, d_out_};
   const ConstTensorView none;
   Tensor dx = project_backward(input_, qk ? ConstTensorView(dq.data(), flat) : none,
@@ -167,9 +162,18 @@ ConstTensorView SelfAttentionBase::values() const {
   return as_input_rank(values_);
 }
 
+const Tensor& SelfAttentionBase::all_attn_weights() const {
+  if (!probs_) {
+    Tensor probs({batch_, seq_, seq_});  // (B, N, N)
+    attention_probabilities(queries_, keys_, lse_, probs, options_);
+    probs_ = std::move(probs);
+  }
+  return *probs_;
+}
+
 ConstTensorView SelfAttentionBase::attn_weights() const {
   if (!has_forward()) throw StateError(class_name_ + ".attn_weights: no forward has run yet");
-  return as_input_rank(probs_);
+  return as_input_rank(all_attn_weights());
 }
 
 ConstTensorView SelfAttentionBase::context_vec() const {

@@ -1,71 +1,114 @@
-// The reference attention: plain BLAS GEMMs and a materialised (N, M) probability matrix.
-// This is the oracle the fast kernels are tested against; it is never tuned.
+// The reference attention, one batch element at a time, following the original's operation
+// order: raw = Q K^T, S = raw / divisor (+ mask), P = softmax(S) with the row max subtracted,
+// O = P V.
 
 #include "llm_utils/attention.hpp"
 
 #include <cmath>
 #include <limits>
-#include <string>
 #include <vector>
 
-#include "llm_utils/error.hpp"
+#include "reference/attention_reference.hpp"
 #include "reference/blas.hpp"
 
 namespace llm_utils {
+namespace reference {
 namespace {
 
 using blas::Trans;
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
-void expect_matrix(const char* fn, const char* name, const Shape& shape, int64_t rows,
-                   int64_t cols) {
-  if (shape.size() != 2 || shape[0] != rows || shape[1] != cols) {
-    throw ArgumentError(std::string(fn) + ": " + name + " must have shape " +
-                        shape_to_string({rows, cols}) + ", got " + shape_to_string(shape));
+// scores (N, M) = Q_b K_b^T / divisor + mask, with hidden keys at -inf.
+void scores(const AttentionProblem& p, int64_t b, float* s) {
+  blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q + b * p.n * p.d, p.d,
+             p.k + b * p.m * p.d, p.d, 0.0f, s, p.m);
+  const float* mask = p.mask != nullptr ? p.mask + b * p.mask_batch_stride : nullptr;
+  for (int64_t i = 0; i < p.n; ++i) {
+    for (int64_t j = 0; j < p.m; ++j) {
+      float& x = s[i * p.m + j];
+      x /= p.divisor;
+      if (mask != nullptr) x += mask[i * p.m + j];
+      if (p.causal && j > i) x = kMinusInf;
+    }
   }
 }
 
-void expect_rank2(const char* fn, const char* name, const Shape& shape) {
-  if (shape.size() != 2) {
-    throw ArgumentError(std::string(fn) + ": " + name + " must be a matrix, got shape " +
-                        shape_to_string(shape));
-  }
-}
-
-float scale_divisor_for(const AttentionOptions& options, int64_t head_dim) {
-  if (options.scale_divisor) return *options.scale_divisor;
-  // The original computes keys.shape[-1]**0.5 in double and divides a float32 tensor by it,
-  // which rounds the divisor to float first.
-  return static_cast<float>(std::sqrt(static_cast<double>(head_dim)));
-}
-
-void reject_unbuilt_backend(const char* fn, const AttentionOptions& options) {
-  if (options.backend == Backend::flash) {
-    throw ArgumentError(std::string(fn) +
-                        ": backend 'flash' is not part of this build yet; use 'reference' or "
-                        "'auto'");
-  }
+// P (N, M) recomputed exactly as the forward computed it (the scores, then the softmax with
+// the row max subtracted), so the backward sees the same bits PyTorch's autograd saves. Using
+// exp(S - lse) instead would differ in the last bits, which saturated softmax rows amplify.
+void probabilities(const AttentionProblem& p, int64_t b, float* s) {
+  scores(p, b, s);
+  softmax_rows_inplace(TensorView(s, {p.n, p.m}));
 }
 
 }  // namespace
 
-const char* backend_name(Backend backend) {
-  switch (backend) {
-    case Backend::reference:
-      return "reference";
-    case Backend::flash:
-      return "flash";
-    case Backend::automatic:
-      return "auto";
+void attention_forward(const AttentionProblem& p, float* out, float* lse) {
+  std::vector<float> s(static_cast<size_t>(p.n * p.m));  // (N, M) scores, then P
+  for (int64_t b = 0; b < p.batch; ++b) {
+    scores(p, b, s.data());
+    for (int64_t i = 0; i < p.n; ++i) {
+      // lse_i = max + log(sum exp(S - max)), taken before the in-place softmax.
+      float* row = s.data() + i * p.m;
+      float row_max = kMinusInf;
+      bool nan = false;
+      for (int64_t j = 0; j < p.m; ++j) {
+        row_max = row[j] > row_max ? row[j] : row_max;
+        nan |= std::isnan(row[j]);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < p.m; ++j) sum += std::exp(row[j] - row_max);
+      lse[b * p.n + i] = nan ? std::numeric_limits<float>::quiet_NaN()
+                             : (row_max == kMinusInf ? kMinusInf : row_max + std::log(sum));
+    }
+    softmax_rows_inplace(TensorView(s.data(), {p.n, p.m}));
+    // out (N, dv) = P V
+    blas::gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v + b * p.m * p.dv,
+               p.dv, 0.0f, out + b * p.n * p.dv, p.dv);
   }
-  return "?";
 }
 
-Backend parse_backend(const std::string& name) {
-  if (name == "reference") return Backend::reference;
-  if (name == "flash") return Backend::flash;
-  if (name == "auto") return Backend::automatic;
-  throw ArgumentError("unknown backend '" + name + "' (expected reference, flash or auto)");
+void attention_backward(const AttentionProblem& p, const float* dout, float* dq, float* dk,
+                        float* dv) {
+  std::vector<float> probs(static_cast<size_t>(p.n * p.m));  // (N, M) P
+  std::vector<float> ds(static_cast<size_t>(p.n * p.m));     // (N, M) dP, then dS
+  for (int64_t b = 0; b < p.batch; ++b) {
+    probabilities(p, b, probs.data());
+    const float* dout_b = dout + b * p.n * p.dv;
+    const float* v_b = p.v + b * p.m * p.dv;
+    // forward was `out = P V`, so dV = P^T dout ...
+    blas::gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_b, p.dv, 0.0f,
+               dv + b * p.m * p.dv, p.dv);
+    if (dq == nullptr && dk == nullptr) continue;
+    // ... and dP (N, M) = dout V^T.
+    blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_b, p.dv, v_b, p.dv, 0.0f,
+               ds.data(), p.m);
+    // forward was `P = softmax(S)`, so dS = P * (dP - rowsum(dP * P)); S was raw / divisor (the
+    // mask is a constant), so d raw = dS / divisor.
+    for (int64_t i = 0; i < p.n; ++i) {
+      const float* p_row = probs.data() + i * p.m;
+      float* ds_row = ds.data() + i * p.m;
+      float row_dot = 0.0f;
+      for (int64_t j = 0; j < p.m; ++j) row_dot += ds_row[j] * p_row[j];
+      for (int64_t j = 0; j < p.m; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_dot) / p.divisor;
+    }
+    // forward was `raw = Q K^T`, so dQ = d raw K and dK = d raw^T Q.
+    if (dq != nullptr) {
+      blas::gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k + b * p.m * p.d,
+                 p.d, 0.0f, dq + b * p.n * p.d, p.d);
+    }
+    if (dk != nullptr) {
+      blas::gemm(Trans::yes, Trans::no, p.m, p.d, p.n, 1.0f, ds.data(), p.m, p.q + b * p.n * p.d,
+                 p.d, 0.0f, dk + b * p.m * p.d, p.d);
+    }
+  }
 }
+
+void attention_probabilities(const AttentionProblem& p, float* probs) {
+  for (int64_t b = 0; b < p.batch; ++b) probabilities(p, b, probs + b * p.n * p.m);
+}
+
+}  // namespace reference
 
 void softmax_rows_inplace(TensorView scores) {
   const int64_t rows = scores.size(0);
@@ -73,9 +116,11 @@ void softmax_rows_inplace(TensorView scores) {
   for (int64_t i = 0; i < rows; ++i) {
     float* row = scores.data() + i * cols;
     float row_max = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < cols; ++j) row_max = std::fmax(row_max, row[j]);
     bool row_has_nan = false;
-    for (int64_t j = 0; j < cols; ++j) row_has_nan |= std::isnan(row[j]);
+    for (int64_t j = 0; j < cols; ++j) {
+      row_max = row[j] > row_max ? row[j] : row_max;
+      row_has_nan |= std::isnan(row[j]);
+    }
     if (row_has_nan) {
       for (int64_t j = 0; j < cols; ++j) row[j] = std::numeric_limits<float>::quiet_NaN();
       continue;
@@ -92,75 +137,6 @@ void softmax_rows_inplace(TensorView scores) {
     }
     const float inv_sum = 1.0f / sum;
     for (int64_t j = 0; j < cols; ++j) row[j] *= inv_sum;
-  }
-}
-
-void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView out,
-                       TensorView probs, const AttentionOptions& options) {
-  constexpr const char* fn = "attention_forward";
-  reject_unbuilt_backend(fn, options);
-  expect_rank2(fn, "q", q.shape());
-  expect_rank2(fn, "k", k.shape());
-  expect_rank2(fn, "v", v.shape());
-  const int64_t n = q.size(0), d = q.size(1), m = k.size(0), d_v = v.size(1);
-  expect_matrix(fn, "k", k.shape(), m, d);
-  expect_matrix(fn, "v", v.shape(), m, d_v);
-  expect_matrix(fn, "out", out.shape(), n, d_v);
-  expect_matrix(fn, "probs", probs.shape(), n, m);
-
-  // probs (N, M) = Q K^T, then / divisor, as the original: scores first, then the division.
-  blas::gemm(Trans::no, Trans::yes, n, m, d, 1.0f, q.data(), d, k.data(), d, 0.0f, probs.data(), m);
-  const float divisor = scale_divisor_for(options, d);
-  float* p = probs.data();
-  for (int64_t i = 0; i < n * m; ++i) p[i] /= divisor;
-  softmax_rows_inplace(probs);
-  // out (N, d_v) = P V
-  blas::gemm(Trans::no, Trans::no, n, d_v, m, 1.0f, probs.data(), m, v.data(), d_v, 0.0f,
-             out.data(), d_v);
-}
-
-void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
-                        ConstTensorView probs, ConstTensorView dout, TensorView dq, TensorView dk,
-                        TensorView dv, const AttentionOptions& options) {
-  constexpr const char* fn = "attention_backward";
-  reject_unbuilt_backend(fn, options);
-  expect_rank2(fn, "q", q.shape());
-  expect_rank2(fn, "v", v.shape());
-  const int64_t n = q.size(0), d = q.size(1), m = v.size(0), d_v = v.size(1);
-  expect_matrix(fn, "k", k.shape(), m, d);
-  expect_matrix(fn, "probs", probs.shape(), n, m);
-  expect_matrix(fn, "dout", dout.shape(), n, d_v);
-  if (dq.data() != nullptr) expect_matrix(fn, "dq", dq.shape(), n, d);
-  if (dk.data() != nullptr) expect_matrix(fn, "dk", dk.shape(), m, d);
-  if (dv.data() != nullptr) expect_matrix(fn, "dv", dv.shape(), m, d_v);
-
-  // forward was `out = P V`, so dV = P^T dout.
-  if (dv.data() != nullptr) {
-    blas::gemm(Trans::yes, Trans::no, m, d_v, n, 1.0f, probs.data(), m, dout.data(), d_v, 0.0f,
-               dv.data(), d_v);
-  }
-  if (dq.data() == nullptr && dk.data() == nullptr) return;
-
-  // forward was `out = P V`, so dP (N, M) = dout V^T.
-  std::vector<float> ds(static_cast<size_t>(n * m));  // (N, M): dP, then dS in place
-  blas::gemm(Trans::no, Trans::yes, n, m, d_v, 1.0f, dout.data(), d_v, v.data(), d_v, 0.0f,
-             ds.data(), m);
-  // forward was `P = softmax(S)`, so dS = P * (dP - rowsum(dP * P)); and S was the raw scores
-  // divided by the divisor, so the raw-score gradient is dS / divisor.
-  const float divisor = scale_divisor_for(options, d);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* p_row = probs.data() + i * m;
-    float* ds_row = ds.data() + i * m;
-    float row_dot = 0.0f;
-    for (int64_t j = 0; j < m; ++j) row_dot += ds_row[j] * p_row[j];
-    for (int64_t j = 0; j < m; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_dot) / divisor;
-  }
-  // forward was `raw = Q K^T`, so dQ = dRaw K and dK = dRaw^T Q.
-  if (dq.data() != nullptr) {
-    blas::gemm(Trans::no, Trans::no, n, d, m, 1.0f, ds.data(), m, k.data(), d, 0.0f, dq.data(), d);
-  }
-  if (dk.data() != nullptr) {
-    blas::gemm(Trans::yes, Trans::no, m, d, n, 1.0f, ds.data(), m, q.data(), d, 0.0f, dk.data(), d);
   }
 }
 

@@ -85,6 +85,18 @@ def parity_case(index, class_name, bias, shape, batched):
         for key, value in module.state_dict().items():
             if not key.startswith("W_"):
                 t["derived." + key] = value
+    # The same computation in float64 from the same weights and inputs: the ground truth that
+    # shows how far float32 PyTorch itself is from exact, for ill-conditioned cases.
+    module64 = orig.build(class_name, d_in, d_out, bias).double()
+    with torch.no_grad():
+        for name, p in module64.named_parameters():
+            p.copy_(init[name].double())
+    x64 = x.detach().double().requires_grad_(True)
+    module64(x64).backward(grad_out.double())
+    t["grad64_x"] = x64.grad.float()
+    for name, p in module64.named_parameters():
+        if p.grad is not None:
+            t["grad64." + name] = p.grad.float()
     meta = {"class": class_name, "d_in": d_in, "d_out": d_out, "qkv_bias": int(bias),
             "seed": seed, "none_grads": ",".join(none_grads)}
     rank = "3d" if batched else "2d"

@@ -92,7 +92,8 @@ class SelfAttentionBase {
   ConstTensorView attn_weights() const;
   ConstTensorView context_vec() const;
 
-  /// Which attention kernel forward and backward use (default: automatic).
+  /// Which attention kernel forward and backward use (default: automatic, which takes the
+  /// fused kernel from 64 x 64 scores up).
   void set_backend(Backend backend) { options_.backend = backend; }
   Backend backend() const { return options_.backend; }
 
@@ -114,8 +115,8 @@ class SelfAttentionBase {
   /// Whether `key` names a derived entry this class's original state dict may hold.
   virtual bool is_derived_key(const std::string& /*key*/) const { return false; }
 
-  /// The saved (N, N) attention weights and (N, d_out) keys of batch element b.
-  ConstTensorView saved_attn_weights(int64_t b) const { return probs_.select(b); }
+  /// The (N, N) attention weights (computed on first use) and (N, d_out) keys of batch element b.
+  ConstTensorView saved_attn_weights(int64_t b) const { return all_attn_weights().select(b); }
   ConstTensorView saved_keys(int64_t b) const { return keys_.select(b); }
   int64_t saved_batch() const { return batch_; }
   int64_t saved_seq() const { return seq_; }
@@ -123,6 +124,9 @@ class SelfAttentionBase {
 
  private:
   ConstTensorView as_input_rank(const Tensor& t) const;
+  /// (B, N, N), recomputed from the saved log-sum-exp the first time it is asked for, so that a
+  /// forward never needs N^2 memory unless inspection wants it.
+  const Tensor& all_attn_weights() const;
 
   std::string class_name_;
   int64_t d_in_;
@@ -134,12 +138,13 @@ class SelfAttentionBase {
   int64_t seq_ = 0;
   bool input_was_2d_ = false;
   bool backward_ready_ = false;
-  Tensor input_;    // (B*N, d_in)
-  Tensor queries_;  // (B, N, d_out)
-  Tensor keys_;     // (B, N, d_out)
-  Tensor values_;   // (B, N, d_out)
-  Tensor probs_;    // (B, N, N) attention weights
-  Tensor context_;  // (B, N, d_out)
+  Tensor input_;                         // (B*N, d_in)
+  Tensor queries_;                       // (B, N, d_out)
+  Tensor keys_;                          // (B, N, d_out)
+  Tensor values_;                        // (B, N, d_out)
+  Tensor context_;                       // (B, N, d_out)
+  Tensor lse_;                           // (B, N) log-sum-exp of each row of scores
+  mutable std::optional<Tensor> probs_;  // (B, N, N) attention weights, once asked for
 };
 
 /// Weights as bare parameter matrices (d_in, d_out), used as `x @ W`, drawn with `torch.rand`

@@ -1,0 +1,56 @@
+#pragma once
+// The SIMD building blocks of the fused kernels, chosen once per process by the CPU's features:
+// AVX-512 (explicit intrinsics), AVX2+FMA or portable (the same plain C++ compiled twice, with and
+// without -mavx2 -mfma). The fused kernels only ever call through this table.
+
+#include <cstdint>
+#include <optional>
+
+namespace llm_utils::cpu {
+
+enum class Isa { portable, avx2, avx512 };
+
+const char* isa_name(Isa isa);
+
+struct Microkernels {
+  Isa isa;
+
+  /// C (m x n) = (accumulate ? C : 0) + alpha * A (m x k) B (k x n); all row-major with the
+  /// given leading dimensions (in elements). No aliasing between C and A or B.
+  void (*gemm)(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+               const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
+
+  /// sum_p a[p] * b[p], rounded exactly as one element of `gemm` with k = n and alpha = 1 (same
+  /// order, same fused or separate multiply-add). The backward's D = dO . O then cancels
+  /// exactly against dP = dO . V_j where a row of P is one-hot (O == V_j), as PyTorch's
+  /// P (dP - sum(P dP)) does; a differently rounded D would leave noise there that the
+  /// (possibly large) keys amplify.
+  float (*dot)(const float* a, const float* b, int64_t n);
+
+  /// Largest of x[0..n), n >= 1; NaN if any element is NaN.
+  float (*row_max)(const float* x, int64_t n);
+
+  /// x[j] = exp(x[j] * scale - offset) for j < n; returns the sum of the new x (float).
+  float (*exp_shifted_sum)(float* x, int64_t n, float scale, float offset);
+
+  /// x[j] = exp(x[j] * scale - offsets[j]) for j < n, with exp(-inf - -inf) taken as 0 (a fully
+  /// masked query row has offset -inf).
+  void (*exp_shifted_each)(float* x, int64_t n, float scale, const float* offsets);
+};
+
+/// The best table this CPU supports, unless force_isa() chose another.
+const Microkernels& microkernels();
+
+/// The best ISA this CPU supports.
+Isa detected_isa();
+
+/// Forces a table (for tests and benchmarks); nullopt restores detection. Throws
+/// ArgumentError if the CPU lacks the ISA. Not thread-safe: call between computations.
+void force_isa(std::optional<Isa> isa);
+
+// One table per ISA, defined in their own translation units.
+const Microkernels& portable_microkernels();
+const Microkernels& avx2_microkernels();
+const Microkernels& avx512_microkernels();
+
+}  // namespace llm_utils::cpu

@@ -1,0 +1,259 @@
+// The fused kernels against the reference on edge shapes, on every ISA this CPU has, with one
+// and two threads: outputs, log-sum-exp, attention weights and every gradient. Plus the
+// microkernels alone (GEMM, the vectorised exp's error bound).
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+
+#include "cpu/microkernels.hpp"
+#include "test_util.hpp"
+
+namespace llm_utils {
+namespace {
+
+using cpu::Isa;
+
+struct Shape5 {
+  int64_t batch, n, m, d, dv;
+};
+
+std::string describe(const Shape5& s) {
+  return "B=" + std::to_string(s.batch) + " N=" + std::to_string(s.n) +
+         " M=" + std::to_string(s.m) + " d=" + std::to_string(s.d) + " dv=" + std::to_string(s.dv);
+}
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out = {Isa::portable};
+  if (cpu::detected_isa() != Isa::portable) out.push_back(Isa::avx2);
+  if (cpu::detected_isa() == Isa::avx512) out.push_back(Isa::avx512);
+  return out;
+}
+
+// Restores the ISA and thread count a test changed.
+struct Environment {
+  ~Environment() {
+    cpu::force_isa(std::nullopt);
+    set_num_threads(threads);
+  }
+  int threads = get_num_threads();
+};
+
+struct Inputs {
+  Tensor q, k, v, dout;
+};
+
+Inputs make_inputs(const Shape5& s, double magnitude, uint64_t seed) {
+  Generator g(seed);
+  return {g.uniform({s.batch, s.n, s.d}, -magnitude, magnitude),
+          g.uniform({s.batch, s.m, s.d}, -magnitude, magnitude),
+          g.uniform({s.batch, s.m, s.dv}, -1.0, 1.0), g.uniform({s.batch, s.n, s.dv}, -1.0, 1.0)};
+}
+
+struct Results {
+  Tensor out, lse, probs, dq, dk, dv, dv_only;
+};
+
+Results run(const Inputs& in, const Shape5& s, AttentionOptions o) {
+  Results r{Tensor({s.batch, s.n, s.dv}), Tensor({s.batch, s.n}),      Tensor({s.batch, s.n, s.m}),
+            Tensor({s.batch, s.n, s.d}),  Tensor({s.batch, s.m, s.d}), Tensor({s.batch, s.m, s.dv}),
+            Tensor({s.batch, s.m, s.dv})};
+  attention_forward(in.q, in.k, in.v, r.out, r.lse, o);
+  attention_probabilities(in.q, in.k, r.lse, r.probs, o);
+  attention_backward(in.q, in.k, in.v, r.out, r.lse, in.dout, r.dq, r.dk, r.dv, o);
+  attention_backward(in.q, in.k, in.v, r.out, r.lse, in.dout, {}, {}, r.dv_only, o);
+  return r;
+}
+
+::testing::AssertionResult close(const Tensor& actual, const Tensor& expected) {
+  // lse may hold -inf (fully hidden rows): all_close treats equal infinities via NaN-free path.
+  for (int64_t i = 0; i < expected.numel(); ++i) {
+    if (std::isinf(expected[i]) && actual[i] != expected[i]) {
+      return ::testing::AssertionFailure()
+             << "element " << i << ": " << actual[i] << " vs " << expected[i];
+    }
+  }
+  Tensor a = actual, e = expected;
+  for (int64_t i = 0; i < e.numel(); ++i) {
+    if (std::isinf(e[i])) a[i] = e[i] = 0.0f;
+  }
+  return testing::all_close(a, e, 2e-5, 2e-5 * std::max(1.0, testing::max_abs(e)));
+}
+
+void expect_flash_matches_reference(const Shape5& s, AttentionOptions o, double magnitude,
+                                    const Tensor* mask = nullptr) {
+  SCOPED_TRACE(describe(s) + (o.causal ? " causal" : "") + (mask ? " masked" : ""));
+  const Inputs in = make_inputs(s, magnitude, static_cast<uint64_t>(s.n * 131 + s.d));
+  if (mask != nullptr) o.additive_mask = *mask;
+  o.backend = Backend::reference;
+  const Results ref = run(in, s, o);
+  o.backend = Backend::flash;
+  Environment restore;
+  for (Isa isa : available_isas()) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string(cpu::isa_name(isa)) + ", threads " + std::to_string(threads));
+      cpu::force_isa(isa);
+      set_num_threads(threads);
+      const Results got = run(in, s, o);
+      EXPECT_TRUE(close(got.out, ref.out)) << "out";
+      EXPECT_TRUE(close(got.lse, ref.lse)) << "lse";
+      EXPECT_TRUE(close(got.probs, ref.probs)) << "probs";
+      EXPECT_TRUE(close(got.dq, ref.dq)) << "dq";
+      EXPECT_TRUE(close(got.dk, ref.dk)) << "dk";
+      EXPECT_TRUE(close(got.dv, ref.dv)) << "dv";
+      EXPECT_TRUE(testing::bit_equal(got.dv_only, got.dv)) << "dv alone";
+    }
+  }
+}
+
+TEST(Flash, MatchesReferenceOnEdgeShapes) {
+  const Shape5 shapes[] = {
+      {1, 1, 1, 4, 4},      // seq 1
+      {1, 67, 67, 8, 8},    // seq not a multiple of the tile
+      {2, 130, 130, 1, 1},  // head dim 1, batch > 1
+      {1, 70, 70, 7, 5},    // odd head dims
+      {1, 64, 64, 64, 64},  // exactly one tile
+      {3, 100, 100, 80, 80}, {1, 129, 129, 128, 128},
+      {1, 65, 65, 256, 256}, {2, 33, 150, 16, 24},  // more keys than queries
+  };
+  for (const Shape5& s : shapes) {
+    expect_flash_matches_reference(s, {}, 1.0);
+    if (s.n == s.m) expect_flash_matches_reference(s, {.causal = true}, 1.0);
+  }
+}
+
+TEST(Flash, LargeScoresDoNotOverflow) {
+  // |q|, |k| up to 10 with d = 64: scores reach 80 and beyond after the 1/sqrt(d) scale.
+  const Shape5 s{1, 96, 96, 64, 32};
+  expect_flash_matches_reference(s, {}, 10.0);
+  expect_flash_matches_reference(s, {.causal = true}, 10.0);
+  const Inputs in = make_inputs(s, 10.0, 1);
+  Tensor out({1, 96, 32}), lse({1, 96});
+  attention_forward(in.q, in.k, in.v, out, lse, {.backend = Backend::flash});
+  EXPECT_GT(testing::max_abs(lse), 80.0);
+  for (float x : out) EXPECT_TRUE(std::isfinite(x));
+}
+
+TEST(Flash, AdditiveMaskAndFullyMaskedRowsGiveZeros) {
+  const Shape5 s{2, 70, 90, 16, 8};
+  Tensor mask({70, 90});
+  Generator g(4);
+  for (int64_t i = 0; i < 70; ++i) {
+    for (int64_t j = 0; j < 90; ++j) {
+      // Row 5 is fully hidden; elsewhere a pattern of hidden keys and finite biases.
+      const bool hidden = i == 5 || (i + j) % 7 == 0;
+      mask.at({i, j}) = hidden ? -std::numeric_limits<float>::infinity()
+                               : static_cast<float>(g.uniform({1}, -2, 2)[0]);
+    }
+  }
+  expect_flash_matches_reference(s, {}, 1.0, &mask);
+  const Inputs in = make_inputs(s, 1.0, 7);
+  for (Backend backend : {Backend::reference, Backend::flash}) {
+    const Results r = run(in, s, {.additive_mask = mask, .backend = backend});
+    for (int64_t b = 0; b < 2; ++b) {
+      EXPECT_EQ(r.lse.at({b, 5}), -std::numeric_limits<float>::infinity());
+      for (int64_t c = 0; c < 8; ++c) EXPECT_EQ(r.out.at({b, 5, c}), 0.0f);
+      for (int64_t j = 0; j < 90; ++j) EXPECT_EQ(r.probs.at({b, 5, j}), 0.0f);
+      for (int64_t c = 0; c < 16; ++c) EXPECT_EQ(r.dq.at({b, 5, c}), 0.0f);
+    }
+  }
+  // A per-batch (B, N, M) mask too.
+  Tensor batched_mask({2, 70, 90});
+  std::copy(mask.begin(), mask.end(), batched_mask.begin());
+  std::fill(batched_mask.begin() + 70 * 90, batched_mask.end(), 0.5f);
+  expect_flash_matches_reference(s, {}, 1.0, &batched_mask);
+}
+
+TEST(Flash, ThreadCountDoesNotChangeTheForwardOrDkDv) {
+  Environment restore;
+  const Shape5 s{1, 300, 300, 64, 64};
+  const Inputs in = make_inputs(s, 1.0, 3);
+  set_num_threads(1);
+  const Results one = run(in, s, {.causal = true, .backend = Backend::flash});
+  set_num_threads(2);
+  const Results two = run(in, s, {.causal = true, .backend = Backend::flash});
+  EXPECT_TRUE(testing::bit_equal(one.out, two.out));
+  EXPECT_TRUE(testing::bit_equal(one.lse, two.lse));
+  EXPECT_TRUE(testing::bit_equal(one.dk, two.dk));
+  EXPECT_TRUE(testing::bit_equal(one.dv, two.dv));
+  // dq sums per-thread partials: equal to rounding (documented in attention.hpp).
+  EXPECT_TRUE(testing::all_close(one.dq, two.dq, 1e-6, 1e-6));
+}
+
+TEST(Flash, NanInAScoreRowGivesANanRow) {
+  const Shape5 s{1, 80, 80, 8, 8};
+  Inputs in = make_inputs(s, 1.0, 9);
+  in.k.at({0, 3, 0}) = std::numeric_limits<float>::quiet_NaN();  // every query sees key 3
+  Tensor out({1, 80, 8}), lse({1, 80});
+  attention_forward(in.q, in.k, in.v, out, lse, {.backend = Backend::flash});
+  for (float x : out) EXPECT_TRUE(std::isnan(x));
+}
+
+TEST(Flash, AutomaticPicksFlashFromOneTileUp) {
+  EXPECT_EQ(choose_backend(Backend::automatic, 6, 6, 2), Backend::reference);
+  EXPECT_EQ(choose_backend(Backend::automatic, 64, 64, 64), Backend::flash);
+  EXPECT_EQ(choose_backend(Backend::reference, 4096, 4096, 64), Backend::reference);
+}
+
+TEST(Flash, ShapeErrorsNameTheArgument) {
+  Tensor q({4, 8}), k({5, 8}), v({5, 3}), out({4, 3}), lse({4});
+  Tensor bad_k({5, 7}), bad_out({4, 4}), bad_mask({4, 4});
+  EXPECT_THROW(attention_forward(q, bad_k, v, out, lse, {}), ArgumentError);
+  EXPECT_THROW(attention_forward(q, k, v, bad_out, lse, {}), ArgumentError);
+  EXPECT_THROW(attention_forward(q, k, v, out, lse, {.additive_mask = bad_mask}), ArgumentError);
+  EXPECT_THROW(attention_forward(q, k, v, out, lse, {.scale_divisor = 0.0f}), ArgumentError);
+  EXPECT_THROW(attention_backward(q, k, v, out, lse, out, {}, {}, {}, {}), ArgumentError);
+}
+
+TEST(Microkernels, GemmMatchesNaiveOnEveryIsa) {
+  Environment restore;
+  Generator g(11);
+  for (Isa isa : available_isas()) {
+    cpu::force_isa(isa);
+    for (const auto& [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 1, 1}, {6, 64, 64}, {7, 65, 3}, {13, 17, 33}, {64, 130, 80}}) {
+      Tensor a = g.uniform({m, k}, -1, 1), b = g.uniform({k, n}, -1, 1);
+      Tensor c = g.uniform({m, n}, -1, 1);
+      Tensor expected = c;
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          double acc = 0;
+          for (int64_t p = 0; p < k; ++p) acc += double(a.at({i, p})) * b.at({p, j});
+          expected.at({i, j}) += static_cast<float>(0.5 * acc);
+        }
+      }
+      cpu::microkernels().gemm(m, n, k, 0.5f, a.data(), k, b.data(), n, c.data(), n, true);
+      EXPECT_TRUE(testing::all_close(c, expected, 1e-5, 1e-5)) << cpu::isa_name(isa);
+    }
+  }
+}
+
+TEST(Microkernels, ExpErrorIsAtMostTwoUlp) {
+  Environment restore;
+  for (Isa isa : available_isas()) {
+    cpu::force_isa(isa);
+    std::vector<float> x;
+    for (double v = -87.0; v <= 88.0; v += 0.001) x.push_back(static_cast<float>(v));
+    std::vector<float> y = x;
+    cpu::microkernels().exp_shifted_sum(y.data(), static_cast<int64_t>(y.size()), 1.0f, 0.0f);
+    double worst_ulp = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double exact = std::exp(static_cast<double>(x[i]));
+      const float exact_f = static_cast<float>(exact);
+      const double ulp = std::nextafter(exact_f, INFINITY) - exact_f;
+      worst_ulp = std::max(worst_ulp, std::fabs(y[i] - exact) / ulp);
+    }
+    EXPECT_LE(worst_ulp, 2.0) << cpu::isa_name(isa);
+    std::vector<float> edge = {-std::numeric_limits<float>::infinity(), -200.0f,
+                               std::numeric_limits<float>::quiet_NaN()};
+    cpu::microkernels().exp_shifted_sum(edge.data(), 3, 1.0f, 0.0f);
+    EXPECT_EQ(edge[0], 0.0f) << cpu::isa_name(isa);
+    EXPECT_EQ(edge[1], 0.0f) << cpu::isa_name(isa);
+    EXPECT_TRUE(std::isnan(edge[2])) << cpu::isa_name(isa);
+  }
+}
+
+}  // namespace
+}  // namespace llm_utils
