@@ -33,26 +33,35 @@ inline __mmask16 tail_mask(int64_t remaining) {
                              : static_cast<__mmask16>((1u << remaining) - 1u);
 }
 
+// Every loop over MR or NV is unrolled completely (the pragmas), so the compiler keeps acc in
+// registers; a loop left rolled makes GCC keep acc in memory and store it every iteration.
 template <int MR, int NV>
 void gemm_tile(int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                float* c, int64_t ldc, bool accumulate, __mmask16 last_mask) {
   __m512 acc[MR][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   }
   for (int64_t p = 0; p < k; ++p) {
     const float* b_row = b + p * ldb;
     __m512 bv[NV];
+#pragma GCC unroll 4
     for (int v = 0; v < NV - 1; ++v) bv[v] = _mm512_loadu_ps(b_row + v * kLanes);
     bv[NV - 1] = _mm512_maskz_loadu_ps(last_mask, b_row + (NV - 1) * kLanes);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m512 a_rp = _mm512_set1_ps(a[r * lda + p]);
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a_rp, bv[v], acc[r][v]);
     }
   }
   const __m512 alpha_v = _mm512_set1_ps(alpha);
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     float* c_row = c + r * ldc;
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const __mmask16 mask = v == NV - 1 ? last_mask : static_cast<__mmask16>(0xFFFF);
       __m512 result = _mm512_mul_ps(acc[r][v], alpha_v);
