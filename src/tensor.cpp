@@ -148,12 +148,16 @@ float Tensor::at(std::initializer_list<int64_t> index) const {
   return data()[flat_index(shape_, index)];
 }
 
-Tensor Tensor::reshape(Shape shape) const {
+Tensor Tensor::reshape(Shape shape) const& {
+  return Tensor(*this).reshape(std::move(shape));
+}
+
+Tensor Tensor::reshape(Shape shape) && {
   if (shape_numel(shape) != numel_) {
     throw ArgumentError("reshape: cannot view shape " + shape_to_string(shape_) + " as " +
                         shape_to_string(shape));
   }
-  Tensor t = *this;
+  Tensor t = std::move(*this);
   t.shape_ = std::move(shape);
   return t;
 }

@@ -22,6 +22,7 @@ Cli::Cli(std::ostream& out)
   // One line per subcommand.
   commands_.emplace_back("demo", add_demo_command(app_, out));
   commands_.emplace_back("run", add_run_command(app_, out));
+  commands_.emplace_back("bench", add_bench_command(app_, out));
 }
 
 void Cli::parse(std::vector<std::string> args) {

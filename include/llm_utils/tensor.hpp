@@ -100,8 +100,9 @@ class Tensor {
   /// View of the `i`-th slice along dimension 0 (a batch element).
   TensorView select(int64_t i) { return view().select(i); }
   ConstTensorView select(int64_t i) const { return view().select(i); }
-  /// The same data with another shape of equal element count.
-  Tensor reshape(Shape shape) const;
+  /// The same data with another shape of equal element count (a copy; from an rvalue, a move).
+  Tensor reshape(Shape shape) const&;
+  Tensor reshape(Shape shape) &&;
   /// Sets every element to zero.
   void zero();
   std::vector<float> to_vector() const { return {begin(), end()}; }

@@ -43,9 +43,9 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   Tensor input = Tensor::from_view(x).reshape({batch * seq, d_in_});  // (B*N, d_in)
   Tensor q, k, v;                                                     // (B*N, d_out) each
   project(input, q, k, v);
-  q = q.reshape({batch, seq, d_out_});
-  k = k.reshape({batch, seq, d_out_});
-  v = v.reshape({batch, seq, d_out_});
+  q = std::move(q).reshape({batch, seq, d_out_});
+  k = std::move(k).reshape({batch, seq, d_out_});
+  v = std::move(v).reshape({batch, seq, d_out_});
   Tensor context({batch, seq, d_out_});  // (B, N, d_out)
   Tensor lse({batch, seq});              // (B, N)
   attention_forward(q, k, v, context, lse, options_);
@@ -93,7 +93,7 @@ Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {
                                ConstTensorView(dv.data(), flat));
   Shape x_shape = {batch_, seq_, d_in_};
   if (input_was_2d_) x_shape = {seq_, d_in_};
-  return dx.reshape(x_shape);
+  return std::move(dx).reshape(x_shape);
 }
 
 void SelfAttentionBase::zero_grad(bool set_to_none) {

@@ -1,0 +1,56 @@
+#pragma once
+// What `selfattn bench` and the Google Benchmark binary measure: one attention workload (a
+// module's forward, optionally its backward, or the bare attention core), its FLOP count, and
+// the machine's SGEMM rate measured the same way, so results can be read as "% of SGEMM".
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "llm_utils/llm_utils.hpp"
+
+namespace llm_utils::bench {
+
+struct Workload {
+  std::string module = "linear";  ///< params | linear | linear4 | linear5 | core
+  int64_t batch = 1;
+  int64_t seq = 4096;
+  int64_t d_in = 768;   ///< unused by `core`
+  int64_t d_out = 64;   ///< the head dimension
+  bool causal = false;  ///< `core` only
+  bool backward = false;
+  Backend backend = Backend::automatic;
+};
+
+/// Floating-point operations of one run (forward, plus backward when asked), counting a
+/// multiply-add as 2 and skipping the work a causal mask or a frozen path avoids.
+double workload_flops(const Workload& w);
+
+/// Owns inputs, module and outputs; run() performs one forward (+ backward).
+class WorkloadRunner {
+ public:
+  explicit WorkloadRunner(const Workload& w);
+  ~WorkloadRunner();
+  WorkloadRunner(const WorkloadRunner&) = delete;
+  WorkloadRunner& operator=(const WorkloadRunner&) = delete;
+  void run();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+/// Median and minimum wall time of `repeats` calls of run() after one warm-up call.
+struct Timing {
+  double median_ms = 0;
+  double min_ms = 0;
+};
+Timing time_runs(WorkloadRunner& runner, int repeats);
+
+/// GFLOP/s of OpenBLAS SGEMM on (n x n) @ (n x n), median of `repeats`, current threads.
+double sgemm_gflops(int64_t n, int repeats);
+
+/// Peak resident memory of this process so far, in MiB.
+double peak_rss_mib();
+
+}  // namespace llm_utils::bench

@@ -1,0 +1,102 @@
+#pragma once
+// What the binding files of llm_utils._core share: conversions between numpy arrays and the
+// library's tensors, and the registration function of each area, called in order by module.cpp.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "llm_utils/tensor.hpp"
+
+namespace llm_utils {
+class Linear;
+}
+
+namespace llm_utils::python {
+
+namespace py = pybind11;
+
+/// float32, C order. `forcecast` lets numpy convert other real dtypes; an array that already is
+/// C-contiguous float32 passes through as the same object, without a copy.
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+/// Anything numpy can convert (lists, numpy arrays of any real dtype, torch CPU tensors) as a
+/// float32 C-contiguous array. Bool, complex, string and object arrays raise TypeError naming
+/// `what`, so that a mistake is not silently turned into numbers.
+FloatArray as_float32(py::handle obj, const std::string& what);
+
+/// A view of a converted array; valid while the array lives.
+ConstTensorView view_of(const FloatArray& a);
+
+/// Moves `t` into a new numpy array that owns it: no copy.
+py::array to_numpy(Tensor&& t);
+/// A new numpy array holding a copy of `v`; read-only when `writable` is false.
+py::array copy_to_numpy(ConstTensorView v, bool writable = true);
+/// A writable numpy array over `t`'s storage. `owner` is the Python object that keeps `t` alive
+/// (the module, or an object that keeps the module alive); the array holds a reference to it.
+py::array alias_numpy(Tensor& t, py::handle owner);
+/// Copies the array-like `src` into `dst` in place (aliases of `dst` see the new values).
+/// Shapes must agree: ValueError naming `what` otherwise.
+void assign_in_place(Tensor& dst, py::handle src, const std::string& what);
+
+/// PyTorch's repr of a linear layer: `Linear(in_features=3, out_features=2, bias=False)`.
+std::string linear_repr(const Linear& layer);
+
+/// A path argument (str, bytes or os.PathLike) as the bytes the OS sees.
+std::string fspath(py::handle path);
+
+/// The Python object of a bound C++ object that Python already holds (its registered wrapper).
+template <typename T>
+py::object self_object(T& ref) {
+  return py::cast(&ref, py::return_value_policy::reference);
+}
+
+/// An argument taken as the Python object it is, which the binding converts and checks itself
+/// (with messages naming the argument), shown in help() under `Tag::name` rather than as
+/// pybind11's "handle".
+template <typename Tag>
+struct Typed {
+  py::object obj;
+};
+
+#define LLM_UTILS_TYPED_ARG(alias, text)                       \
+  struct alias##Name {                                         \
+    static constexpr auto name = py::detail::const_name(text); \
+  };                                                           \
+  using alias = Typed<alias##Name>;
+
+LLM_UTILS_TYPED_ARG(ArrayLike, "numpy.typing.ArrayLike")
+LLM_UTILS_TYPED_ARG(ArrayMapping, "Mapping[str, numpy.typing.ArrayLike]")
+LLM_UTILS_TYPED_ARG(StrMapping, "Optional[Mapping[str, str]]")
+LLM_UTILS_TYPED_ARG(PathLike, "os.PathLike")
+LLM_UTILS_TYPED_ARG(Seed, "int")
+LLM_UTILS_TYPED_ARG(OptionalSeed, "Optional[int]")
+LLM_UTILS_TYPED_ARG(BackendLike, "Union[str, llm_utils.Backend]")
+LLM_UTILS_TYPED_ARG(DType, "Optional[numpy.typing.DTypeLike]")
+LLM_UTILS_TYPED_ARG(Any, "Any")
+#undef LLM_UTILS_TYPED_ARG
+
+void bind_errors(py::module_& m);
+void bind_random(py::module_& m);
+void bind_parameter(py::module_& m);
+void bind_modules(py::module_& m);
+void bind_optim(py::module_& m);
+void bind_io(py::module_& m);
+
+}  // namespace llm_utils::python
+
+namespace pybind11::detail {
+template <typename Tag>
+struct type_caster<llm_utils::python::Typed<Tag>> {
+  PYBIND11_TYPE_CASTER(llm_utils::python::Typed<Tag>, Tag::name);
+  bool load(handle src, bool /*convert*/) {
+    value.obj = reinterpret_borrow<object>(src);
+    return true;
+  }
+  static handle cast(const llm_utils::python::Typed<Tag>& v, return_value_policy, handle) {
+    return v.obj.inc_ref();
+  }
+};
+}  // namespace pybind11::detail

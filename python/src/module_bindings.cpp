@@ -1,0 +1,456 @@
+// The four classes of llm_utils.selfAttn, with the original's constructor arguments, attribute
+// names and PyTorch's module conventions (calling, named_parameters, state_dict, repr).
+
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.hpp"
+#include "llm_utils/error.hpp"
+#include "llm_utils/nn/self_attention.hpp"
+
+namespace llm_utils::python {
+namespace {
+
+py::array forward(SelfAttentionBase& m, const ArrayLike& x) {
+  const FloatArray a = as_float32(x.obj, m.class_name() + ".forward: x");
+  Tensor out;
+  {
+    py::gil_scoped_release release;
+    out = m.forward(view_of(a));
+  }
+  return to_numpy(std::move(out));
+}
+
+py::array backward(SelfAttentionBase& m, const ArrayLike& grad_output) {
+  const FloatArray a = as_float32(grad_output.obj, m.class_name() + ".backward: grad_output");
+  Tensor dx;
+  {
+    py::gil_scoped_release release;
+    dx = m.backward(view_of(a));
+  }
+  return to_numpy(std::move(dx));
+}
+
+// Attributes the original sets in forward do not exist before it: AttributeError, so that
+// hasattr() answers as it does on the original.
+template <typename F>
+py::object after_forward(F&& get) {
+  try {
+    return get();
+  } catch (const StateError& e) {
+    throw py::attribute_error(e.what());
+  }
+}
+
+// The context vectors have the input's rank and sequence length, and asking for them costs
+// nothing (the attention weights may have to be recomputed on the fused path).
+int64_t last_seq_len(const SelfAttentionBase& m) {
+  return m.context_vec().size(-2);
+}
+
+// With 3-D input the original's loop leaves the layers of the last batch element in place.
+int64_t last_batch_element(const SelfAttentionBase& m) {
+  const ConstTensorView c = m.context_vec();
+  return c.dim() == 3 ? c.size(0) - 1 : 0;
+}
+
+bool is_derived_key(const SelfAttentionBase& m, const std::string& key) {
+  const bool l4 = dynamic_cast<const SelfAttention_Linear4*>(&m) != nullptr;
+  const bool l5 = dynamic_cast<const SelfAttention_Linear5*>(&m) != nullptr;
+  return (l4 && (key == "attnValues2ContextL.weight" || key == "model.weight")) ||
+         (l5 && key == "attnQueries2ScoresL.weight");
+}
+
+py::iterator named_parameters(SelfAttentionBase& m, const std::string& prefix, bool /*recurse*/) {
+  const py::object self = self_object(m);
+  py::list out;
+  for (auto& [name, p] : m.named_parameters()) {
+    out.append(py::make_tuple(prefix.empty() ? name : prefix + "." + name,
+                              py::cast(p, py::return_value_policy::reference_internal, self)));
+  }
+  return py::iter(out);
+}
+
+py::iterator parameters(SelfAttentionBase& m, bool /*recurse*/) {
+  const py::object self = self_object(m);
+  py::list out;
+  for (auto& [name, p] : m.named_parameters()) {
+    out.append(py::cast(p, py::return_value_policy::reference_internal, self));
+  }
+  return py::iter(out);
+}
+
+py::dict state_dict(const SelfAttentionBase& m, bool include_derived) {
+  py::dict out;
+  for (const auto& [name, t] : m.state_dict(include_derived)) out[py::str(name)] = copy_to_numpy(t);
+  return out;
+}
+
+StateDict to_state_dict(py::handle mapping, const std::string& where) {
+  if (!py::hasattr(mapping, "keys")) {
+    throw py::type_error(where + ": expected a mapping of name -> array, got " +
+                         py::repr(py::type::handle_of(mapping)).cast<std::string>());
+  }
+  const py::dict d(py::reinterpret_borrow<py::object>(mapping));  // any Mapping
+  StateDict out;
+  for (auto [key, value] : d) {
+    if (!py::isinstance<py::str>(key)) {
+      throw py::type_error(where + ": keys must be str, got " + py::repr(key).cast<std::string>());
+    }
+    const std::string name = key.cast<std::string>();
+    const FloatArray a = as_float32(value, where + ": '" + name + "'");
+    out.insert(name, Tensor::from_view(view_of(a)));
+  }
+  return out;
+}
+
+// The library's load assigns new tensors to the parameters, which would leave numpy arrays that
+// alias p.data pointing at freed memory. So the module loads into stand-ins while the original
+// buffers are set aside, and the loaded values are then copied into those buffers, which go back.
+void load_in_place(SelfAttentionBase& m, const StateDict& state, bool strict) {
+  NamedParameters params = m.named_parameters();
+  std::vector<Tensor> kept;
+  kept.reserve(params.size());
+  for (auto& entry : params) {
+    kept.push_back(std::move(entry.second->data));
+    entry.second->data = Tensor::from_view(kept.back());
+  }
+  const auto put_back = [&] {
+    for (size_t i = 0; i < params.size(); ++i) params[i].second->data = std::move(kept[i]);
+  };
+  try {
+    m.load_state_dict(state, strict);
+  } catch (...) {
+    put_back();  // all or nothing: the library changed nothing, neither do we
+    throw;
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& loaded = params[i].second->data;
+    std::memcpy(kept[i].data(), loaded.data(), static_cast<size_t>(loaded.numel()) * sizeof(float));
+  }
+  put_back();
+}
+
+// PyTorch's (missing_keys, unexpected_keys) of a load; both empty after a strict one.
+py::object load_state_dict(SelfAttentionBase& m, const ArrayMapping& state, bool strict,
+                           const py::object& incompatible_keys) {
+  const StateDict sd = to_state_dict(state.obj, m.class_name() + ".load_state_dict");
+  load_in_place(m, sd, strict);
+  py::list missing, unexpected;
+  std::vector<std::string> names;
+  for (const auto& entry : m.named_parameters()) {
+    names.push_back(entry.first);
+    if (!sd.contains(entry.first)) missing.append(entry.first);
+  }
+  for (const auto& [key, t] : sd) {
+    bool known = is_derived_key(m, key);
+    for (const auto& n : names) known = known || n == key;
+    if (!known) unexpected.append(key);
+  }
+  return incompatible_keys(missing, unexpected);
+}
+
+std::string module_repr(const SelfAttentionBase& m) {
+  std::vector<std::pair<std::string, std::string>> children;
+  if (const auto* lin = dynamic_cast<const SelfAttentionLinearProjections*>(&m)) {
+    children = {{"W_query", linear_repr(lin->W_query)},
+                {"W_key", linear_repr(lin->W_key)},
+                {"W_value", linear_repr(lin->W_value)}};
+  }
+  // After a forward the original also holds its derived layers, in the order forward assigns
+  // them; their shapes follow from the last input, so they need not be built here.
+  if (dynamic_cast<const SelfAttention_Linear4*>(&m) != nullptr && m.has_forward()) {
+    const std::string n = std::to_string(last_seq_len(m));
+    const std::string d_out = std::to_string(m.d_out());
+    if (dynamic_cast<const SelfAttention_Linear5*>(&m) != nullptr) {
+      children.emplace_back("attnQueries2ScoresL", "Linear(in_features=" + d_out +
+                                                       ", out_features=" + n + ", bias=False)");
+    }
+    const std::string context = "Linear(in_features=" + n + ", out_features=" + n + ", bias=False)";
+    children.emplace_back("attnValues2ContextL", context);
+    children.emplace_back("model", context);
+  }
+  if (children.empty()) return m.class_name() + "()";
+  std::string out = m.class_name() + "(\n";
+  for (const auto& [name, text] : children) out += "  (" + name + "): " + text + "\n";
+  return out + ")";
+}
+
+void set_backend(SelfAttentionBase& m, const BackendLike& arg) {
+  const py::handle backend = arg.obj;
+  if (py::isinstance<Backend>(backend)) {
+    m.set_backend(backend.cast<Backend>());
+  } else if (py::isinstance<py::str>(backend)) {
+    m.set_backend(parse_backend(backend.cast<std::string>()));
+  } else {
+    throw py::type_error("set_backend: expected 'reference', 'flash', 'auto' or a Backend, got " +
+                         py::repr(backend).cast<std::string>());
+  }
+}
+
+constexpr const char* kBaseDoc = R"doc(
+What the four self-attention classes share (PyTorch's ``nn.Module`` conventions):
+
+- ``module(x)`` / ``module.forward(x)``: x is (seq_len, d_in) or (batch, seq_len, d_in), any
+  array numpy can convert (a C-contiguous float32 array is used without a copy; other real
+  dtypes, torch CPU tensors and lists are converted to float32). Returns a float32 array
+  (seq_len, d_out) or (batch, seq_len, d_out).
+- ``backward(grad_output)``: the gradient of a loss with respect to x; parameter gradients
+  accumulate (``+=``) as autograd's do. ``zero_grad()`` clears them (to None).
+- ``values``, ``attn_weights``, ``context_vec``: copies of what the last forward computed, with
+  the rank of its input. Before any forward they do not exist (AttributeError).
+- ``named_parameters()`` / ``parameters()``: learnable parameters under PyTorch's names, in
+  PyTorch's order, for the optimizers in ``llm_utils.optim``.
+- ``state_dict()`` / ``load_state_dict(d)``: dicts of float32 arrays under PyTorch's names;
+  loading is all or nothing and keeps arrays that alias the parameters valid.
+
+Errors: ValueError for bad shapes and arguments, RuntimeError for calls in the wrong state
+(backward before forward), with the library's message.
+
+One module must not be used from two threads at once; separate modules may run concurrently
+(the GIL is released while computing).
+)doc";
+
+template <typename T>
+void bind_copy(py::class_<T, SelfAttentionBase>& cls) {
+  cls.def("__copy__", [](const T& m) { return T(m); })
+      .def(
+          "__deepcopy__", [](const T& m, const Any& /*memo*/) { return T(m); }, py::arg("memo"),
+          "A module with copies of the parameters, gradients and saved forward state.");
+}
+
+template <typename T>
+void bind_projections(py::class_<T, SelfAttentionBase>& cls) {
+  const auto layer = [](Linear T::*member) {
+    return [member](py::object self) {
+      return py::cast(&(self.cast<T&>().*member), py::return_value_policy::reference_internal,
+                      self);
+    };
+  };
+  cls.def_property_readonly("W_query", layer(&T::W_query),
+                            "The query projection, ``Linear(d_in, d_out, bias=qkv_bias)``;\n"
+                            "``W_query.weight`` (d_out, d_in) aliases the module's memory.")
+      .def_property_readonly("W_key", layer(&T::W_key), "The key projection, as W_query.")
+      .def_property_readonly("W_value", layer(&T::W_value), "The value projection, as W_query.");
+}
+
+// A copy of a derived layer: the library rebuilds them on every forward, so a reference would
+// dangle. AttributeError naming `name` before any forward.
+template <typename T, typename Get>
+py::object derived_layer(const T& m, const char* name, Get&& get) {
+  if (!m.has_forward()) {
+    throw py::attribute_error(m.class_name() + "." + name + ": no forward has run yet");
+  }
+  return py::cast(Linear(get(last_batch_element(m))));
+}
+
+template <typename T>
+void bind_context_layers(py::class_<T, SelfAttentionBase>& cls) {
+  const auto context_layer = [](const char* name) {
+    return [name](const T& m) {
+      return derived_layer(m, name, [&](int64_t b) { return m.attnValues2ContextL(b); });
+    };
+  };
+  cls.def_property_readonly("attnValues2ContextL", context_layer("attnValues2ContextL"),
+                            "The frozen ``Linear(seq_len, seq_len, bias=False)`` whose weight is\n"
+                            "the attention-weight matrix of the last forward (for 3-D input, of\n"
+                            "its last batch element, as the original's per-element loop leaves\n"
+                            "it). A snapshot: editing it does not change the module.")
+      .def_property_readonly("model", context_layer("model"),
+                             "The same layer as attnValues2ContextL.")
+      .def("set_advance_generator", &T::set_advance_generator, py::arg("on"),
+           "Whether forward advances the default generator as the original's does (default\n"
+           "True; switch off when reproducing PyTorch's draws does not matter).");
+}
+
+template <typename T>
+py::class_<T, SelfAttentionBase> bind_linear_class(py::module_& m, const char* name,
+                                                   const char* doc) {
+  py::class_<T, SelfAttentionBase> cls(m, name, doc);
+  cls.def(py::init<int64_t, int64_t, bool, Generator*>(), py::arg("d_in"), py::arg("d_out"),
+          py::arg("qkv_bias") = false, py::kw_only(), py::arg("generator") = nullptr,
+          "Builds the query, key and value layers in that order, drawing from ``generator``\n"
+          "(default: the default generator, as PyTorch).");
+  bind_projections(cls);
+  bind_copy(cls);
+  return cls;
+}
+
+}  // namespace
+
+void bind_modules(py::module_& m) {
+  py::object incompatible_keys =
+      py::module_::import("collections")
+          .attr("namedtuple")("IncompatibleKeys", py::make_tuple("missing_keys", "unexpected_keys"),
+                              py::arg("module") = "llm_utils");
+  m.attr("IncompatibleKeys") = incompatible_keys;
+
+  py::class_<SelfAttentionBase>(m, "SelfAttentionBase", kBaseDoc)
+      .def("forward", &forward, py::arg("x"),
+           "x (seq_len, d_in) or (batch, seq_len, d_in) -> context vectors (seq_len, d_out) or\n"
+           "(batch, seq_len, d_out), float32.")
+      .def(
+          "__call__",
+          [](SelfAttentionBase& m, const ArrayLike& x) {
+            return self_object(m).attr("forward")(x.obj);
+          },
+          py::arg("x"), "``module(x)`` calls ``module.forward(x)``, as nn.Module does.")
+      .def("backward", &backward, py::arg("grad_output"),
+           "grad_output (the shape forward returned) -> the gradient with respect to x (the\n"
+           "shape of x). Accumulates parameter gradients; W_query and W_key of Linear4/Linear5\n"
+           "get none, exactly as in PyTorch on the original. RuntimeError before any forward or\n"
+           "after load_state_dict.")
+      .def("zero_grad", &SelfAttentionBase::zero_grad, py::arg("set_to_none") = true,
+           "Clears every parameter gradient: to None by default, else to zeros.")
+      .def("named_parameters", &named_parameters, py::arg("prefix") = "", py::arg("recurse") = true,
+           "An iterator of (name, Parameter) under PyTorch's names ('W_query.weight', ...), in\n"
+           "PyTorch's order. Only the learnable parameters; ``recurse`` is accepted for\n"
+           "compatibility.")
+      .def("parameters", &parameters, py::arg("recurse") = true,
+           "An iterator of the Parameters, in named_parameters() order: what the optimizers take.")
+      .def("state_dict", &state_dict, py::arg("include_derived") = false,
+           "The parameters as a dict of float32 array copies under PyTorch's names. With\n"
+           "``include_derived``, after a 2-D forward, also the derived layer weights the\n"
+           "original's Linear4/Linear5 state dict holds then.")
+      .def(
+          "load_state_dict",
+          [incompatible_keys](SelfAttentionBase& self, const ArrayMapping& state, bool strict) {
+            return load_state_dict(self, state, strict, incompatible_keys);
+          },
+          py::arg("state_dict"), py::arg("strict") = true,
+          "Copies the arrays of a mapping (name -> array-like, numpy or torch) into the\n"
+          "parameters, all or nothing: a missing key, an unknown key (when ``strict``) or a\n"
+          "wrong shape raises ValueError naming the key and changes nothing. The derived keys\n"
+          "of Linear4/Linear5 are accepted and ignored. Arrays aliasing the parameters see the\n"
+          "new values. Returns (missing_keys, unexpected_keys), as PyTorch.")
+      .def_property_readonly(
+          "values",
+          [](const SelfAttentionBase& s) {
+            return after_forward([&] { return py::object(copy_to_numpy(s.values())); });
+          },
+          "The values (x W_v) of the last forward: (seq_len, d_out) or (batch, seq_len, d_out).")
+      .def_property_readonly(
+          "attn_weights",
+          [](const SelfAttentionBase& s) {
+            return after_forward([&] { return py::object(copy_to_numpy(s.attn_weights())); });
+          },
+          "The attention weights of the last forward: (seq_len, seq_len) or\n"
+          "(batch, seq_len, seq_len); each row sums to 1.")
+      .def_property_readonly(
+          "context_vec",
+          [](const SelfAttentionBase& s) {
+            return after_forward([&] { return py::object(copy_to_numpy(s.context_vec())); });
+          },
+          "The context vectors of the last forward (what it returned).")
+      .def("set_backend", &set_backend, py::arg("backend"),
+           "Chooses the attention kernel: 'reference', 'flash', 'auto' (or a Backend).\n"
+           "ValueError on another name.")
+      .def_property_readonly(
+          "backend",
+          [](const SelfAttentionBase& s) { return std::string(backend_name(s.backend())); },
+          "The attention kernel in use: 'reference', 'flash' or 'auto'.")
+      .def_property_readonly("d_in", &SelfAttentionBase::d_in, "Input features per token.")
+      .def_property_readonly("d_out", &SelfAttentionBase::d_out, "Output features per token.")
+      .def("__repr__", &module_repr);
+
+  py::class_<SelfAttention_Params, SelfAttentionBase> params(m, "SelfAttention_Params", R"doc(
+Self-attention with bare parameter matrices W_query, W_key, W_value of shape (d_in, d_out),
+used as ``x @ W`` and drawn with ``torch.rand`` (U[0, 1)) in that order.
+
+Args:
+    d_in: input features per token.
+    d_out: output features of the queries, keys and values.
+    generator: keyword-only; the Generator to draw from (default: the default generator).
+
+Example::
+
+    llm_utils.manual_seed(123)
+    sa = SelfAttention_Params(3, 2)
+    ctx = sa(x)            # x (6, 3) -> (6, 2)
+    sa.W_query             # (3, 2) float32 array over the module's memory
+)doc");
+  params
+      .def(py::init<int64_t, int64_t, Generator*>(), py::arg("d_in"), py::arg("d_out"),
+           py::kw_only(), py::arg("generator") = nullptr,
+           "Draws W_query, W_key, W_value with torch.rand's stream, in that order.")
+      .def_property(
+          "W_query",
+          [](py::object self) {
+            return alias_numpy(self.cast<SelfAttention_Params&>().W_query.data, self);
+          },
+          [](SelfAttention_Params& s, py::handle v) {
+            assign_in_place(s.W_query.data, v, "W_query");
+          },
+          "(d_in, d_out) float32 array over the module's memory; assigning copies in.")
+      .def_property(
+          "W_key",
+          [](py::object self) {
+            return alias_numpy(self.cast<SelfAttention_Params&>().W_key.data, self);
+          },
+          [](SelfAttention_Params& s, py::handle v) { assign_in_place(s.W_key.data, v, "W_key"); },
+          "(d_in, d_out), as W_query.")
+      .def_property(
+          "W_value",
+          [](py::object self) {
+            return alias_numpy(self.cast<SelfAttention_Params&>().W_value.data, self);
+          },
+          [](SelfAttention_Params& s, py::handle v) {
+            assign_in_place(s.W_value.data, v, "W_value");
+          },
+          "(d_in, d_out), as W_query.");
+  bind_copy(params);
+
+  bind_linear_class<SelfAttention_Linear>(m, "SelfAttention_Linear", R"doc(
+Self-attention with ``nn.Linear`` projections W_query, W_key, W_value (weights (d_out, d_in),
+PyTorch's default initialisation, built in that order).
+
+Args:
+    d_in: input features per token.
+    d_out: output features of the queries, keys and values.
+    qkv_bias: whether the projections have a bias (default False).
+    generator: keyword-only; the Generator to draw from (default: the default generator).
+
+Example::
+
+    llm_utils.manual_seed(789)
+    sa = SelfAttention_Linear(3, 2)
+    ctx = sa(x)                       # the book's context vectors
+    sa.attn_weights, sa.values, sa.context_vec
+)doc");
+
+  auto l4 = bind_linear_class<SelfAttention_Linear4>(m, "SelfAttention_Linear4", R"doc(
+As SelfAttention_Linear, with the context vectors computed through a linear layer whose weight
+*is* the attention-weight matrix: ``attnValues2ContextL(values.T).T``, a frozen
+``Linear(seq_len, seq_len, bias=False)`` also reachable as ``model``.
+
+Because that layer is frozen, training gives gradients only to W_value (and its bias); W_query
+and W_key keep ``grad is None``, exactly as PyTorch on the original. Like the original, forward
+advances the default generator (it builds ``nn.Linear(seq_len, seq_len)``: seq_len**2 draws per
+batch element), so that modules built afterwards get PyTorch's weights.
+
+Args: as SelfAttention_Linear.
+)doc");
+  bind_context_layers(l4);
+
+  auto l5 = bind_linear_class<SelfAttention_Linear5>(m, "SelfAttention_Linear5", R"doc(
+As SelfAttention_Linear4, and the scores too go through a frozen linear layer,
+``attnQueries2ScoresL = Linear(d_out, seq_len, bias=False)`` whose weight is the keys.
+Only W_value (and its bias) gets gradients. Forward advances the default generator by
+seq_len*d_out + seq_len**2 draws per batch element, as the original.
+
+Args: as SelfAttention_Linear.
+)doc");
+  bind_context_layers(l5);
+  l5.def_property_readonly(
+      "attnQueries2ScoresL",
+      [](const SelfAttention_Linear5& s) {
+        return derived_layer(s, "attnQueries2ScoresL",
+                             [&](int64_t b) { return s.attnQueries2ScoresL(b); });
+      },
+      "The frozen ``Linear(d_out, seq_len, bias=False)`` whose weight is the keys of the last\n"
+      "forward (for 3-D input, of its last batch element). A snapshot.");
+}
+
+}  // namespace llm_utils::python
