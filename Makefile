@@ -6,11 +6,29 @@ PYTHON := /usr/bin/python3
 
 DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libgtest-dev libgmock-dev \
 	libbenchmark-dev nlohmann-json3-dev libcli11-dev pybind11-dev python3-dev python3-numpy \
-	python3-torch python3-pytest libpng-dev
+	python3-torch python3-pytest libpng-dev libstb-dev fonts-dejavu-core
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps configure build demo test clean
+# Hardening stages (docs/hardening.md), run by `make test` after the Release tests: ASan+UBSan
+# over every suite and the CLI (build-asan), TSan over the threaded suites (build-tsan, Clang),
+# and libFuzzer on the file readers and the CLI's arguments (build-fuzz, Clang), FUZZ_SECONDS
+# each. `make test HARDENING=0` skips them.
+HARDENING ?= 1
+FUZZ_SECONDS ?= 60
+HARDENING_DEB_PACKAGES := clang libclang-rt-14-dev libomp-14-dev
+# Any report fails the run. Leak checking is on; suppressions, if ever needed, go in
+# tests/sanitizers/ with a comment saying why.
+SANITIZER_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# OpenBLAS and the OpenMP runtime are not instrumented: ignore_noninstrumented_modules keeps
+# TSan from reporting their internals, and Archer (LLVM's OMPT tool) tells TSan about OpenMP's
+# barriers and tasks, so races in our parallel regions are reported and the runtime's are not.
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1 \
+	ARCHER_OPTIONS=verbose=1 OMP_TOOL_LIBRARIES=$$(ls /usr/lib/llvm-*/lib/libarcher.so | tail -n 1)
+.PHONY: deps-hardening test-hardening test-asan test-tsan test-fuzz
+
+.PHONY: all deps configure build demo test clean docs
 
 all: build
 
@@ -36,6 +54,41 @@ demo: build
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
+	@if [ "$(HARDENING)" != 0 ]; then $(MAKE) --no-print-directory test-hardening; fi
+
+deps-hardening: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(HARDENING_DEB_PACKAGES)"
+
+test-hardening: test-asan test-tsan test-fuzz
+
+# Debug keeps assertions on; Sanitizers.cmake adds -O1 -g. Tests that cannot run instrumented
+# (a Python extension in an uninstrumented interpreter, the install test) carry no_sanitize.
+test-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLLM_UTILS_SANITIZE=address,undefined \
+	  -DPython3_EXECUTABLE=$(PYTHON)
+	cmake --build build-asan -j$(JOBS)
+	cd build-asan && $(SANITIZER_ENV) ctest --output-on-failure -j$(JOBS) -LE no_sanitize
+
+test-tsan: deps-hardening
+	cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+	  -DLLM_UTILS_SANITIZE=thread -DPython3_EXECUTABLE=$(PYTHON)
+	cmake --build build-tsan -j$(JOBS) --target llm_utils_tsan_tests
+	cd build-tsan && $(TSAN_ENV) ctest --output-on-failure -L tsan -LE no_sanitize
+
+test-fuzz: deps-hardening
+	cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+	  -DLLM_UTILS_FUZZ=ON -DLLM_UTILS_SANITIZE=address,undefined -DLLM_UTILS_BUILD_TESTS=OFF
+	cmake --build build-fuzz -j$(JOBS) --target llm_utils_fuzzers
+	fuzz/run_fuzzers.sh build-fuzz $(FUZZ_SECONDS) $(JOBS)
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz
+
+# The API reference (Doxygen, docs/Doxyfile) in $(BUILD_DIR)/docs/html. Optional: not part of
+# test, and doxygen is installed only when this target runs.
+docs:
+	@command -v doxygen >/dev/null || { echo "installing: doxygen"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends doxygen; }
+	mkdir -p $(BUILD_DIR)/docs
+	( cat docs/Doxyfile; echo "OUTPUT_DIRECTORY = $(BUILD_DIR)/docs" ) | doxygen -
+	@echo "API reference: $(BUILD_DIR)/docs/html/index.html"

@@ -16,12 +16,18 @@ Cli::Cli(std::ostream& out)
   app_.footer(
       "Examples:\n"
       "  selfattn demo\n"
+      "  selfattn demo --heatmap attn.png\n"
       "  selfattn run --module linear --d-in 3 --d-out 2 --seed 789 --input x.npy --output y.npy\n"
+      "  selfattn heatmap --module linear --d-in 3 --d-out 2 --seed 789 --input x.npy "
+      "--output attn.png\n"
+      "  selfattn train --module linear --steps 300 --loss-plot loss.png\n"
       "Run 'selfattn SUBCOMMAND --help' for a subcommand's options.");
 
   // One line per subcommand.
   commands_.emplace_back("demo", add_demo_command(app_, out));
   commands_.emplace_back("run", add_run_command(app_, out));
+  commands_.emplace_back("heatmap", add_heatmap_command(app_, out));
+  commands_.emplace_back("train", add_train_command(app_, out));
   commands_.emplace_back("bench", add_bench_command(app_, out));
 }
 

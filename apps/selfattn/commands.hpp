@@ -12,6 +12,8 @@ using Command = std::function<void()>;
 
 Command add_demo_command(CLI::App& app, std::ostream& out);
 Command add_run_command(CLI::App& app, std::ostream& out);
+Command add_heatmap_command(CLI::App& app, std::ostream& out);
+Command add_train_command(CLI::App& app, std::ostream& out);
 Command add_bench_command(CLI::App& app, std::ostream& out);
 
 }  // namespace selfattn

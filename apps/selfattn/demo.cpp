@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "llm_utils/llm_utils.hpp"
+#include "pictures.hpp"
 
 namespace selfattn {
 namespace {
@@ -186,13 +187,34 @@ void demo(std::ostream& out) {
          "seeds.\n";
 }
 
+// The attention weights of part 2 (SelfAttention_Linear, seed 789) as a picture.
+void demo_heatmap(std::ostream& out, const std::string& path) {
+  check_output_folder(path, "--heatmap");
+  llm_utils::manual_seed(789);
+  llm_utils::SelfAttention_Linear m(3, 2);
+  m(book_inputs());
+  plot::HeatmapOptions opts;
+  opts.title =
+      "SelfAttention_Linear(3, 2), manual_seed(789): \"Your journey starts with one step\"";
+  opts.row_labels = opts.col_labels = kTokens;
+  write_attention_heatmap(path, m.attn_weights(), opts);
+  out << "\nwrote the attention weights of 2. (SelfAttention_Linear, seed 789) to " << path << "\n";
+}
+
 }  // namespace
 
 Command add_demo_command(CLI::App& app, std::ostream& out) {
+  auto heatmap = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "demo", "Walk the book's example sentence through all four classes, step by step.");
-  cmd->footer("Example:\n  selfattn demo");
-  return [&out] { demo(out); };
+  cmd->add_option("--heatmap", *heatmap,
+                  "Also draw the attention weights of SelfAttention_Linear (seed 789) as a PNG, "
+                  "with the six words as labels");
+  cmd->footer("Examples:\n  selfattn demo\n  selfattn demo --heatmap attn.png");
+  return [&out, heatmap] {
+    demo(out);
+    if (!heatmap->empty()) demo_heatmap(out, *heatmap);
+  };
 }
 
 }  // namespace selfattn
