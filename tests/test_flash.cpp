@@ -207,6 +207,20 @@ TEST(Flash, ShapeErrorsNameTheArgument) {
   EXPECT_THROW(attention_backward(q, k, v, out, lse, out, {}, {}, {}, {}), ArgumentError);
 }
 
+TEST(Microkernels, EveryTableIsComplete) {
+  // Aggregate initialisation leaves a forgotten entry null; catch that here, not as a crash.
+  for (const cpu::Microkernels* t : {&cpu::portable_microkernels(), &cpu::avx2_microkernels(),
+                                     &cpu::avx512_microkernels()}) {
+    SCOPED_TRACE(cpu::isa_name(t->isa));
+    EXPECT_NE(t->gemm, nullptr);
+    EXPECT_NE(t->dot, nullptr);
+    EXPECT_NE(t->row_max, nullptr);
+    EXPECT_NE(t->exp_shifted_sum, nullptr);
+    EXPECT_NE(t->exp_shifted_each, nullptr);
+    EXPECT_NE(t->softmax_grad, nullptr);
+  }
+}
+
 TEST(Microkernels, GemmMatchesNaiveOnEveryIsa) {
   Environment restore;
   Generator g(11);

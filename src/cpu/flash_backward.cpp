@@ -87,9 +87,7 @@ void backward_key_block(const BackwardInputs& in, int64_t b, int64_t j0, Backwar
             false);
     const float* d_i = in.dsum + b * p.n + i0;
     for (int64_t r = 0; r < bc; ++r) {
-      float* ds_row = dst + r * kQueryBlock;
-      const float* p_row = pt + r * kQueryBlock;
-      for (int64_t c = 0; c < br; ++c) ds_row[c] = p_row[c] * (ds_row[c] - d_i[c]);
+      mk.softmax_grad(pt + r * kQueryBlock, dst + r * kQueryBlock, d_i, br);
     }
     const float* q_i = p.q + (b * p.n + i0) * p.d;  // (br, d)
     mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, p.d, s.dk.data(), p.d, true);

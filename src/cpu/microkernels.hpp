@@ -36,6 +36,9 @@ struct Microkernels {
   /// x[j] = exp(x[j] * scale - offsets[j]) for j < n, with exp(-inf - -inf) taken as 0 (a fully
   /// masked query row has offset -inf).
   void (*exp_shifted_each)(float* x, int64_t n, float scale, const float* offsets);
+
+  /// The softmax backward for one key-major row: dp[j] = p[j] * (dp[j] - dsum[j]).
+  void (*softmax_grad)(const float* p, float* dp, const float* dsum, int64_t n);
 };
 
 /// The best table this CPU supports, unless force_isa() chose another.

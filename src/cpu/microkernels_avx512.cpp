@@ -189,6 +189,16 @@ void exp_shifted_each(float* x, int64_t n, float scale, const float* offsets) {
   }
 }
 
+void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512 pv = _mm512_maskz_loadu_ps(mask, p + j);
+    const __m512 diff =
+        _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, dp + j), _mm512_maskz_loadu_ps(mask, dsum + j));
+    _mm512_mask_storeu_ps(dp + j, mask, _mm512_mul_ps(pv, diff));
+  }
+}
+
 }  // namespace
 }  // namespace avx512_impl
 
@@ -198,7 +208,8 @@ const Microkernels& avx512_microkernels() {
                                   avx512_impl::dot,
                                   avx512_impl::row_max,
                                   avx512_impl::exp_shifted_sum,
-                                  avx512_impl::exp_shifted_each};
+                                  avx512_impl::exp_shifted_each,
+                                  avx512_impl::softmax_grad};
   return table;
 }
 
