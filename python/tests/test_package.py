@@ -318,3 +318,18 @@ def test_the_gil_is_released_while_computing():
     worker.join()
     # Holding the GIL for the whole forward would allow a couple of ticks at its edges.
     assert ticks >= min(10, int(duration / 0.001) // 4), (ticks, duration)
+
+
+# ---------------------------------------------------------------- the README's example
+
+def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
+    readme = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+    with open(readme) as f:
+        text = f.read()
+    section = text[text.index("\n## Python\n"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[:code.index("```")]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert "(6, 6) (6, 2) (6, 2)" in capsys.readouterr().out
+    assert (tmp_path / "w.safetensors").exists()
