@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "attention_dispatch.hpp"
 #include "attention_problem.hpp"
 #include "cpu/flash_attention.hpp"
 #include "llm_utils/error.hpp"
@@ -55,31 +56,21 @@ AttentionProblem make_problem(const char* fn, ConstTensorView q, ConstTensorView
   const Shape vs = as_batched(fn, "v", v.shape());
   p.dv = vs[2];
   expect_shape(fn, "v", v.shape(), with_rank_of_q(batched, p.batch, {p.m, p.dv}));
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.divisor =
-      options.scale_divisor.value_or(static_cast<float>(std::sqrt(static_cast<double>(p.d))));
-  if (!(p.divisor > 0.0f) || !std::isfinite(p.divisor)) {
-    throw ArgumentError(std::string(fn) + ": scale_divisor must be positive and finite, got " +
-                        std::to_string(p.divisor));
-  }
-  p.scale = 1.0f / p.divisor;
-  p.causal = options.causal;
   const ConstTensorView& mask = options.additive_mask;
-  if (mask.data() != nullptr) {
-    if (mask.shape() == Shape{p.n, p.m}) {
-      p.mask_batch_stride = 0;
-    } else if (mask.shape() == Shape{p.batch, p.n, p.m}) {
-      p.mask_batch_stride = p.n * p.m;
-    } else {
-      throw ArgumentError(
-          std::string(fn) + ": additive_mask must have shape " + shape_to_string({p.n, p.m}) +
-          " or " + shape_to_string({p.batch, p.n, p.m}) + ", got " + shape_to_string(mask.shape()));
-    }
-    p.mask = mask.data();
+  if (mask.data() != nullptr && mask.shape() != Shape{p.n, p.m} &&
+      mask.shape() != Shape{p.batch, p.n, p.m}) {
+    throw ArgumentError(
+        std::string(fn) + ": additive_mask must have shape " + shape_to_string({p.n, p.m}) +
+        " or " + shape_to_string({p.batch, p.n, p.m}) + ", got " + shape_to_string(mask.shape()));
   }
-  return p;
+  const float divisor =
+      options.scale_divisor.value_or(static_cast<float>(std::sqrt(static_cast<double>(p.d))));
+  if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
+    throw ArgumentError(std::string(fn) + ": scale_divisor must be positive and finite, got " +
+                        std::to_string(divisor));
+  }
+  return detail::make_attention_problem(q.data(), k.data(), v.data(), p.batch, p.n, p.m, p.d, p.dv,
+                                        options);
 }
 
 bool use_flash(const AttentionProblem& p, Backend requested) {
@@ -113,6 +104,42 @@ Backend choose_backend(Backend requested, int64_t n, int64_t m, int64_t /*d*/) {
   return n * m >= 64 * 64 ? Backend::flash : Backend::reference;
 }
 
+namespace detail {
+
+AttentionProblem make_attention_problem(const float* q, const float* k, const float* v,
+                                        int64_t batch, int64_t n, int64_t m, int64_t d, int64_t dv,
+                                        const AttentionOptions& options) {
+  AttentionProblem p;
+  p.batch = batch;
+  p.n = n;
+  p.m = m;
+  p.d = d;
+  p.dv = dv;
+  p.q = q;
+  p.k = k;
+  p.v = v;
+  // The original divides by keys.shape[-1]**0.5, a double rounded to float by the division.
+  p.divisor = options.scale_divisor.value_or(static_cast<float>(std::sqrt(static_cast<double>(d))));
+  p.scale = 1.0f / p.divisor;
+  p.causal = options.causal;
+  const ConstTensorView& mask = options.additive_mask;
+  if (mask.data() != nullptr) {
+    p.mask = mask.data();
+    p.mask_batch_stride = mask.dim() == 3 ? n * m : 0;
+  }
+  return p;
+}
+
+void attention_forward(const AttentionProblem& p, Backend backend, float* out, float* lse) {
+  if (use_flash(p, backend)) {
+    cpu::flash_forward(p, out, lse);
+  } else {
+    reference::attention_forward(p, out, lse);
+  }
+}
+
+}  // namespace detail
+
 void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView out,
                        TensorView lse, const AttentionOptions& options) {
   constexpr const char* fn = "attention_forward";
@@ -120,11 +147,7 @@ void attention_forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, 
   const bool batched = q.dim() == 3;
   expect_shape(fn, "out", out.shape(), with_rank_of_q(batched, p.batch, {p.n, p.dv}));
   expect_shape(fn, "lse", lse.shape(), with_rank_of_q(batched, p.batch, {p.n}));
-  if (use_flash(p, options.backend)) {
-    cpu::flash_forward(p, out.data(), lse.data());
-  } else {
-    reference::attention_forward(p, out.data(), lse.data());
-  }
+  detail::attention_forward(p, options.backend, out.data(), lse.data());
 }
 
 void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,

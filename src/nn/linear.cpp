@@ -61,20 +61,24 @@ int64_t rows_of(ConstTensorView x, int64_t features, const char* fn, const char*
 }  // namespace
 
 Tensor Linear::forward(ConstTensorView x) const {
-  const int64_t in = in_features(), out = out_features();
-  const int64_t rows = rows_of(x, in, "Linear::forward", "x");
+  const int64_t rows = rows_of(x, in_features(), "Linear::forward", "x");
   Shape y_shape = x.shape();
-  y_shape.back() = out;
-  Tensor y(y_shape);  // (rows, out)
+  y_shape.back() = out_features();
+  Tensor y(y_shape);  // (..., out)
+  forward_into(x.data(), rows, y.data());
+  return y;
+}
+
+void Linear::forward_into(const float* x, int64_t rows, float* y) const {
+  const int64_t in = in_features(), out = out_features();
   if (bias) {
     for (int64_t r = 0; r < rows; ++r) {
-      std::copy(bias->data.begin(), bias->data.end(), y.data() + r * out);
+      std::copy(bias->data.begin(), bias->data.end(), y + r * out);
     }
   }
   // y (rows, out) = x (rows, in) W^T (in, out) + y
-  blas::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x.data(), in, weight.data.data(), in,
-             bias ? 1.0f : 0.0f, y.data(), out);
-  return y;
+  blas::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, weight.data.data(), in,
+             bias ? 1.0f : 0.0f, y, out);
 }
 
 Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {

@@ -30,7 +30,7 @@ NamedParameters SelfAttention_Params::named_parameters() {
 void SelfAttention_Params::project(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const {
   const int64_t rows = x.size(0);
   const auto matmul = [&](const Parameter& w, Tensor& out) {
-    out = Tensor({rows, d_out()});  // (B*N, d_out) = x (B*N, d_in) @ W (d_in, d_out)
+    // out (B*N, d_out) = x (B*N, d_in) @ W (d_in, d_out)
     blas::gemm(Trans::no, Trans::no, rows, d_out(), d_in(), 1.0f, x.data(), d_in(), w.data.data(),
                d_out(), 0.0f, out.data(), d_out());
   };
@@ -84,9 +84,10 @@ NamedParameters SelfAttentionLinearProjections::named_parameters() {
 
 void SelfAttentionLinearProjections::project(ConstTensorView x, Tensor& q, Tensor& k,
                                              Tensor& v) const {
-  k = W_key.forward(x);
-  q = W_query.forward(x);
-  v = W_value.forward(x);
+  const int64_t rows = x.size(0);
+  W_key.forward_into(x.data(), rows, k.data());
+  W_query.forward_into(x.data(), rows, q.data());
+  W_value.forward_into(x.data(), rows, v.data());
 }
 
 Tensor SelfAttentionLinearProjections::project_backward(ConstTensorView x, ConstTensorView dq,

@@ -1,8 +1,10 @@
 // SelfAttentionBase: input checks, the attention core per batch element, the state forward
 // saves for backward and inspection, and state-dict handling shared by the four classes.
 
+#include <algorithm>
 #include <string>
 
+#include "attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/self_attention.hpp"
 
@@ -16,15 +18,26 @@ SelfAttentionBase::SelfAttentionBase(std::string class_name, int64_t d_in, int64
   }
 }
 
+namespace {
+// Gives t the shape, reusing its storage when it already has it: repeated forwards of the same
+// size then allocate nothing here (it shows on tiny inputs such as the book's example).
+void ensure_shape(Tensor& t, int64_t d0, int64_t d1, int64_t d2 = -1) {
+  const Shape& s = t.shape();
+  const bool same = d2 < 0 ? (s.size() == 2 && s[0] == d0 && s[1] == d1)
+                           : (s.size() == 3 && s[0] == d0 && s[1] == d1 && s[2] == d2);
+  if (!same) t = d2 < 0 ? Tensor({d0, d1}) : Tensor({d0, d1, d2});
+}
+}  // namespace
+
 Tensor SelfAttentionBase::forward(ConstTensorView x) {
-  const std::string where = class_name_ + ".forward";
+  const auto where = [this] { return class_name_ + ".forward"; };
   if (x.dim() != 2 && x.dim() != 3) {
-    throw ArgumentError(where + ": x must be (seq_len, d_in) or (batch, seq_len, d_in), got " +
+    throw ArgumentError(where() + ": x must be (seq_len, d_in) or (batch, seq_len, d_in), got " +
                         std::to_string(x.dim()) +
                         "-D input (x.shape = " + shape_to_string(x.shape()) + ")");
   }
   if (x.size(-1) != d_in_) {
-    throw ArgumentError(where + ": x has d_in=" + std::to_string(x.size(-1)) +
+    throw ArgumentError(where() + ": x has d_in=" + std::to_string(x.size(-1)) +
                         ", module expects d_in=" + std::to_string(d_in_) +
                         " (x.shape = " + shape_to_string(x.shape()) + ")");
   }
@@ -32,37 +45,36 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   const int64_t seq = x.size(-2);
   if (seq == 0) {
     throw ArgumentError(
-        where + ": x has a zero-length sequence (x.shape = " + shape_to_string(x.shape()) + ")");
+        where() + ": x has a zero-length sequence (x.shape = " + shape_to_string(x.shape()) + ")");
   }
   if (batch == 0) {
-    throw ArgumentError(where + ": x has an empty batch (x.shape = " + shape_to_string(x.shape()) +
-                        ")");
+    throw ArgumentError(where() +
+                        ": x has an empty batch (x.shape = " + shape_to_string(x.shape()) + ")");
   }
 
-  // Compute into locals first so that a throwing kernel leaves the saved state intact.
-  Tensor input = Tensor::from_view(x).reshape({batch * seq, d_in_});  // (B*N, d_in)
-  Tensor q, k, v;                                                     // (B*N, d_out) each
-  project(input, q, k, v);
-  q = std::move(q).reshape({batch, seq, d_out_});
-  k = std::move(k).reshape({batch, seq, d_out_});
-  v = std::move(v).reshape({batch, seq, d_out_});
-  Tensor context({batch, seq, d_out_});  // (B, N, d_out)
-  Tensor lse({batch, seq});              // (B, N)
-  attention_forward(q, k, v, context, lse, options_);
+  // The input is valid, so nothing below throws (short of memory): the saved state is
+  // overwritten in place, reusing its buffers when the sizes repeat.
+  ensure_shape(input_, batch * seq, d_in_);  // (B*N, d_in)
+  std::copy(x.data(), x.data() + batch * seq * d_in_, input_.data());
+  ensure_shape(queries_, batch, seq, d_out_);  // (B, N, d_out)
+  ensure_shape(keys_, batch, seq, d_out_);     // (B, N, d_out)
+  ensure_shape(values_, batch, seq, d_out_);   // (B, N, d_out)
+  ensure_shape(context_, batch, seq, d_out_);  // (B, N, d_out)
+  ensure_shape(lse_, batch, seq);              // (B, N)
+  project(input_, queries_, keys_, values_);
+  const detail::AttentionProblem problem = detail::make_attention_problem(
+      queries_.data(), keys_.data(), values_.data(), batch, seq, seq, d_out_, d_out_, options_);
+  detail::attention_forward(problem, options_.backend, context_.data(), lse_.data());
 
   batch_ = batch;
   seq_ = seq;
   input_was_2d_ = x.dim() == 2;
   backward_ready_ = true;
-  input_ = std::move(input);
-  queries_ = std::move(q);
-  keys_ = std::move(k);
-  values_ = std::move(v);
-  context_ = std::move(context);
-  lse_ = std::move(lse);
   probs_.reset();
   after_forward(batch, seq);
-  return Tensor::from_view(as_input_rank(context_));
+  Tensor out(input_was_2d_ ? Shape{seq, d_out_} : Shape{batch, seq, d_out_});
+  std::copy(context_.begin(), context_.end(), out.data());
+  return out;
 }
 
 Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {

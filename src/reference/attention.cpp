@@ -4,6 +4,7 @@
 
 #include "llm_utils/attention.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -47,8 +48,9 @@ void attention_forward(const AttentionProblem& p, float* out, float* lse) {
   std::vector<float> s(static_cast<size_t>(p.n * p.m));  // (N, M) scores, then P
   for (int64_t b = 0; b < p.batch; ++b) {
     scores(p, b, s.data());
+    // The softmax of each row, as softmax_rows_inplace computes it, keeping its max and sum:
+    // lse_i = max + log(sum exp(S - max)).
     for (int64_t i = 0; i < p.n; ++i) {
-      // lse_i = max + log(sum exp(S - max)), taken before the in-place softmax.
       float* row = s.data() + i * p.m;
       float row_max = kMinusInf;
       bool nan = false;
@@ -56,12 +58,23 @@ void attention_forward(const AttentionProblem& p, float* out, float* lse) {
         row_max = row[j] > row_max ? row[j] : row_max;
         nan |= std::isnan(row[j]);
       }
+      float& row_lse = lse[b * p.n + i];
+      if (nan || row_max == kMinusInf) {
+        // NaN anywhere: the row is NaN; no visible key: zeros, not 0/0.
+        const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+        std::fill(row, row + p.m, fill);
+        row_lse = nan ? fill : kMinusInf;
+        continue;
+      }
       float sum = 0.0f;
-      for (int64_t j = 0; j < p.m; ++j) sum += std::exp(row[j] - row_max);
-      lse[b * p.n + i] = nan ? std::numeric_limits<float>::quiet_NaN()
-                             : (row_max == kMinusInf ? kMinusInf : row_max + std::log(sum));
+      for (int64_t j = 0; j < p.m; ++j) {
+        row[j] = std::exp(row[j] - row_max);
+        sum += row[j];
+      }
+      const float inv_sum = 1.0f / sum;
+      for (int64_t j = 0; j < p.m; ++j) row[j] *= inv_sum;
+      row_lse = row_max + std::log(sum);
     }
-    softmax_rows_inplace(TensorView(s.data(), {p.n, p.m}));
     // out (N, dv) = P V
     blas::gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v + b * p.m * p.dv,
                p.dv, 0.0f, out + b * p.n * p.dv, p.dv);

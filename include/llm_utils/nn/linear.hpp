@@ -36,6 +36,9 @@ class Linear {
   /// x: (..., in_features) -> (..., out_features).
   Tensor forward(ConstTensorView x) const;
   Tensor operator()(ConstTensorView x) const { return forward(x); }
+  /// The raw form of forward: y (rows, out_features) = x (rows, in_features) W^T + b, both
+  /// contiguous, y overwritten. No checks and no allocation, for callers that own the shapes.
+  void forward_into(const float* x, int64_t rows, float* y) const;
   /// Given the forward's input x (..., in) and dy (..., out): accumulates weight and bias
   /// gradients and, when `need_dx`, returns dx (..., in); otherwise an empty tensor.
   Tensor backward(ConstTensorView x, ConstTensorView dy, bool need_dx = true);

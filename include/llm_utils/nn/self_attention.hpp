@@ -100,7 +100,8 @@ class SelfAttentionBase {
  protected:
   SelfAttentionBase(std::string class_name, int64_t d_in, int64_t d_out);
 
-  /// x (B*N, d_in) -> q, k, v (B*N, d_out).
+  /// x (B*N, d_in) -> q, k, v: each arrives with B*N*d_out elements (any shape) and is
+  /// overwritten as a contiguous (B*N, d_out) matrix.
   virtual void project(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const = 0;
   /// Accumulates the projection weights' gradients from dq, dk, dv (B*N, d_out) and returns
   /// dx (B*N, d_in). dq and dk are empty when no gradient flows through them.
