@@ -3,8 +3,8 @@
 
 Run from the repository root with Debian's interpreter and python3-torch:
     /usr/bin/python3 tests/golden/make_golden.py
-It rewrites tests/golden/{generator,optim}.safetensors, tests/golden/parity/*.safetensors and
-tests/golden/state_dicts/*.safetensors. Every file is deterministic given torch's CPU generator.
+It rewrites tests/golden/{generator,optim}.safetensors, tests/golden/parity/*.safetensors,
+tests/golden/state_dicts/*.safetensors and tests/golden/book/*.safetensors. Every file is deterministic given torch's CPU generator.
 """
 
 import os
@@ -13,6 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import book_attention  # noqa: E402
 import original_selfattn as orig  # noqa: E402
 import safetensors_io  # noqa: E402
 
@@ -179,6 +180,59 @@ def state_dict_fixtures():
                             {"x": BOOK_INPUTS, "out": out.detach()})
 
 
+# The book's causal and multi-head classes (tests/golden/book_attention.py), dropout 0:
+# (label, batch or None for 2-D input, seq, d_in, d_out, context_length, num_heads, bias).
+# "book" is chapter 3's example: seed 123, two copies of the sentence, context_length 6.
+BOOK_ATTENTION_CASES = [
+    ("book", 2, 6, 3, 2, 6, 2, False),
+    ("seq_lt_context", 2, 5, 4, 6, 8, 3, True),
+    ("seq1", None, 1, 3, 4, 4, 2, False),
+    ("twod", None, 7, 5, 4, 7, 2, True),
+    ("past_flash_tile", 2, 70, 8, 8, 80, 2, True),
+]
+
+
+def book_attention_case(index, class_name, case):
+    label, batch, seq, d_in, d_out, context_length, num_heads, bias = case
+    g = data_generator(5000 + index)
+    if label == "book":
+        x = torch.stack((BOOK_INPUTS, BOOK_INPUTS))
+        seed = 123
+    else:
+        shape = (seq, d_in) if batch is None else (batch, seq, d_in)
+        x = torch.randn(shape, generator=g)
+        seed = 3000 + index
+    x.requires_grad_(True)
+    torch.manual_seed(seed)
+    module = book_attention.build(class_name, d_in, d_out, context_length, 0.0, num_heads, bias)
+    init = {name: p.detach().clone() for name, p in module.named_parameters()}
+    out = module(x)
+    grad_out = torch.randn(out.shape, generator=g)
+    out.backward(grad_out)
+    t = {"x": x.detach(), "out": out.detach(), "grad_out": grad_out, "grad_x": x.grad}
+    for name, p in module.named_parameters():
+        t["init." + name] = init[name]
+        t["grad." + name] = p.grad
+    if label == "book":
+        t["mask"] = module.state_dict()["heads.0.mask" if "Wrapper" in class_name else "mask"]
+    meta = {"class": class_name, "d_in": d_in, "d_out": d_out, "context_length": context_length,
+            "num_heads": num_heads, "qkv_bias": int(bias), "seed": seed,
+            "state_keys": ",".join(module.state_dict().keys())}
+    rank = "2d" if batch is None else "3d"
+    name = f"{class_name}_{'bias' if bias else 'nobias'}_{label}_{rank}"
+    safetensors_io.save(os.path.join(HERE, "book", name + ".safetensors"), t, meta)
+
+
+def book_attention_fixtures():
+    os.makedirs(os.path.join(HERE, "book"), exist_ok=True)
+    index = 0
+    for class_name in book_attention.CLASSES:
+        for case in BOOK_ATTENTION_CASES:
+            book_attention_case(index, class_name, case)
+            index += 1
+    return index
+
+
 def main():
     os.makedirs(os.path.join(HERE, "parity"), exist_ok=True)
     index = 0
@@ -190,7 +244,8 @@ def main():
     generator_fixtures()
     optimizer_fixtures()
     state_dict_fixtures()
-    print(f"wrote {index} parity cases")
+    book_cases = book_attention_fixtures()
+    print(f"wrote {index} parity cases and {book_cases} book attention cases")
 
 
 if __name__ == "__main__":
