@@ -273,6 +273,28 @@ TEST(Heatmap, RejectsBadInput) {
       plot::render_heatmap(font, llm_utils::ConstTensorView(values.data(), {1, 1}), {}));
 }
 
+TEST(Heatmap, LongSequencesAreDrawnAsBlockMeans) {
+  const plot::Font font = test_font();
+  // 1000 tokens: more than kMaxHeatmapCells, so 3 x 3 blocks (334 cells a side). The weight is
+  // on the diagonal, so the first block holds 3 ones among 9 cells.
+  const int64_t n = 1000;
+  std::vector<float> values(static_cast<size_t>(n * n), 0.0f);
+  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i * n + i)] = 1.0f;
+  plot::HeatmapLayout at;
+  const plot::Canvas c =
+      plot::render_heatmap(font, llm_utils::ConstTensorView(values.data(), {n, n}), {}, &at);
+  EXPECT_EQ(at.block, 3);
+  EXPECT_LT(c.width(), 1400);
+  EXPECT_LT(c.height(), 1400);
+  const auto centre = [&](int64_t i, int64_t j) {
+    return c.at(at.grid_x + j * at.cell + at.cell / 2, at.grid_y + i * at.cell + at.cell / 2);
+  };
+  EXPECT_EQ(centre(0, 0), plot::viridis(static_cast<float>(3.0 / 9.0)));
+  EXPECT_EQ(centre(0, 1), plot::viridis(0.0));
+  // The last block holds token 999 alone: mean 1, the top of the scale.
+  EXPECT_EQ(centre(333, 333), plot::viridis(1.0));
+}
+
 TEST(LinePlot, DrawsTheCurveAtTheRequestedSize) {
   const plot::Font font = test_font();
   std::vector<double> loss;

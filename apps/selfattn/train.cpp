@@ -94,7 +94,10 @@ double mean(const std::vector<double>& v, size_t first, size_t last) {
 
 void check_flags(const TrainFlags& o, uint64_t seed, uint64_t teacher_seed) {
   // A batch's attention weights are batch * seq * seq floats; keep a typo from eating the RAM.
-  if (o.batch * o.seq > (int64_t{1} << 24) || o.batch * o.seq * o.seq > (int64_t{1} << 28)) {
+  // Each size is checked alone first, so the products below cannot overflow.
+  constexpr int64_t kMax = int64_t{1} << 24;
+  if (o.batch > kMax || o.seq > kMax || o.batch * o.seq > kMax ||
+      o.batch * o.seq * o.seq > (int64_t{1} << 28)) {
     throw llm_utils::ArgumentError("--batch " + std::to_string(o.batch) + " x --seq " +
                                    std::to_string(o.seq) + " is too large for a training demo");
   }

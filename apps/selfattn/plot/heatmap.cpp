@@ -82,6 +82,33 @@ std::string cell_text(const Font& font, double v, double px, int64_t cell, bool 
   return "";
 }
 
+// Means of k x k blocks of m (the last block of a row or column may be smaller); NaN stays NaN.
+std::vector<float> block_means(llm_utils::ConstTensorView m, int64_t k, int64_t* rows,
+                               int64_t* cols) {
+  const int64_t r = m.size(0), c = m.size(1);
+  *rows = (r + k - 1) / k;
+  *cols = (c + k - 1) / k;
+  std::vector<double> sum(static_cast<size_t>(*rows * *cols), 0.0);
+  std::vector<int64_t> count(sum.size(), 0);
+  for (int64_t i = 0; i < r; ++i) {
+    for (int64_t j = 0; j < c; ++j) {
+      const size_t b = static_cast<size_t>((i / k) * *cols + j / k);
+      sum[b] += m.data()[i * c + j];
+      ++count[b];
+    }
+  }
+  std::vector<float> out(sum.size());
+  for (size_t b = 0; b < out.size(); ++b) out[b] = static_cast<float>(sum[b] / count[b]);
+  return out;
+}
+
+// The labels of the blocks: each block's first token.
+std::vector<std::string> block_labels(const std::vector<std::string>& labels, int64_t k) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < labels.size(); i += static_cast<size_t>(k)) out.push_back(labels[i]);
+  return out;
+}
+
 }  // namespace
 
 Canvas render_heatmap(const Font& font, llm_utils::ConstTensorView m, const HeatmapOptions& o,
@@ -89,9 +116,22 @@ Canvas render_heatmap(const Font& font, llm_utils::ConstTensorView m, const Heat
   if (m.dim() != 2 || m.numel() == 0) {
     throw std::invalid_argument("heatmap needs a non-empty 2-D matrix");
   }
+  std::vector<std::string> rlab = labels_or_indices(o.row_labels, m.size(0), "row");
+  std::vector<std::string> clab = labels_or_indices(o.col_labels, m.size(1), "column");
+  const int64_t block = (std::max(m.size(0), m.size(1)) + kMaxHeatmapCells - 1) / kMaxHeatmapCells;
+  std::vector<float> pooled;
+  std::string x_title = o.x_title, y_title = o.y_title;
+  if (block > 1) {
+    int64_t r = 0, c = 0;
+    pooled = block_means(m, block, &r, &c);
+    m = llm_utils::ConstTensorView(pooled.data(), {r, c});
+    rlab = block_labels(rlab, block);
+    clab = block_labels(clab, block);
+    const std::string note = " (mean of blocks of " + std::to_string(block) + ")";
+    x_title += note;
+    y_title += note;
+  }
   const int64_t rows = m.size(0), cols = m.size(1);
-  const std::vector<std::string> rlab = labels_or_indices(o.row_labels, rows, "row");
-  const std::vector<std::string> clab = labels_or_indices(o.col_labels, cols, "column");
   double lo = 0, hi = 1;
   value_range(m, o, &lo, &hi);
 
@@ -163,9 +203,9 @@ Canvas render_heatmap(const Font& font, llm_utils::ConstTensorView m, const Heat
   }
 
   // Axis titles.
-  font.draw(c, o.x_title, kAxisPx, kInk, grid_x + grid_w / 2,
-            grid_y + grid_h + 8 + col_labels_h + 8, HAlign::center, VAlign::top);
-  font.draw(c, o.y_title, kAxisPx, kInk, kMargin, grid_y + grid_h / 2, HAlign::left, VAlign::middle,
+  font.draw(c, x_title, kAxisPx, kInk, grid_x + grid_w / 2, grid_y + grid_h + 8 + col_labels_h + 8,
+            HAlign::center, VAlign::top);
+  font.draw(c, y_title, kAxisPx, kInk, kMargin, grid_y + grid_h / 2, HAlign::left, VAlign::middle,
             true);
 
   // Colour bar: value hi at the top, lo at the bottom, ticks with values on its right.
@@ -186,7 +226,7 @@ Canvas render_heatmap(const Font& font, llm_utils::ConstTensorView m, const Heat
     font.draw(c, o.bar_title, kAxisPx, kInk, bar_title_x, bar_y + bar_h / 2, HAlign::left,
               VAlign::middle, true);
   }
-  if (layout != nullptr) *layout = {grid_x, grid_y, cell, bar_x, bar_y, bar_w, bar_h};
+  if (layout != nullptr) *layout = {grid_x, grid_y, cell, bar_x, bar_y, bar_w, bar_h, block};
   return c;
 }
 

@@ -34,10 +34,18 @@ struct HeatmapOptions {
 struct HeatmapLayout {
   int64_t grid_x = 0, grid_y = 0, cell = 0;
   int64_t bar_x = 0, bar_y = 0, bar_w = 0, bar_h = 0;
+  /// 1, or k when the matrix had more than kMaxHeatmapCells rows or columns and each cell shows
+  /// the mean of a k x k block of tokens.
+  int64_t block = 1;
 };
 
+/// Matrices larger than this are drawn as means of k x k blocks, so that the picture stays
+/// around 1000 pixels wide whatever the sequence length.
+inline constexpr int64_t kMaxHeatmapCells = 400;
+
 /// Renders a 2-D (rows, cols) matrix. Throws std::invalid_argument on another rank, an empty
-/// matrix, a label count that does not match, or vmin >= vmax.
+/// matrix, a label count that does not match, or vmin >= vmax. Block means (see HeatmapLayout)
+/// are labelled with their first token, and the axis titles say so.
 Canvas render_heatmap(const Font& font, llm_utils::ConstTensorView matrix,
                       const HeatmapOptions& options, HeatmapLayout* layout = nullptr);
 
