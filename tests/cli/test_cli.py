@@ -210,8 +210,25 @@ def test_error_unwritable_output(tmp_path, good_x):
                             good_x, "--output", tmp_path / "no-such-dir" / "y.npy"], "no-such-dir")
 
 
-def test_error_flash_backend_not_built(tmp_path, good_x):
-    expect_error(tmp_path, run_args(tmp_path, good_x, "--backend", "flash"), "flash")
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_backends_agree_with_pytorch(tmp_path, module):
+    # 80 tokens: past one 64-token tile, so the fused kernel runs several tiles and a tail.
+    bias = module != "params"
+    x = np.random.default_rng(6).standard_normal((2, 80, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    _, out, attn = torch_reference(module, 5, 4, bias, 11, x)
+    for backend in ["reference", "flash", "auto"]:
+        r = selfattn("run", "--module", module, "--d-in", 5, "--d-out", 4, "--seed", 11,
+                     "--backend", backend, "--input", tmp_path / "x.npy",
+                     "--output", tmp_path / "y.npy", "--attn-weights", tmp_path / "a.npy",
+                     *(["--qkv-bias"] if bias else []))
+        assert r.returncode == 0, r.stderr
+        close(np.load(tmp_path / "y.npy"), out)
+        close(np.load(tmp_path / "a.npy"), attn)
+
+
+def test_error_unknown_backend(tmp_path, good_x):
+    expect_error(tmp_path, run_args(tmp_path, good_x, "--backend", "cuda"), "cuda")
 
 
 def test_error_bad_weights_file(tmp_path, good_x):
@@ -235,3 +252,55 @@ def test_failed_run_leaves_existing_output_untouched(tmp_path, good_x):
     r = selfattn(*run_args(tmp_path, bad))
     assert r.returncode != 0
     np.testing.assert_array_equal(np.load(y), np.full((2, 2), 7, dtype=np.float32))
+
+
+# ------------------------------------------------------- the book's causal and multi-head classes
+
+import book_attention  # noqa: E402
+
+BOOK_MODULES = {"causal": "CausalAttention", "mha-wrapper": "MultiHeadAttentionWrapper",
+                "mha": "MultiHeadAttention"}
+
+
+@pytest.mark.parametrize("module", sorted(BOOK_MODULES))
+@pytest.mark.parametrize("shape", [(7, 5), (3, 6, 5)])
+def test_run_book_modules_match_pytorch(tmp_path, module, shape):
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = selfattn("run", "--module", module, "--d-in", 5, "--d-out", 4, "--num-heads", 2,
+                 "--context-length", 8, "--qkv-bias", "--seed", 42, "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy", "--save-weights", tmp_path / "w.safetensors")
+    assert r.returncode == 0, r.stderr
+    assert BOOK_MODULES[module] in r.stdout
+    torch.manual_seed(42)
+    m = book_attention.build(BOOK_MODULES[module], 5, 4, 8, 0.0, 2, True)
+    close(np.load(tmp_path / "y.npy"), m(torch.from_numpy(x)).detach().numpy())
+    # The saved weights, mask buffer included, load into PyTorch strictly.
+    tensors, _ = safetensors_io.load(tmp_path / "w.safetensors")
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+
+
+@pytest.mark.parametrize("module", sorted(BOOK_MODULES))
+def test_pytorch_book_state_dict_loads_here(tmp_path, module):
+    x = np.random.default_rng(7).standard_normal((2, 5, 3)).astype(np.float32)
+    torch.manual_seed(8)
+    m = book_attention.build(BOOK_MODULES[module], 3, 4, 6, 0.0, 2, False)
+    safetensors_io.save(tmp_path / "w.safetensors",
+                        {k: v.detach().numpy() for k, v in m.state_dict().items()})
+    np.save(tmp_path / "x.npy", x)
+    # d_in, d_out, context_length (from the mask) and the wrapper's heads come from the file.
+    r = selfattn("run", "--module", module, "--weights", tmp_path / "w.safetensors",
+                 *(["--num-heads", 2] if module == "mha" else []),
+                 "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+    close(np.load(tmp_path / "y.npy"), m(torch.from_numpy(x)).detach().numpy())
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--module", "causal", "--context-length", 3], "more than context_length=3"),
+    (["--module", "mha", "--num-heads", 3], "d_out must be divisible by num_heads"),
+    (["--module", "mha-wrapper", "--dropout", 1.0], "dropout must be in [0, 1)"),
+])
+def test_book_module_errors(tmp_path, good_x, args, text):
+    base = ["run", "--d-in", 3, "--d-out", 2, "--input", good_x, "--output", tmp_path / "y.npy"]
+    expect_error(tmp_path, base + args, text)
