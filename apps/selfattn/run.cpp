@@ -1,5 +1,7 @@
 // selfattn run: one forward pass of a module on a .npy input, weights from a seed or a file.
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -22,7 +24,85 @@ struct RunOptions {
   std::string save_weights;
   int threads = 0;
   std::string backend = "auto";
+  // The book's causal and multi-head classes only.
+  int64_t context_length = 0;  // 0: the input's sequence length, as the book's example
+  int64_t num_heads = 1;
+  double dropout = 0.0;
 };
+
+// What `run` needs of CausalAttention, MultiHeadAttentionWrapper and MultiHeadAttention.
+struct BookModule {
+  std::string class_name;
+  std::function<llm_utils::Tensor(llm_utils::ConstTensorView)> forward;
+  std::function<llm_utils::StateDict()> state_dict;
+  std::function<void(const llm_utils::StateDict&)> load_state_dict;
+};
+
+bool is_book_module(const std::string& name) {
+  return name == "causal" || name == "mha-wrapper" || name == "mha";
+}
+
+template <typename M>
+BookModule wrap(std::shared_ptr<M> m, std::string class_name, const std::string& backend) {
+  m->set_backend(llm_utils::parse_backend(backend));
+  return {std::move(class_name), [m](llm_utils::ConstTensorView x) { return m->forward(x); },
+          [m] { return m->state_dict(); },
+          [m](const llm_utils::StateDict& sd) { m->load_state_dict(sd); }};
+}
+
+BookModule make_book_module(const RunOptions& o) {
+  if (o.module == "causal") {
+    return wrap(std::make_shared<llm_utils::CausalAttention>(o.d_in, o.d_out, o.context_length,
+                                                             o.dropout, o.qkv_bias),
+                "CausalAttention", o.backend);
+  }
+  if (o.module == "mha-wrapper") {
+    return wrap(std::make_shared<llm_utils::MultiHeadAttentionWrapper>(
+                    o.d_in, o.d_out, o.context_length, o.dropout, o.num_heads, o.qkv_bias),
+                "MultiHeadAttentionWrapper", o.backend);
+  }
+  return wrap(std::make_shared<llm_utils::MultiHeadAttention>(o.d_in, o.d_out, o.context_length,
+                                                              o.dropout, o.num_heads, o.qkv_bias),
+              "MultiHeadAttention", o.backend);
+}
+
+// Sizes a state dict of the book's classes gives: the wrapper's are under heads.<h>.
+void infer_book_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
+  const std::string prefix = o.module == "mha-wrapper" ? "heads.0." : "";
+  if (const auto* w = sd.find(prefix + "W_query.weight"); w != nullptr && w->dim() == 2) {
+    if (o.d_in == 0) o.d_in = w->size(1);
+    if (o.d_out == 0) o.d_out = w->size(0);
+  }
+  if (const auto* mask = sd.find(prefix + "mask"); mask != nullptr && o.context_length == 0) {
+    o.context_length = mask->size(0);
+  }
+  if (!o.qkv_bias && sd.contains(prefix + "W_query.bias")) o.qkv_bias = true;
+  if (o.module == "mha-wrapper") {
+    int64_t heads = 0;
+    while (sd.contains("heads." + std::to_string(heads) + ".W_query.weight")) ++heads;
+    if (heads > 0) o.num_heads = heads;
+  }
+}
+
+// The book's classes: no attention weights to write, weights named as their PyTorch modules'.
+void run_book_module(RunOptions o, const llm_utils::Tensor& x,
+                     const std::optional<llm_utils::StateDict>& weights, std::ostream& out) {
+  if (!o.attn_weights.empty()) {
+    throw llm_utils::ArgumentError("--attn-weights is not available for --module " + o.module);
+  }
+  if (o.context_length == 0 && x.dim() >= 2) o.context_length = x.size(-2);
+  llm_utils::manual_seed(o.seed.value_or(llm_utils::Generator::kDefaultSeed));
+  BookModule module = make_book_module(o);
+  if (weights) module.load_state_dict(*weights);
+  const llm_utils::Tensor y = module.forward(x);
+  llm_utils::io::save_npy(o.output, y);
+  if (!o.save_weights.empty()) {
+    llm_utils::io::save_safetensors(o.save_weights, module.state_dict(),
+                                    {{"format", "pt"}, {"module", module.class_name}});
+  }
+  out << module.class_name << ": " << llm_utils::shape_to_string(x.shape()) << " -> "
+      << llm_utils::shape_to_string(y.shape()) << ", wrote " << o.output << "\n";
+}
 
 // d_in and d_out of the W_query entry of a state dict, for when the flags leave them out.
 void infer_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
@@ -45,7 +125,11 @@ void run(RunOptions o, std::ostream& out) {
   std::optional<llm_utils::StateDict> weights;
   if (!o.weights.empty()) {
     weights = llm_utils::io::load_safetensors(o.weights);
-    infer_sizes(*weights, o);
+    if (is_book_module(o.module)) {
+      infer_book_sizes(*weights, o);
+    } else {
+      infer_sizes(*weights, o);
+    }
   }
   if (o.d_in <= 0 || o.d_out <= 0) {
     throw llm_utils::ArgumentError(
@@ -54,6 +138,7 @@ void run(RunOptions o, std::ostream& out) {
   }
   // Read the input before building anything, so a bad file fails first and fast.
   const llm_utils::Tensor x = llm_utils::io::load_npy(o.input);
+  if (is_book_module(o.module)) return run_book_module(o, x, weights, out);
 
   llm_utils::manual_seed(o.seed.value_or(llm_utils::Generator::kDefaultSeed));
   auto module = llm_utils::make_self_attention(o.module, o.d_in, o.d_out, o.qkv_bias);
@@ -79,7 +164,8 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
       "run", "Run one forward pass: read x from .npy, write the context vectors as .npy.");
   cmd->add_option("--module", options->module, "Which class")
       ->required()
-      ->check(CLI::IsMember({"params", "linear", "linear4", "linear5"}));
+      ->check(CLI::IsMember(
+          {"params", "linear", "linear4", "linear5", "causal", "mha-wrapper", "mha"}));
   cmd->add_option("--d-in", options->d_in, "Input width d_in (read from --weights if omitted)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--d-out", options->d_out, "Output width d_out (read from --weights if omitted)")
@@ -103,11 +189,23 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--backend", options->backend, "Attention kernel")
       ->check(CLI::IsMember({"auto", "reference", "flash"}));
+  cmd->add_option("--context-length", options->context_length,
+                  "causal, mha-wrapper, mha: the longest sequence (default: the input's, or the "
+                  "mask in --weights)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--num-heads", options->num_heads,
+                  "mha-wrapper, mha: number of heads (default 1; mha needs d_out divisible by it)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--dropout", options->dropout,
+                  "causal, mha-wrapper, mha: dropout on the attention weights, in [0, 1); applied, "
+                  "since a fresh module is in training mode as in PyTorch (masks from --seed)");
   cmd->footer(
       "Examples:\n"
       "  selfattn run --module linear --d-in 3 --d-out 2 --seed 789 --input x.npy --output y.npy\n"
       "  selfattn run --module linear4 --weights w.safetensors --input x.npy --output y.npy "
-      "--attn-weights a.npy");
+      "--attn-weights a.npy\n"
+      "  selfattn run --module mha --d-in 3 --d-out 2 --num-heads 2 --seed 123 --input x.npy "
+      "--output y.npy");
   return [options, &out] { run(*options, out); };
 }
 
