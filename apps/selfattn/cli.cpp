@@ -37,6 +37,25 @@ void Cli::parse(std::vector<std::string> args) {
   app_.parse(args);
 }
 
+std::string one_line(std::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  for (const char c : message) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (u < 0x20 || u == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 void Cli::run() const {
   for (const CLI::App* sub : app_.get_subcommands()) {
     for (const auto& [name, command] : commands_) {

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,5 +35,10 @@ class Cli {
   CLI::App app_;
   std::vector<std::pair<std::string, Command>> commands_;
 };
+
+/// An error message as the one line main() prints after "error: ": arguments and paths are
+/// echoed in messages, and a newline or terminal escape in them must not break that line, so
+/// control characters are shown escaped (\n, \x1b).
+std::string one_line(std::string_view message);
 
 }  // namespace selfattn

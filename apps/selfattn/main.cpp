@@ -21,14 +21,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "error: " << e.what() << " (see 'selfattn --help')\n";
+    std::cerr << "error: " << selfattn::one_line(e.what()) << " (see 'selfattn --help')\n";
     return 2;
   }
 
   try {
     cli.run();
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << selfattn::one_line(e.what()) << "\n";
     return 1;
   }
   return 0;
