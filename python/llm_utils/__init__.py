@@ -15,7 +15,8 @@ Code written for the original runs with torch swapped for numpy::
     dx = sa.backward(np.ones_like(ctx))     # what loss.backward() would give x
 
 Contents: ``selfAttn`` (the four classes), ``optim`` (SGD, AdamW), ``safetensors`` (save_file,
-load_file), and here ``manual_seed``, ``rand``, ``Generator``, ``set_num_threads``.
+load_file), and here ``manual_seed``, ``rand``, ``Generator``, ``set_num_threads`` and the
+book's later classes ``CausalAttention``, ``MultiHeadAttentionWrapper``, ``MultiHeadAttention``.
 
 Errors from the library arrive as ValueError (bad shapes and arguments), OSError (files) and
 RuntimeError (calls in the wrong state, e.g. backward before forward), with its message.
@@ -28,9 +29,12 @@ import numpy as np
 
 from ._core import (
     Backend,
+    CausalAttention,
     Generator,
     IncompatibleKeys,
     Linear,
+    MultiHeadAttention,
+    MultiHeadAttentionWrapper,
     Parameter,
     SelfAttentionBase,
     __version__,
@@ -43,7 +47,8 @@ from ._core import (
 )
 from . import optim, safetensors, selfAttn  # noqa: E402  (submodules, after _core)
 
-for _cls in (Backend, Generator, Linear, Parameter, SelfAttentionBase):
+for _cls in (Backend, CausalAttention, Generator, Linear, MultiHeadAttention,
+             MultiHeadAttentionWrapper, Parameter, SelfAttentionBase):
     _cls.__module__ = __name__
 del _cls
 
@@ -67,9 +72,12 @@ def rand(*size: Union[int, Sequence[int]], generator: Optional[Generator] = None
 
 __all__ = [
     "Backend",
+    "CausalAttention",
     "Generator",
     "IncompatibleKeys",
     "Linear",
+    "MultiHeadAttention",
+    "MultiHeadAttentionWrapper",
     "Parameter",
     "SelfAttentionBase",
     "__version__",

@@ -82,6 +82,7 @@ void bind_errors(py::module_& m);
 void bind_random(py::module_& m);
 void bind_parameter(py::module_& m);
 void bind_modules(py::module_& m);
+void bind_book_modules(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_io(py::module_& m);
 

@@ -12,6 +12,7 @@ PYBIND11_MODULE(_core, m) {
   lp::bind_random(m);
   lp::bind_parameter(m);
   lp::bind_modules(m);
+  lp::bind_book_modules(m);
   lp::bind_optim(m);
   lp::bind_io(m);
 }

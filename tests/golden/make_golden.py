@@ -4,7 +4,8 @@
 Run from the repository root with Debian's interpreter and python3-torch:
     /usr/bin/python3 tests/golden/make_golden.py
 It rewrites tests/golden/{generator,optim}.safetensors, tests/golden/parity/*.safetensors,
-tests/golden/state_dicts/*.safetensors and tests/golden/book/*.safetensors. Every file is deterministic given torch's CPU generator.
+tests/golden/state_dicts/*.safetensors and tests/golden/book/*.safetensors. Every file is
+deterministic given torch's CPU generator.
 """
 
 import os
