@@ -120,8 +120,10 @@ void load_named(const std::string& where, const StateDict& state, bool strict,
   }
   if (strict) {
     for (const auto& [name, t] : state) {
-      const bool known = std::any_of(targets.begin(), targets.end(),
-                                     [&](const auto& entry) { return entry.first == name; });
+      // Clang 14 (the TSan and fuzz stages) cannot capture a structured binding implicitly.
+      const bool known =
+          std::any_of(targets.begin(), targets.end(),
+                      [&key = name](const auto& entry) { return entry.first == key; });
       if (!known) throw ArgumentError(where + ": unexpected key '" + name + "'");
     }
   }
