@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu/microkernels.hpp"
 #include "llm_utils/llm_utils.hpp"
 
 namespace llm_utils {
@@ -100,11 +101,29 @@ std::vector<Job> all_jobs() {
   return jobs;
 }
 
-// Restores the process-wide thread count when a test ends, whatever it set.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LLM_UTILS_UNDER_TSAN 1
+#endif
+#endif
+
+// Restores the process-wide thread count when a test ends, whatever it set. Under TSan it also
+// switches the fused kernels to their portable microkernels for the test: Clang 14's TSan does
+// not instrument 256- and 512-bit loads and stores, so a race through the AVX2 / AVX-512 tables
+// would go unseen, while the threading around them is the same for every table.
 class ThreadCountGuard {
  public:
-  ThreadCountGuard() : saved_(get_num_threads()) {}
-  ~ThreadCountGuard() { set_num_threads(saved_); }
+  ThreadCountGuard() : saved_(get_num_threads()) {
+#ifdef LLM_UTILS_UNDER_TSAN
+    cpu::force_isa(cpu::Isa::portable);
+#endif
+  }
+  ~ThreadCountGuard() {
+    set_num_threads(saved_);
+#ifdef LLM_UTILS_UNDER_TSAN
+    cpu::force_isa(std::nullopt);
+#endif
+  }
   ThreadCountGuard(const ThreadCountGuard&) = delete;
   ThreadCountGuard& operator=(const ThreadCountGuard&) = delete;
 
