@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <random>
 #include <system_error>
 
@@ -151,7 +153,7 @@ void sync_parent_folder(const std::string& path) {
 
 }  // namespace
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path, const SizeFromHeader& size_from_header) {
   const int raw_fd = open_retrying(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (raw_fd < 0) {
     const int err = errno;
@@ -170,8 +172,9 @@ std::string read_file(const std::string& path) {
 
   // Read straight into the result when the size is known; pipes and files that grow are
   // handled by appending whatever comes after the expected end.
+  const bool regular = S_ISREG(st.st_mode);
   size_t expected = 0;
-  if (S_ISREG(st.st_mode) && st.st_size > 0) {
+  if (regular && st.st_size > 0) {
     if (static_cast<uintmax_t>(st.st_size) > std::string().max_size()) {
       throw IoError("cannot read " + quoted(path) + ": file is too large to hold in memory");
     }
@@ -180,10 +183,18 @@ std::string read_file(const std::string& path) {
   std::string out(expected, '\0');
   size_t filled = 0;
   std::array<char, 65536> chunk{};
-  for (;;) {
+  // Until the header has been checked, read a chunk at a time: a file of the wrong kind fails
+  // on its first bytes, however large. Then a pipe or device, whose size nothing else bounds
+  // (/dev/zero never ends), is read only as far as its header says, plus one byte so that
+  // trailing data is still reported. A regular file is read whole, for exact messages.
+  std::optional<uint64_t> size;
+  uint64_t stop = std::numeric_limits<uint64_t>::max();
+  while (filled < stop) {
     const bool into_out = filled < out.size();
     char* dst = into_out ? out.data() + filled : chunk.data();
-    const size_t cap = into_out ? std::min(out.size() - filled, kMaxIoChunk) : chunk.size();
+    size_t cap = into_out ? std::min(out.size() - filled, kMaxIoChunk) : chunk.size();
+    if (size_from_header && !size) cap = std::min(cap, chunk.size());
+    cap = static_cast<size_t>(std::min<uint64_t>(cap, stop - filled));
     const ssize_t n = ::read(fd.get(), dst, cap);
     if (n < 0) {
       const int err = errno;
@@ -196,6 +207,10 @@ std::string read_file(const std::string& path) {
     } else {
       out.append(chunk.data(), static_cast<size_t>(n));
       filled = out.size();
+    }
+    if (size_from_header && !size) {
+      size = size_from_header(std::string_view(out.data(), filled));
+      if (size && !regular) stop = *size == stop ? stop : *size + 1;
     }
   }
   out.resize(filled);

@@ -3,13 +3,24 @@
 /// Whole-file reads and crash-safe whole-file writes, shared by the npy and safetensors code.
 /// Internal: not installed, not part of the public API.
 
+#include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace llm_utils::io::detail {
 
+/// Given the first bytes of a file, the size its header says the whole file has, or nullopt
+/// while those bytes do not hold the whole header yet. Throws FormatError for bytes no valid
+/// file starts with.
+using SizeFromHeader = std::function<std::optional<uint64_t>(std::string_view prefix)>;
+
 /// Returns the whole content of `path`. Throws IoError naming the path and the OS reason when it
-/// cannot be opened or read, or when it is a directory.
-std::string read_file(const std::string& path);
+/// cannot be opened or read, or when it is a directory. With `size_from_header`, the header is
+/// checked before the rest is read (a wrong file fails at once), and a pipe or device is read
+/// no further than one byte past the size the header gives (/dev/zero does not hang).
+std::string read_file(const std::string& path, const SizeFromHeader& size_from_header = {});
 
 /// Replaces `path` with `bytes`: writes a temporary file in the same folder, flushes it to disk
 /// and renames it over `path`, so readers see either the old file or the complete new one.

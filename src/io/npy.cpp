@@ -1,5 +1,6 @@
 #include "llm_utils/io/npy.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <limits>
@@ -267,6 +268,28 @@ std::string shape_repr(const Shape& shape) {
   return out + ")";
 }
 
+// For read_file: the file's size once `prefix` holds the whole header, nullopt before. Throws
+// what parse_npy would for a preamble or header that is already wrong.
+std::optional<uint64_t> npy_file_size(std::string_view prefix, const std::string& source) {
+  const size_t seen = std::min(prefix.size(), kMagic.size());
+  if (prefix.substr(0, seen) == kMagic.substr(0, seen)) {
+    if (prefix.size() < kHeaderLenOffset) return std::nullopt;
+    const int major = static_cast<unsigned char>(prefix[kVersionOffset]);
+    const int minor = static_cast<unsigned char>(prefix[kVersionOffset + 1]);
+    if (minor == 0 && major >= 1 && major <= 3) {
+      const size_t header_start = kHeaderLenOffset + (major == 1 ? 2 : 4);
+      if (prefix.size() < header_start) return std::nullopt;
+      const uint64_t header_len =
+          read_le(prefix, kHeaderLenOffset, header_start - kHeaderLenOffset);
+      if (header_len > prefix.size() - header_start) return std::nullopt;
+    }
+  }
+  size_t data_start = 0;
+  const Header header = HeaderParser(header_text(prefix, source, &data_start), source).parse();
+  check_header(header, source);
+  return data_start + checked_data_bytes(header.shape, source);
+}
+
 }  // namespace
 
 Tensor parse_npy(const std::string& bytes, const std::string& source) {
@@ -291,7 +314,10 @@ Tensor parse_npy(const std::string& bytes, const std::string& source) {
 }
 
 Tensor load_npy(const std::string& path) {
-  return parse_npy(detail::read_file(path), path);
+  return parse_npy(
+      detail::read_file(path,
+                        [&path](std::string_view prefix) { return npy_file_size(prefix, path); }),
+      path);
 }
 
 // The view is taken by value because that is the public signature.

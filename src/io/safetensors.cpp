@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <vector>
@@ -266,6 +267,35 @@ uint64_t read_le64(std::string_view bytes) {
   return v;
 }
 
+void check_header_size(uint64_t header_size, size_t file_size, const std::string& source) {
+  if (header_size > kMaxHeaderBytes) {
+    fail(source, "header length " + std::to_string(header_size) + " exceeds the limit of " +
+                     std::to_string(kMaxHeaderBytes) + " bytes");
+  }
+  if (header_size > file_size - kLengthBytes) {
+    fail(source, "header length " + std::to_string(header_size) +
+                     " goes beyond the end of the file (" + std::to_string(file_size) + " bytes)");
+  }
+}
+
+// For read_file: the file's size once `prefix` holds the whole header, nullopt before. Throws
+// what parse_safetensors would for a header that is already wrong.
+std::optional<uint64_t> safetensors_file_size(std::string_view prefix, const std::string& source) {
+  if (prefix.size() < kLengthBytes) return std::nullopt;
+  const uint64_t header_size = read_le64(prefix);
+  if (header_size > kMaxHeaderBytes) check_header_size(header_size, prefix.size(), source);
+  if (header_size > prefix.size() - kLengthBytes) return std::nullopt;
+  const Json header = parse_header_json(prefix.substr(kLengthBytes, header_size), source);
+  // The data's size is not known yet: the largest end offset is what the header asks for.
+  uint64_t data_size = 0;
+  for (const auto& [name, info] : header.items()) {
+    if (name == kMetadataKey) continue;
+    const Entry entry = parse_entry(name, info, std::numeric_limits<uint64_t>::max(), source);
+    data_size = std::max(data_size, entry.end);
+  }
+  return kLengthBytes + header_size + data_size;
+}
+
 }  // namespace
 
 StateDict parse_safetensors(const std::string& bytes, const std::string& source,
@@ -276,15 +306,7 @@ StateDict parse_safetensors(const std::string& bytes, const std::string& source,
                      " bytes, too short for the 8-byte header length");
   }
   const uint64_t header_size = read_le64(bytes);
-  if (header_size > kMaxHeaderBytes) {
-    fail(source, "header length " + std::to_string(header_size) + " exceeds the limit of " +
-                     std::to_string(kMaxHeaderBytes) + " bytes");
-  }
-  if (header_size > bytes.size() - kLengthBytes) {
-    fail(source, "header length " + std::to_string(header_size) +
-                     " goes beyond the end of the file (" + std::to_string(bytes.size()) +
-                     " bytes)");
-  }
+  check_header_size(header_size, bytes.size(), source);
   const size_t data_start = kLengthBytes + static_cast<size_t>(header_size);
   const uint64_t data_size = bytes.size() - data_start;
   const Json header =
@@ -321,7 +343,9 @@ StateDict parse_safetensors(const std::string& bytes, const std::string& source,
 }
 
 StateDict load_safetensors(const std::string& path, Metadata* metadata) {
-  return parse_safetensors(detail::read_file(path), path, metadata);
+  const std::string bytes = detail::read_file(
+      path, [&path](std::string_view prefix) { return safetensors_file_size(prefix, path); });
+  return parse_safetensors(bytes, path, metadata);
 }
 
 std::string serialize_safetensors(const StateDict& tensors, const Metadata& metadata) {
