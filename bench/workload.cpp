@@ -1,10 +1,11 @@
 #include "workload.hpp"
 
 #include <cblas.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <vector>
 
 namespace llm_utils::bench {
@@ -116,9 +117,14 @@ double sgemm_gflops(int64_t n, int repeats) {
 }
 
 double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+  // VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across execve, so a process
+  // started from a large parent (a Python script holding PyTorch tensors) would report the
+  // parent's peak. VmHWM belongs to this address space only.
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // in kB
+  }
+  return 0.0;
 }
 
 }  // namespace llm_utils::bench
