@@ -260,6 +260,14 @@ TEST(SafetensorsErrors, InvalidJson) {
                     "header is not valid JSON: NUL byte at offset 2");
 }
 
+// Found by fuzz_safetensors: nlohmann reports a number too large for a double as out_of_range,
+// not parse_error, and it escaped the reader as a non-llm_utils exception.
+TEST(SafetensorsErrors, NumberTooLargeForADoubleIsAFormatError) {
+  expect_bad_header(R"({"a": {"dtype": "F32", "shape": [1e99999], "data_offsets": [0, 0]}})", 0,
+                    "header is not valid JSON");
+  expect_bad_header(R"({"__metadata__": {"n": -1e400}})", 0, "header is not valid JSON");
+}
+
 TEST(SafetensorsErrors, JsonErrorMessagesArePrintable) {
   try {
     parse_safetensors(st_bytes("{\"\xc3\x28\": 1}"), "p");

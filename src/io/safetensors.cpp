@@ -111,7 +111,9 @@ Json parse_header_json(std::string_view text, const std::string& source) {
   };
   try {
     return Json::parse(text.begin(), text.end(), check);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
+    // Not only parse_error: a number too large for a double ("1e99999") is out_of_range, which
+    // must not escape as anything but a FormatError.
     fail(source, "header is not valid JSON: " + printable(e.what()));
   }
 }
