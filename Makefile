@@ -10,10 +10,12 @@ DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libgtest-dev libgmock-
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Hardening stages (docs/hardening.md), run by `make test` after the Release tests: ASan+UBSan
-# over every suite and the CLI (build-asan), TSan over the threaded suites (build-tsan, Clang),
-# and libFuzzer on the file readers and the CLI's arguments (build-fuzz, Clang), FUZZ_SECONDS
-# each. `make test HARDENING=0` skips them.
+# Hardening stages (docs/hardening.md), run by `make test` after the Release tests:
+#   test-asan  ASan + UBSan over every suite, the CLI and the fuzz corpus (build-asan, Clang);
+#   test-fuzz  libFuzzer on the file readers and the CLI's arguments, FUZZ_SECONDS each, from
+#              the same build, which also carries the fuzzers' coverage instrumentation;
+#   test-tsan  TSan over the threaded suites (build-tsan, Clang, OpenMP through libomp + Archer).
+# `make test HARDENING=0` skips them.
 HARDENING ?= 1
 FUZZ_SECONDS ?= 60
 HARDENING_DEB_PACKAGES := clang libclang-rt-14-dev libomp-14-dev
@@ -26,7 +28,7 @@ SANITIZER_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_af
 # barriers and tasks, so races in our parallel regions are reported and the runtime's are not.
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1 \
 	ARCHER_OPTIONS=verbose=1 OMP_TOOL_LIBRARIES=$$(ls /usr/lib/llvm-*/lib/libarcher.so | tail -n 1)
-.PHONY: deps-hardening test-hardening test-asan test-tsan test-fuzz
+.PHONY: deps-hardening test-hardening sanitize-build test-asan test-fuzz test-tsan
 
 .PHONY: all deps configure build demo test clean docs
 
@@ -59,15 +61,22 @@ test: build
 deps-hardening: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(HARDENING_DEB_PACKAGES)"
 
-test-hardening: test-asan test-tsan test-fuzz
+test-hardening: test-asan test-fuzz test-tsan
 
-# Debug keeps assertions on; Sanitizers.cmake adds -O1 -g. Tests that cannot run instrumented
-# (a Python extension in an uninstrumented interpreter, the install test) carry no_sanitize.
-test-asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLLM_UTILS_SANITIZE=address,undefined \
-	  -DPython3_EXECUTABLE=$(PYTHON)
+# One Clang build for ASan and the fuzzers: it compiles in about half GCC's time, and a second
+# build just for the harnesses would cost as much again. Debug keeps assertions on;
+# Sanitizers.cmake adds -O1 -g. Tests that cannot run instrumented (a Python extension in an
+# uninstrumented interpreter, the install test) carry the label no_sanitize.
+sanitize-build: deps-hardening
+	cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+	  -DLLM_UTILS_SANITIZE=address,undefined -DLLM_UTILS_FUZZ=ON -DPython3_EXECUTABLE=$(PYTHON)
 	cmake --build build-asan -j$(JOBS)
+
+test-asan: sanitize-build
 	cd build-asan && $(SANITIZER_ENV) ctest --output-on-failure -j$(JOBS) -LE no_sanitize
+
+test-fuzz: sanitize-build
+	fuzz/run_fuzzers.sh build-asan $(FUZZ_SECONDS) $(JOBS)
 
 test-tsan: deps-hardening
 	cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
@@ -75,14 +84,8 @@ test-tsan: deps-hardening
 	cmake --build build-tsan -j$(JOBS) --target llm_utils_tsan_tests
 	cd build-tsan && $(TSAN_ENV) ctest --output-on-failure -L tsan -LE no_sanitize
 
-test-fuzz: deps-hardening
-	cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
-	  -DLLM_UTILS_FUZZ=ON -DLLM_UTILS_SANITIZE=address,undefined -DLLM_UTILS_BUILD_TESTS=OFF
-	cmake --build build-fuzz -j$(JOBS) --target llm_utils_fuzzers
-	fuzz/run_fuzzers.sh build-fuzz $(FUZZ_SECONDS) $(JOBS)
-
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD_DIR) build-asan build-tsan
 
 # The API reference (Doxygen, docs/Doxyfile) in $(BUILD_DIR)/docs/html. Optional: not part of
 # test, and doxygen is installed only when this target runs.

@@ -5,6 +5,8 @@
 #
 #   fuzz/run_fuzzers.sh BUILD_DIR [SECONDS_EACH] [PARALLEL]
 #
+# `make test-fuzz` runs it on build-asan, the sanitizer build that also holds the harnesses.
+#
 # New inputs go to BUILD_DIR/fuzz-work/<harness>/corpus, never into the committed seeds; an input
 # that found a bug is committed by hand (docs/hardening.md).
 set -uo pipefail
