@@ -134,7 +134,11 @@ class ThreadCountGuard {
 // `exact_fused`: whether the fused kernels must match bit for bit too. With more than one compute
 // thread they need not: the fused backward adds per-thread partial sums of dQ over key blocks
 // that are scheduled dynamically, reproducible to rounding only (docs/hardening.md).
+//
+// Each thread sets the thread count too: OpenMP keeps the team size per calling thread, so a
+// thread started here would otherwise run the fused kernels on OpenMP's default team.
 void expect_threads_match_serial(int num_threads, int repeats, bool exact_fused) {
+  const int compute_threads = get_num_threads();
   const std::vector<Job> jobs = all_jobs();
   std::vector<Result> serial;
   for (const Job& job : jobs) serial.push_back(run_job(job));
@@ -145,6 +149,7 @@ void expect_threads_match_serial(int num_threads, int repeats, bool exact_fused)
   std::vector<std::thread> threads;
   for (int t = 0; t < num_threads; ++t) {
     threads.emplace_back([&, t] {
+      set_num_threads(compute_threads);
       for (int rep = 0; rep < repeats; ++rep) {
         for (size_t k = 0; k < jobs.size(); ++k) {
           const size_t j = (k + static_cast<size_t>(t) * 3) % jobs.size();
