@@ -209,8 +209,8 @@ TEST(Flash, ShapeErrorsNameTheArgument) {
 
 TEST(Microkernels, EveryTableIsComplete) {
   // Aggregate initialisation leaves a forgotten entry null; catch that here, not as a crash.
-  for (const cpu::Microkernels* t : {&cpu::portable_microkernels(), &cpu::avx2_microkernels(),
-                                     &cpu::avx512_microkernels()}) {
+  for (const cpu::Microkernels* t :
+       {&cpu::portable_microkernels(), &cpu::avx2_microkernels(), &cpu::avx512_microkernels()}) {
     SCOPED_TRACE(cpu::isa_name(t->isa));
     EXPECT_NE(t->gemm, nullptr);
     EXPECT_NE(t->dot, nullptr);
