@@ -21,6 +21,7 @@ Cli::Cli(std::ostream& out)
       "  selfattn heatmap --module linear --d-in 3 --d-out 2 --seed 789 --input x.npy "
       "--output attn.png\n"
       "  selfattn train --module linear --steps 300 --loss-plot loss.png\n"
+      "  selfattn bench --module linear --seq 4096 --d-in 768 --d-out 64 --threads 2\n"
       "Run 'selfattn SUBCOMMAND --help' for a subcommand's options.");
 
   // One line per subcommand.
