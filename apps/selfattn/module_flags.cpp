@@ -23,21 +23,17 @@ CLI::Option* add_module_flags(CLI::App* cmd, ModuleFlags& f) {
   return module;
 }
 
-namespace {
-
-// d_in, d_out and the bias from a state dict's W_query entry, where the flags leave them out.
-void infer_sizes(const llm_utils::StateDict& sd, ModuleFlags& f) {
+void infer_sizes_from_weights(const llm_utils::StateDict& sd, int64_t& d_in, int64_t& d_out,
+                              bool& qkv_bias) {
   if (const auto* w = sd.find("W_query"); w != nullptr && w->dim() == 2) {  // (d_in, d_out)
-    if (f.d_in == 0) f.d_in = w->size(0);
-    if (f.d_out == 0) f.d_out = w->size(1);
+    if (d_in == 0) d_in = w->size(0);
+    if (d_out == 0) d_out = w->size(1);
   } else if (const auto* lw = sd.find("W_query.weight"); lw != nullptr && lw->dim() == 2) {
-    if (f.d_in == 0) f.d_in = lw->size(1);  // nn.Linear layout (d_out, d_in)
-    if (f.d_out == 0) f.d_out = lw->size(0);
+    if (d_in == 0) d_in = lw->size(1);  // nn.Linear layout (d_out, d_in)
+    if (d_out == 0) d_out = lw->size(0);
   }
-  if (sd.contains("W_query.bias")) f.qkv_bias = true;
+  if (sd.contains("W_query.bias")) qkv_bias = true;
 }
-
-}  // namespace
 
 std::unique_ptr<llm_utils::SelfAttentionBase> build_module(ModuleFlags f) {
   if (f.module.empty()) throw llm_utils::ArgumentError("--module is required");
@@ -45,7 +41,7 @@ std::unique_ptr<llm_utils::SelfAttentionBase> build_module(ModuleFlags f) {
   std::optional<llm_utils::StateDict> weights;
   if (!f.weights.empty()) {
     weights = llm_utils::io::load_safetensors(f.weights);
-    infer_sizes(*weights, f);
+    infer_sizes_from_weights(*weights, f.d_in, f.d_out, f.qkv_bias);
   }
   if (f.d_in <= 0 || f.d_out <= 0) {
     throw llm_utils::ArgumentError(

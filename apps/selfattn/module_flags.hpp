@@ -23,6 +23,11 @@ struct ModuleFlags {
   int threads = 0;
 };
 
+/// d_in, d_out and the bias from a state dict's W_query entry (SelfAttention_Params layout
+/// (d_in, d_out) or nn.Linear layout (d_out, d_in)), filling only what is still 0 / false.
+void infer_sizes_from_weights(const llm_utils::StateDict& sd, int64_t& d_in, int64_t& d_out,
+                              bool& qkv_bias);
+
 /// Registers the flags on `cmd`; returns the --module option (for needs/excludes).
 CLI::Option* add_module_flags(CLI::App* cmd, ModuleFlags& flags);
 

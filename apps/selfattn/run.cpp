@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "llm_utils/llm_utils.hpp"
+#include "module_flags.hpp"
 
 namespace selfattn {
 namespace {
@@ -104,22 +105,6 @@ void run_book_module(RunOptions o, const llm_utils::Tensor& x,
       << llm_utils::shape_to_string(y.shape()) << ", wrote " << o.output << "\n";
 }
 
-// d_in and d_out of the W_query entry of a state dict, for when the flags leave them out.
-void infer_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
-  if (const auto* w = sd.find("W_query")) {  // SelfAttention_Params: (d_in, d_out)
-    if (w->dim() == 2) {
-      if (o.d_in == 0) o.d_in = w->size(0);
-      if (o.d_out == 0) o.d_out = w->size(1);
-    }
-  } else if (const auto* lw = sd.find("W_query.weight")) {  // nn.Linear: (d_out, d_in)
-    if (lw->dim() == 2) {
-      if (o.d_in == 0) o.d_in = lw->size(1);
-      if (o.d_out == 0) o.d_out = lw->size(0);
-    }
-  }
-  if (o.qkv_bias == false && sd.contains("W_query.bias")) o.qkv_bias = true;
-}
-
 void run(RunOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
   std::optional<llm_utils::StateDict> weights;
@@ -128,7 +113,7 @@ void run(RunOptions o, std::ostream& out) {
     if (is_book_module(o.module)) {
       infer_book_sizes(*weights, o);
     } else {
-      infer_sizes(*weights, o);
+      infer_sizes_from_weights(*weights, o.d_in, o.d_out, o.qkv_bias);
     }
   }
   if (o.d_in <= 0 || o.d_out <= 0) {
