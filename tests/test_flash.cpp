@@ -8,8 +8,7 @@
 #include <cmath>
 #include <limits>
 
-#include "cpu/microkernels.hpp"
-#include "test_util.hpp"
+#include "kernel_test_util.hpp"
 
 namespace llm_utils {
 namespace {
@@ -25,21 +24,8 @@ std::string describe(const Shape5& s) {
          " M=" + std::to_string(s.m) + " d=" + std::to_string(s.d) + " dv=" + std::to_string(s.dv);
 }
 
-std::vector<Isa> available_isas() {
-  std::vector<Isa> out = {Isa::portable};
-  if (cpu::detected_isa() != Isa::portable) out.push_back(Isa::avx2);
-  if (cpu::detected_isa() == Isa::avx512) out.push_back(Isa::avx512);
-  return out;
-}
-
-// Restores the ISA and thread count a test changed.
-struct Environment {
-  ~Environment() {
-    cpu::force_isa(std::nullopt);
-    set_num_threads(threads);
-  }
-  int threads = get_num_threads();
-};
+using testing::available_isas;
+using Environment = testing::KernelEnvironment;
 
 struct Inputs {
   Tensor q, k, v, dout;
@@ -68,18 +54,7 @@ Results run(const Inputs& in, const Shape5& s, AttentionOptions o) {
 }
 
 ::testing::AssertionResult close(const Tensor& actual, const Tensor& expected) {
-  // lse may hold -inf (fully hidden rows): all_close treats equal infinities via NaN-free path.
-  for (int64_t i = 0; i < expected.numel(); ++i) {
-    if (std::isinf(expected[i]) && actual[i] != expected[i]) {
-      return ::testing::AssertionFailure()
-             << "element " << i << ": " << actual[i] << " vs " << expected[i];
-    }
-  }
-  Tensor a = actual, e = expected;
-  for (int64_t i = 0; i < e.numel(); ++i) {
-    if (std::isinf(e[i])) a[i] = e[i] = 0.0f;
-  }
-  return testing::all_close(a, e, 2e-5, 2e-5 * std::max(1.0, testing::max_abs(e)));
+  return testing::kernel_close(actual, expected);
 }
 
 void expect_flash_matches_reference(const Shape5& s, AttentionOptions o, double magnitude,
@@ -215,8 +190,8 @@ TEST(Microkernels, EveryTableIsComplete) {
     EXPECT_NE(t->gemm, nullptr);
     EXPECT_NE(t->dot, nullptr);
     EXPECT_NE(t->row_max, nullptr);
-    EXPECT_NE(t->exp_shifted_sum, nullptr);
-    EXPECT_NE(t->exp_shifted_each, nullptr);
+    EXPECT_NE(t->exp_centered_sum, nullptr);
+    EXPECT_NE(t->exp_centered_each, nullptr);
     EXPECT_NE(t->softmax_grad, nullptr);
   }
 }
@@ -251,7 +226,8 @@ TEST(Microkernels, ExpErrorIsAtMostTwoUlp) {
     std::vector<float> x;
     for (double v = -87.0; v <= 88.0; v += 0.001) x.push_back(static_cast<float>(v));
     std::vector<float> y = x;
-    cpu::microkernels().exp_shifted_sum(y.data(), static_cast<int64_t>(y.size()), 1.0f, 0.0f);
+    cpu::microkernels().exp_centered_sum(y.data(), static_cast<int64_t>(y.size()), 1.0f, 0.0f,
+                                         0.0f);
     double worst_ulp = 0;
     for (size_t i = 0; i < x.size(); ++i) {
       const double exact = std::exp(static_cast<double>(x[i]));
@@ -262,7 +238,7 @@ TEST(Microkernels, ExpErrorIsAtMostTwoUlp) {
     EXPECT_LE(worst_ulp, 2.0) << cpu::isa_name(isa);
     std::vector<float> edge = {-std::numeric_limits<float>::infinity(), -200.0f,
                                std::numeric_limits<float>::quiet_NaN()};
-    cpu::microkernels().exp_shifted_sum(edge.data(), 3, 1.0f, 0.0f);
+    cpu::microkernels().exp_centered_sum(edge.data(), 3, 1.0f, 0.0f, 0.0f);
     EXPECT_EQ(edge[0], 0.0f) << cpu::isa_name(isa);
     EXPECT_EQ(edge[1], 0.0f) << cpu::isa_name(isa);
     EXPECT_TRUE(std::isnan(edge[2])) << cpu::isa_name(isa);

@@ -126,14 +126,11 @@ double parity_error(ConstTensorView actual, ConstTensorView expected) {
   return worst / scale;
 }
 
-// Disabled: fails today (docs/hardening.md, "Known gaps"). At |x| = 1e4 the scores reach ~1e9,
-// and the fused kernel (1) shifts its exponents by the rounded product max * scale, whose
-// rounding (up to 32 at 1e9) is no longer small next to 1, so sums and outputs overflow (-inf
-// outputs for Params(16, 8), seed 5, N = 70); (2) saves lse = max + log(sum) as one float, so
-// recomputed attention weights and gradients carry an error of |lse| * 6e-8, past the parity
-// target from |x| ~ 10. Enable once the kernel subtracts the max before scaling and keeps it
-// apart from log(sum).
-TEST(NumericsHardening, DISABLED_FusedKernelMatchesTheReferenceForInputsUpTo1e4) {
+// At |x| = 1e4 the scores reach ~1e9. The fused kernel exponentiates (s - max) * scale, exact
+// near the max however large s is, and its backward and attention weights use the row max and
+// log(sum) it saved apart (not their sum, lse, whose rounding at 1e9 exceeds 1). A duplicated
+// token makes an exact tie at a row's max, where P must be 1/2 each, not 1.
+TEST(NumericsHardening, FusedKernelMatchesTheReferenceForInputsUpTo1e4) {
   if (!backend_available(Backend::flash)) GTEST_SKIP() << "no fused kernel in this build";
   expect_inputs_up_to_1e4_are_fine(Backend::flash);
   for (const char* module : {"params", "linear", "linear5"}) {
@@ -142,10 +139,17 @@ TEST(NumericsHardening, DISABLED_FusedKernelMatchesTheReferenceForInputsUpTo1e4)
     auto a = build({module, false, false, Backend::reference}, 16, 8, g_ref);
     auto b = build({module, false, false, Backend::flash}, 16, 8, g_fused);
     Generator gx(3);
-    const Tensor x = gx.uniform({70, 16}, -1e4, 1e4);
+    Tensor x = gx.uniform({70, 16}, -1e4, 1e4);
+    // Copy the key query 0 attends to (its argmax j) into another token t: a tie at row 0's max.
+    a->forward(x);
+    const float* w0 = a->attn_weights().data();
+    const int64_t j = std::max_element(w0, w0 + 70) - w0;
+    const int64_t t = j == 1 ? 2 : 1;
+    for (int64_t c = 0; c < 16; ++c) x[t * 16 + c] = x[j * 16 + c];
     const Tensor ya = a->forward(x);
     EXPECT_LE(parity_error(b->forward(x), ya), 1e-5);
     EXPECT_LE(parity_error(b->attn_weights(), a->attn_weights()), 1e-5);
+    EXPECT_EQ(a->attn_weights().data()[j], 0.5f) << "the input should tie at row 0's max";
     const Tensor ones = Tensor::full(ya.shape(), 1.0f);
     EXPECT_LE(parity_error(b->backward(ones), a->backward(ones)), 1e-5);
     auto pa = a->named_parameters();

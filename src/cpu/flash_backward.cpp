@@ -4,7 +4,8 @@
 //   D_i   = sum_c dO_ic O_ic                        (once, for all queries)
 //   per key block j (one thread owns dK_j, dV_j), per query block i:
 //   S^T   = K_j Q_i^T                               forward was S = Q K^T (* scale, + mask)
-//   P^T   = exp(S^T * scale - lse_i)                forward was P = softmax(S) = exp(S - lse)
+//   P^T   = exp((S^T - m_i) * scale - log l_i)      forward was P = softmax(S) = exp(S - lse)
+//           (or exp(S^T * scale - lse_i) without the forward's row statistics)
 //   dV_j += P^T dO_i                                forward was O = P V
 //   dP^T  = V_j dO_i^T                              (O = P V again)
 //   dS^T  = P^T * (dP^T - D_i)                      softmax: dS = P (dP - rowsum(dP P)),
@@ -13,8 +14,9 @@
 //   dQ_i^T += scale * K_j^T dS^T                    (same line, the other operand)
 //
 // dQ^T collects contributions from every key block, so each thread keeps its own (B, d, N)
-// partial sum, added up at the end. Parallel over batch x key blocks, so one sequence of one
-// head keeps every core busy.
+// partial sum, added up at the end. Parallel over k/v batch elements x key blocks, so one
+// sequence of one head keeps every core busy. With grouped-query attention a task loops over
+// the kv_group query heads sharing its keys, so dK_j and dV_j sum over them in one place.
 
 #include <omp.h>
 
@@ -35,9 +37,10 @@ namespace {
 struct BackwardInputs {
   const FlashProblem& p;
   const float* lse;   // (B, N)
+  RowStats stats;     // (B, N) each, or none: then P comes from lse
   const float* dout;  // (B, N, dv)
   const float* qt;    // (B, d, N) = Q^T
-  const float* kt;    // (B, d, M) = K^T
+  const float* kt;    // (B / kv_group, d, M) = K^T
   const float* dot;   // (B, dv, N) = dO^T
   const float* dsum;  // (B, N) = D
   bool need_qk;       // false when only dV is wanted (Linear4/5)
@@ -55,64 +58,71 @@ struct BackwardScratch {
   std::vector<float> dv;        // (Bc, dv) accumulator
 };
 
-void backward_key_block(const BackwardInputs& in, int64_t b, int64_t j0, BackwardScratch& s,
+// One key block [j0, j0 + bc) of k/v batch element kv, against every query head of its group.
+void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, BackwardScratch& s,
                         float* dq_t /* (B, d, N), this thread's */, float* dk, float* dv) {
   const FlashProblem& p = in.p;
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t bc = std::min(kKeyBlock, p.m - j0);
-  const float* k_j = p.k + (b * p.m + j0) * p.d;   // (bc, d)
-  const float* v_j = p.v + (b * p.m + j0) * p.dv;  // (bc, dv)
+  const int64_t b0 = kv * p.kv_group;
+  const float* k_j = p.k_of(b0) + j0 * p.d;   // (bc, d)
+  const float* v_j = p.v_of(b0) + j0 * p.dv;  // (bc, dv)
   std::fill(s.dk.begin(), s.dk.end(), 0.0f);
   std::fill(s.dv.begin(), s.dv.end(), 0.0f);
 
-  // Under a causal mask, queries before j0 see none of these keys.
-  const int64_t i_begin = p.causal ? (j0 / kQueryBlock) * kQueryBlock : 0;
-  for (int64_t i0 = i_begin; i0 < p.n; i0 += kQueryBlock) {
-    const int64_t br = std::min(kQueryBlock, p.n - i0);
-    float* pt = s.probs_t.data();  // (bc, br), leading dimension kQueryBlock
-    mk.gemm(bc, br, p.d, 1.0f, k_j, p.d, in.qt + b * p.d * p.n + i0, p.n, pt, kQueryBlock, false);
-    masker.apply(pt, kQueryBlock, b, i0, br, j0, bc, true);
-    const float* lse_i = in.lse + b * p.n + i0;
-    for (int64_t r = 0; r < bc; ++r)
-      mk.exp_shifted_each(pt + r * kQueryBlock, br, exp_scale, lse_i);
+  // Under a causal mask, queries before the first block returned here see none of these keys.
+  const int64_t i_begin = flash::first_query_block_seeing(p, j0);
+  for (int64_t b = b0; b < b0 + p.kv_group; ++b) {
+    for (int64_t i0 = i_begin; i0 < p.n; i0 += kQueryBlock) {
+      const int64_t br = std::min(kQueryBlock, p.n - i0);
+      float* pt = s.probs_t.data();  // (bc, br), leading dimension kQueryBlock
+      mk.gemm(bc, br, p.d, 1.0f, k_j, p.d, in.qt + b * p.d * p.n + i0, p.n, pt, kQueryBlock, false);
+      masker.apply(pt, kQueryBlock, b, i0, br, j0, bc, true);
+      const int64_t row = b * p.n + i0;
+      const float* centers = in.stats.given() ? in.stats.row_max + row : nullptr;
+      const float* offsets = in.stats.given() ? in.stats.log_sum + row : in.lse + row;
+      for (int64_t r = 0; r < bc; ++r) {
+        mk.exp_centered_each(pt + r * kQueryBlock, br, exp_scale, centers, offsets);
+      }
 
-    const float* dout_i = in.dout + (b * p.n + i0) * p.dv;  // (br, dv)
-    mk.gemm(bc, p.dv, br, 1.0f, pt, kQueryBlock, dout_i, p.dv, s.dv.data(), p.dv, true);
-    if (!in.need_qk) continue;
+      const float* dout_i = in.dout + (b * p.n + i0) * p.dv;  // (br, dv)
+      mk.gemm(bc, p.dv, br, 1.0f, pt, kQueryBlock, dout_i, p.dv, s.dv.data(), p.dv, true);
+      if (!in.need_qk) continue;
 
-    float* dst = s.dprobs_t.data();  // (bc, br)
-    mk.gemm(bc, br, p.dv, 1.0f, v_j, p.dv, in.dot + b * p.dv * p.n + i0, p.n, dst, kQueryBlock,
-            false);
-    const float* d_i = in.dsum + b * p.n + i0;
-    for (int64_t r = 0; r < bc; ++r) {
-      mk.softmax_grad(pt + r * kQueryBlock, dst + r * kQueryBlock, d_i, br);
+      float* dst = s.dprobs_t.data();  // (bc, br)
+      mk.gemm(bc, br, p.dv, 1.0f, v_j, p.dv, in.dot + b * p.dv * p.n + i0, p.n, dst, kQueryBlock,
+              false);
+      const float* d_i = in.dsum + b * p.n + i0;
+      for (int64_t r = 0; r < bc; ++r) {
+        mk.softmax_grad(pt + r * kQueryBlock, dst + r * kQueryBlock, d_i, br);
+      }
+      const float* q_i = p.q + (b * p.n + i0) * p.d;  // (br, d)
+      mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, p.d, s.dk.data(), p.d, true);
+      mk.gemm(p.d, br, bc, p.scale, in.kt + kv * p.d * p.m + j0, p.m, dst, kQueryBlock,
+              dq_t + b * p.d * p.n + i0, p.n, true);
     }
-    const float* q_i = p.q + (b * p.n + i0) * p.d;  // (br, d)
-    mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, p.d, s.dk.data(), p.d, true);
-    mk.gemm(p.d, br, bc, p.scale, in.kt + b * p.d * p.m + j0, p.m, dst, kQueryBlock,
-            dq_t + b * p.d * p.n + i0, p.n, true);
   }
 
-  std::copy(s.dv.begin(), s.dv.begin() + bc * p.dv, dv + (b * p.m + j0) * p.dv);
+  std::copy(s.dv.begin(), s.dv.begin() + bc * p.dv, dv + (kv * p.m + j0) * p.dv);
   if (in.need_qk && dk != nullptr) {
-    std::copy(s.dk.begin(), s.dk.begin() + bc * p.d, dk + (b * p.m + j0) * p.d);
+    std::copy(s.dk.begin(), s.dk.begin() + bc * p.d, dk + (kv * p.m + j0) * p.d);
   }
 }
 
 }  // namespace
 
-void flash_backward(const FlashProblem& p, const float* out, const float* lse, const float* dout,
-                    float* dq, float* dk, float* dv) {
+void flash_backward(const FlashProblem& p, const float* out, const float* lse, RowStats stats,
+                    const float* dout, float* dq, float* dk, float* dv) {
   const bool need_qk = dq != nullptr || dk != nullptr;
   std::vector<float> qt, kt, dot, dsum;
   if (need_qk) {
-    qt.resize(static_cast<size_t>(p.batch * p.d * p.n));    // (B, d, N)
-    kt.resize(static_cast<size_t>(p.batch * p.d * p.m));    // (B, d, M)
-    dot.resize(static_cast<size_t>(p.batch * p.dv * p.n));  // (B, dv, N)
-    dsum.resize(static_cast<size_t>(p.batch * p.n));        // (B, N)
-    flash::transpose_batched(p.k, p.batch, p.m, p.d, kt.data());
+    qt.resize(static_cast<size_t>(p.batch * p.d * p.n));       // (B, d, N)
+    kt.resize(static_cast<size_t>(p.kv_batch() * p.d * p.m));  // (B / kv_group, d, M)
+    dot.resize(static_cast<size_t>(p.batch * p.dv * p.n));     // (B, dv, N)
+    dsum.resize(static_cast<size_t>(p.batch * p.n));           // (B, N)
+    flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
     flash::transpose_batched(dout, p.batch, p.n, p.dv, dot.data());
     // D_i = rowsum(dO * O): the softmax backward's row dot product, once per query.
     const Microkernels& mk = microkernels();
@@ -123,10 +133,11 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, c
     qt.resize(static_cast<size_t>(p.batch * p.d * p.n));
   }
   flash::transpose_batched(p.q, p.batch, p.n, p.d, qt.data());
-  const BackwardInputs in{p, lse, dout, qt.data(), kt.data(), dot.data(), dsum.data(), need_qk};
+  const BackwardInputs in{p,         lse,        stats,       dout,   qt.data(),
+                          kt.data(), dot.data(), dsum.data(), need_qk};
 
   const int64_t k_blocks = flash::blocks(p.m, kKeyBlock);
-  const int64_t tasks = p.batch * k_blocks;
+  const int64_t tasks = p.kv_batch() * k_blocks;
   const int threads = omp_get_max_threads();
   const size_t dq_size = need_qk ? static_cast<size_t>(p.batch * p.d * p.n) : 0;
   std::vector<float> dq_t(dq_size * static_cast<size_t>(threads));  // per thread (B, d, N)
@@ -134,7 +145,10 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, c
   {
     BackwardScratch scratch(p.d, p.dv);
     float* my_dq_t = dq_t.data() + dq_size * static_cast<size_t>(omp_get_thread_num());
-#pragma omp for schedule(dynamic, 1)
+    // Static round-robin: which key blocks a thread's dq partial holds depends on the thread
+    // count only, so the sum (and dq) is the same from run to run. Round-robin also balances
+    // the causal case, where later key blocks meet fewer queries.
+#pragma omp for schedule(static, 1)
     for (int64_t t = 0; t < tasks; ++t) {
       backward_key_block(in, t / k_blocks, (t % k_blocks) * kKeyBlock, scratch, my_dq_t, dk, dv);
     }
@@ -156,9 +170,9 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, c
   }
 }
 
-void flash_probabilities(const FlashProblem& p, const float* lse, float* probs) {
-  std::vector<float> kt(static_cast<size_t>(p.batch * p.d * p.m));  // (B, d, M)
-  flash::transpose_batched(p.k, p.batch, p.m, p.d, kt.data());
+void flash_probabilities(const FlashProblem& p, const float* lse, RowStats stats, float* probs) {
+  std::vector<float> kt(static_cast<size_t>(p.kv_batch() * p.d * p.m));  // (B / kv_group, d, M)
+  flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
@@ -168,16 +182,18 @@ void flash_probabilities(const FlashProblem& p, const float* lse, float* probs) 
     const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
     const int64_t br = std::min(kQueryBlock, p.n - i0);
     float* rows = probs + (b * p.n + i0) * p.m;  // (br, M)
-    mk.gemm(br, p.m, p.d, 1.0f, p.q + (b * p.n + i0) * p.d, p.d, kt.data() + b * p.d * p.m, p.m,
-            rows, p.m, false);
+    mk.gemm(br, p.m, p.d, 1.0f, p.q + (b * p.n + i0) * p.d, p.d,
+            kt.data() + (b / p.kv_group) * p.d * p.m, p.m, rows, p.m, false);
     masker.apply(rows, p.m, b, i0, br, 0, p.m, false);
     for (int64_t r = 0; r < br; ++r) {
-      const float row_lse = lse[b * p.n + i0 + r];
+      const int64_t at = b * p.n + i0 + r;
+      const float center = stats.given() ? stats.row_max[at] : 0.0f;
+      const float offset = stats.given() ? stats.log_sum[at] : lse[at];
       float* row = rows + r * p.m;
-      if (row_lse == kMinusInf) {
+      if (offset == kMinusInf) {
         std::fill(row, row + p.m, 0.0f);
       } else {
-        mk.exp_shifted_sum(row, p.m, exp_scale, row_lse);
+        mk.exp_centered_sum(row, p.m, exp_scale, center, offset);
       }
     }
   }

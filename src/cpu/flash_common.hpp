@@ -22,8 +22,14 @@ inline int64_t blocks(int64_t size, int64_t block) {
   return (size + block - 1) / block;
 }
 
-/// dst (B, cols, rows) = transpose of each src (B, rows, cols).
-void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst);
+/// dst (B, cols, rows) = transpose of each src (rows, cols) matrix, the matrices `src_stride`
+/// elements apart (rows * cols when contiguous).
+void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst,
+                       int64_t src_stride);
+inline void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols,
+                              float* dst) {
+  transpose_batched(src, batch, rows, cols, dst, rows * cols);
+}
 
 /// Adds the mask and/or hides keys in a tile of scores S (rows x cols, leading dimension ld)
 /// whose top-left element is query i0, key j0. With an additive mask the tile is first
@@ -33,9 +39,10 @@ struct TileMasker {
   const FlashProblem& p;
   /// True when scores must be scaled before the exponent (an additive mask is present).
   bool prescale() const { return p.mask != nullptr; }
-  /// Whether a tile of queries [i0, i0 + rows) x keys [j0, j0 + cols) has any hidden key.
+  /// Whether a tile of queries [i0, ...) x keys [j0, j0 + cols) has any key hidden by the
+  /// causal mask (the first query sees the fewest keys).
   bool crosses_diagonal(int64_t i0, int64_t j0, int64_t cols) const {
-    return p.causal && j0 + cols - 1 > i0;
+    return p.causal && j0 + cols > p.visible_end(i0);
   }
   void apply(float* s, int64_t ld, int64_t b, int64_t i0, int64_t queries, int64_t j0, int64_t keys,
              bool transposed) const;
@@ -43,7 +50,14 @@ struct TileMasker {
 
 /// The last key (exclusive) that any query in [i0, i0 + rows) may see.
 inline int64_t key_end(const FlashProblem& p, int64_t i0, int64_t rows) {
-  return p.causal ? std::min(p.m, i0 + rows) : p.m;
+  return p.visible_end(i0 + rows - 1);
+}
+
+/// The first query block (a multiple of kQueryBlock) with a query that may see key j0.
+inline int64_t first_query_block_seeing(const FlashProblem& p, int64_t j0) {
+  if (!p.causal) return 0;
+  const int64_t first_query = std::max<int64_t>(0, j0 - p.query_offset);
+  return first_query / kQueryBlock * kQueryBlock;
 }
 
 }  // namespace llm_utils::cpu::flash

@@ -1,8 +1,14 @@
 // The fused forward: for each block of queries, stream the key/value blocks once, keeping a
 // running row max m and row sum l (online softmax) and rescaling the output accumulator when
 // the max grows; the N x M scores never exist beyond one 64 x 64 tile.
+//
+// When there are too few query blocks to keep every core busy (a decode step: one query per
+// head against a long KV cache), the keys are also split into chunks; each (query block, chunk)
+// task produces an output normalised over its own chunk and that chunk's log-sum-exp, and a
+// final pass merges them (split-K, as FlashDecoding does).
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "cpu/flash_common.hpp"
@@ -15,6 +21,13 @@ using flash::kMinusInf;
 using flash::kQueryBlock;
 
 namespace {
+
+// With this many queries or fewer, score tiles are dot products against K's rows: transposing
+// all of K (O(M d) memory traffic) would cost more than the GEMM saves.
+constexpr int64_t kDotQueries = 8;
+// The key split aims at this many parallel tasks, each with at least this many key blocks.
+constexpr int64_t kTargetTasks = 16;
+constexpr int64_t kMinBlocksPerSplit = 8;
 
 // Per-thread scratch for one query block.
 struct ForwardScratch {
@@ -33,14 +46,44 @@ bool greater_or_nan(float candidate, float current) {
   return candidate > current || std::isnan(candidate);
 }
 
-void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0, ForwardScratch& s,
-                   float* out, float* lse) {
+// tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
+// (kv batch, d, M) when given, else from dot products with K's rows. `dot` rounds as one
+// element of `gemm`, so both give the same bits.
+void score_tile(const FlashProblem& p, const float* kt, int64_t b, const float* q, int64_t br,
+                int64_t j0, int64_t bc, float* tile) {
+  const Microkernels& mk = microkernels();
+  if (kt != nullptr) {
+    const float* kt_b = kt + (b / p.kv_group) * p.d * p.m;  // (d, M)
+    mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt_b + j0, p.m, tile, kKeyBlock, false);
+    return;
+  }
+  const float* k = p.k_of(b) + j0 * p.d;  // (bc, d)
+  for (int64_t r = 0; r < br; ++r) {
+    for (int64_t c = 0; c < bc; ++c)
+      tile[r * kKeyBlock + c] = mk.dot(q + r * p.d, k + c * p.d, p.d);
+  }
+}
+
+// Where forward_block writes a query block's rows: out (br, dv), and each of lse, row_max and
+// log_sum (br) when not null.
+struct BlockOutput {
+  float* out;
+  float* lse;
+  float* row_max;
+  float* log_sum;
+};
+
+// Queries [i0, i0 + br) of batch element b against the visible keys in [j_begin, j_limit)
+// (j_begin a multiple of kKeyBlock): output rows normalised over those keys and their softmax
+// statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row that sees no key of
+// the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
+void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0, int64_t j_begin,
+                   int64_t j_limit, ForwardScratch& s, const BlockOutput& o) {
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const int64_t br = std::min(kQueryBlock, p.n - i0);
   const float* q = p.q + (b * p.n + i0) * p.d;  // (br, d)
-  const float* kt_b = kt + b * p.d * p.m;       // (d, M)
-  const float* v_b = p.v + b * p.m * p.dv;      // (M, dv)
+  const float* v_b = p.v_of(b);                 // (M, dv)
   // With an additive mask the tile holds prescaled scores and the exponent uses scale 1.
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
 
@@ -48,12 +91,11 @@ void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0
   std::fill(s.row_max.begin(), s.row_max.begin() + br, kMinusInf);
   std::fill(s.row_sum.begin(), s.row_sum.begin() + br, 0.0f);
 
-  const int64_t j_end = flash::key_end(p, i0, br);
-  for (int64_t j0 = 0; j0 < j_end; j0 += kKeyBlock) {
+  const int64_t j_end = std::min(j_limit, flash::key_end(p, i0, br));
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyBlock) {
     const int64_t bc = std::min(kKeyBlock, j_end - j0);
     float* tile = s.scores.data();  // (br, bc), leading dimension kKeyBlock
-    // tile = Q_blk K_blk^T
-    mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt_b + j0, p.m, tile, kKeyBlock, false);
+    score_tile(p, kt, b, q, br, j0, bc, tile);
     masker.apply(tile, kKeyBlock, b, i0, br, j0, bc, false);
     for (int64_t r = 0; r < br; ++r) {
       float* row = tile + r * kKeyBlock;
@@ -65,8 +107,9 @@ void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0
         std::fill(row, row + bc, 0.0f);
         continue;
       }
+      // Differences before the scale: exact near the max, however large the scores are.
       const float correction = m == kMinusInf ? 0.0f : std::exp((m - m_new) * exp_scale);
-      const float tile_sum = mk.exp_shifted_sum(row, bc, exp_scale, m_new * exp_scale);
+      const float tile_sum = mk.exp_centered_sum(row, bc, exp_scale, m_new, 0.0f);
       float& l = s.row_sum[static_cast<size_t>(r)];
       l = l * correction + tile_sum;
       if (correction != 1.0f) {
@@ -82,33 +125,146 @@ void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0
   for (int64_t r = 0; r < br; ++r) {
     const float l = s.row_sum[static_cast<size_t>(r)];
     const float m = s.row_max[static_cast<size_t>(r)];
-    float* out_row = out + (b * p.n + i0 + r) * p.dv;
+    float* out_row = o.out + r * p.dv;
     const float* acc_row = s.acc.data() + r * p.dv;
-    if (l == 0.0f) {  // a fully hidden row: zeros, not 0/0
+    const bool hidden = l == 0.0f;  // a fully hidden row: zeros, not 0/0
+    const float log_l = hidden ? kMinusInf : std::log(l);
+    if (o.lse != nullptr) o.lse[r] = hidden ? kMinusInf : m * exp_scale + log_l;
+    if (o.row_max != nullptr) {
+      o.row_max[r] = hidden ? 0.0f : m;
+      o.log_sum[r] = log_l;
+    }
+    if (hidden) {
       std::fill(out_row, out_row + p.dv, 0.0f);
-      lse[b * p.n + i0 + r] = kMinusInf;
       continue;
     }
     const float inv_l = 1.0f / l;
     for (int64_t c = 0; c < p.dv; ++c) out_row[c] = acc_row[c] * inv_l;
-    lse[b * p.n + i0 + r] = m * exp_scale + std::log(l);
+  }
+}
+
+// How the keys are split: `splits` chunks of `chunk` keys (a multiple of kKeyBlock, so the
+// tiles are the unsplit kernel's). Depends on the shape only, never on the thread count, so
+// the forward's bits do not either.
+struct KeySplit {
+  int64_t splits;
+  int64_t chunk;
+};
+
+KeySplit plan_key_split(const FlashProblem& p, int64_t tasks) {
+  const int64_t key_blocks = flash::blocks(p.m, kKeyBlock);
+  int64_t splits = 1;
+  if (tasks < kTargetTasks) {
+    splits = std::min(flash::blocks(kTargetTasks, tasks),
+                      std::max<int64_t>(1, key_blocks / kMinBlocksPerSplit));
+  }
+  const int64_t chunk = flash::blocks(key_blocks, splits) * kKeyBlock;
+  return {flash::blocks(p.m, chunk), chunk};
+}
+
+// Per-chunk parts of the output rows: out (S, B*N, dv), row_max and log_sum (S, B*N).
+struct SplitParts {
+  SplitParts(int64_t splits, int64_t rows, int64_t dv)
+      : out(static_cast<size_t>(splits * rows * dv)),
+        row_max(static_cast<size_t>(splits * rows)),
+        log_sum(static_cast<size_t>(splits * rows)) {}
+  std::vector<float> out, row_max, log_sum;
+};
+
+// One output row from its per-chunk parts. Each part is normalised by its own chunk's sum l_s,
+// so with m = max_s m_s and L = sum_s exp((m_s - m) * scale) l_s:
+//   out = sum_s exp((m_s - m) * scale) l_s / L * out_s,  row_max = m,  log_sum = log L.
+void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t splits, int64_t dv,
+               float exp_scale, float* out, float* lse, float* row_max, float* log_sum) {
+  float m = kMinusInf;
+  bool nan = false;
+  for (int64_t s = 0; s < splits; ++s) {
+    const size_t at = static_cast<size_t>(s * rows + row);
+    if (parts.log_sum[at] == kMinusInf) continue;  // the chunk had no visible key
+    nan |= std::isnan(parts.row_max[at]) || std::isnan(parts.log_sum[at]);
+    m = std::max(m, parts.row_max[at]);
+  }
+  if (nan || m == kMinusInf) {  // a NaN score, or no visible key at all
+    const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    std::fill(out, out + dv, fill);
+    *lse = nan ? fill : kMinusInf;
+    if (row_max != nullptr) {
+      *row_max = nan ? fill : 0.0f;
+      *log_sum = *lse;
+    }
+    return;
+  }
+  float weights[kTargetTasks];  // exp((m_s - m) * scale) l_s per chunk
+  float total = 0.0f;
+  for (int64_t s = 0; s < splits; ++s) {
+    const size_t at = static_cast<size_t>(s * rows + row);
+    const bool empty = parts.log_sum[at] == kMinusInf;
+    weights[s] = empty ? 0.0f : std::exp((parts.row_max[at] - m) * exp_scale + parts.log_sum[at]);
+    total += weights[s];
+  }
+  std::fill(out, out + dv, 0.0f);
+  for (int64_t s = 0; s < splits; ++s) {
+    if (weights[s] == 0.0f) continue;
+    const float w = weights[s] / total;
+    const float* part = parts.out.data() + (s * rows + row) * dv;
+    for (int64_t c = 0; c < dv; ++c) out[c] += w * part[c];
+  }
+  const float log_total = std::log(total);
+  *lse = m * exp_scale + log_total;
+  if (row_max != nullptr) {
+    *row_max = m;
+    *log_sum = log_total;
   }
 }
 
 }  // namespace
 
-void flash_forward(const FlashProblem& p, float* out, float* lse) {
-  std::vector<float> kt(static_cast<size_t>(p.batch * p.d * p.m));  // (B, d, M) = K^T
-  flash::transpose_batched(p.k, p.batch, p.m, p.d, kt.data());
+void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats) {
+  std::vector<float> kt;  // (B / kv_group, d, M) = K^T, unless scores come from dot products
+  if (p.n > kDotQueries) {
+    kt.resize(static_cast<size_t>(p.kv_batch() * p.d * p.m));
+    flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
+  }
+  const float* kt_or_null = kt.empty() ? nullptr : kt.data();
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
   const int64_t tasks = p.batch * q_blocks;
+  const KeySplit split = plan_key_split(p, tasks);
+  if (split.splits == 1) {
+#pragma omp parallel
+    {
+      ForwardScratch scratch(p.dv);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
+        const int64_t row = b * p.n + i0;
+        forward_block(p, kt_or_null, b, i0, 0, p.m, scratch,
+                      {out + row * p.dv, lse + row, stats.given() ? stats.row_max + row : nullptr,
+                       stats.given() ? stats.log_sum + row : nullptr});
+      }
+    }
+    return;
+  }
+  const int64_t rows = p.batch * p.n;
+  SplitParts parts(split.splits, rows, p.dv);
 #pragma omp parallel
   {
     ForwardScratch scratch(p.dv);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-      forward_block(p, kt.data(), t / q_blocks, (t % q_blocks) * kQueryBlock, scratch, out, lse);
+    for (int64_t t = 0; t < tasks * split.splits; ++t) {
+      const int64_t s = t % split.splits, block = t / split.splits;
+      const int64_t b = block / q_blocks, i0 = (block % q_blocks) * kQueryBlock;
+      const size_t at = static_cast<size_t>(s * rows + b * p.n + i0);
+      forward_block(p, kt_or_null, b, i0, s * split.chunk, (s + 1) * split.chunk, scratch,
+                    {parts.out.data() + at * static_cast<size_t>(p.dv), nullptr,
+                     parts.row_max.data() + at, parts.log_sum.data() + at});
     }
+  }
+  const float exp_scale = flash::TileMasker{p}.prescale() ? 1.0f : p.scale;
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) {
+    merge_row(parts, row, rows, split.splits, p.dv, exp_scale, out + row * p.dv, lse + row,
+              stats.given() ? stats.row_max + row : nullptr,
+              stats.given() ? stats.log_sum + row : nullptr);
   }
 }
 

@@ -30,12 +30,16 @@ struct Microkernels {
   /// Largest of x[0..n), n >= 1; NaN if any element is NaN.
   float (*row_max)(const float* x, int64_t n);
 
-  /// x[j] = exp(x[j] * scale - offset) for j < n; returns the sum of the new x (float).
-  float (*exp_shifted_sum)(float* x, int64_t n, float scale, float offset);
+  /// x[j] = exp((x[j] - center) * scale - offset) for j < n; returns the sum of the new x
+  /// (float). The product is rounded before `offset` is subtracted (no fused multiply-add), so
+  /// an element equal to the row max (center) gives exactly exp(-offset) however large it is.
+  float (*exp_centered_sum)(float* x, int64_t n, float scale, float center, float offset);
 
-  /// x[j] = exp(x[j] * scale - offsets[j]) for j < n, with exp(-inf - -inf) taken as 0 (a fully
-  /// masked query row has offset -inf).
-  void (*exp_shifted_each)(float* x, int64_t n, float scale, const float* offsets);
+  /// x[j] = exp((x[j] - centers[j]) * scale - offsets[j]) for j < n, with 0 where offsets[j] is
+  /// -inf (a fully masked query row). `centers` may be null (all 0). Rounded as
+  /// exp_centered_sum.
+  void (*exp_centered_each)(float* x, int64_t n, float scale, const float* centers,
+                            const float* offsets);
 
   /// The softmax backward for one key-major row: dp[j] = p[j] * (dp[j] - dsum[j]).
   void (*softmax_grad)(const float* p, float* dp, const float* dsum, int64_t n);

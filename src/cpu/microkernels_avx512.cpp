@@ -162,29 +162,34 @@ float row_max(const float* x, int64_t n) {
   return nan != 0 ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(m);
 }
 
-float exp_shifted_sum(float* x, int64_t n, float scale, float offset) {
+float exp_centered_sum(float* x, int64_t n, float scale, float center, float offset) {
   const __m512 s = _mm512_set1_ps(scale);
+  const __m512 c = _mm512_set1_ps(center);
   const __m512 off = _mm512_set1_ps(offset);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 mask = tail_mask(n - j);
     const __m512 v = _mm512_maskz_loadu_ps(mask, x + j);
-    const __m512 e = exp_ps(_mm512_fmsub_ps(v, s, off));
+    // A rounded product, then the subtraction: not fmsub (see microkernels.hpp).
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_mul_ps(_mm512_sub_ps(v, c), s), off));
     _mm512_mask_storeu_ps(x + j, mask, e);
     sum = _mm512_mask_add_ps(sum, mask, sum, e);
   }
   return _mm512_reduce_add_ps(sum);
 }
 
-void exp_shifted_each(float* x, int64_t n, float scale, const float* offsets) {
+void exp_centered_each(float* x, int64_t n, float scale, const float* centers,
+                       const float* offsets) {
   const __m512 s = _mm512_set1_ps(scale);
   const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 mask = tail_mask(n - j);
     const __m512 v = _mm512_maskz_loadu_ps(mask, x + j);
+    const __m512 c =
+        centers != nullptr ? _mm512_maskz_loadu_ps(mask, centers + j) : _mm512_setzero_ps();
     const __m512 off = _mm512_maskz_loadu_ps(mask, offsets + j);
     const __mmask16 masked_row = _mm512_cmp_ps_mask(off, minus_inf, _CMP_EQ_OQ);
-    const __m512 e = exp_ps(_mm512_fmsub_ps(v, s, off));
+    const __m512 e = exp_ps(_mm512_sub_ps(_mm512_mul_ps(_mm512_sub_ps(v, c), s), off));
     _mm512_mask_storeu_ps(x + j, mask, _mm512_mask_blend_ps(masked_row, e, _mm512_setzero_ps()));
   }
 }
@@ -207,8 +212,8 @@ const Microkernels& avx512_microkernels() {
                                   avx512_impl::gemm,
                                   avx512_impl::dot,
                                   avx512_impl::row_max,
-                                  avx512_impl::exp_shifted_sum,
-                                  avx512_impl::exp_shifted_each,
+                                  avx512_impl::exp_centered_sum,
+                                  avx512_impl::exp_centered_each,
                                   avx512_impl::softmax_grad};
   return table;
 }

@@ -61,10 +61,14 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   ensure_shape(values_, batch, seq, d_out_);   // (B, N, d_out)
   ensure_shape(context_, batch, seq, d_out_);  // (B, N, d_out)
   ensure_shape(lse_, batch, seq);              // (B, N)
+  ensure_shape(row_max_, batch, seq);          // (B, N)
+  ensure_shape(log_sum_, batch, seq);          // (B, N)
   project(input_, queries_, keys_, values_);
   const detail::AttentionProblem problem = detail::make_attention_problem(
       queries_.data(), keys_.data(), values_.data(), batch, seq, seq, d_out_, d_out_, options_);
-  detail::attention_forward(problem, options_.backend, context_.data(), lse_.data());
+  have_row_stats_ =
+      detail::attention_forward(problem, options_.backend, context_.data(), lse_.data(),
+                                {row_max_.data(), log_sum_.data()}) == Backend::flash;
 
   batch_ = batch;
   seq_ = seq;
@@ -96,8 +100,9 @@ Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {
   }
   Tensor dv({batch_, seq_, d_out_});                                       // (B, N, d_out)
   const ConstTensorView dout(grad_output.data(), {batch_, seq_, d_out_});  // (B, N, d_out)
-  attention_backward(queries_, keys_, values_, context_, lse_, dout, qk ? dq.view() : TensorView(),
-                     qk ? dk.view() : TensorView(), dv, options_);
+  detail::attention_backward(saved_problem(), options_.backend, context_.data(), lse_.data(),
+                             row_stats(), dout.data(), qk ? dq.data() : nullptr,
+                             qk ? dk.data() : nullptr, dv.data());
   const Shape flat = {batch_ * seq_, d_out_};
   const ConstTensorView none;
   Tensor dx = project_backward(input_, qk ? ConstTensorView(dq.data(), flat) : none,
@@ -164,6 +169,17 @@ void SelfAttentionBase::load_state_dict(const StateDict& state, bool strict) {
   backward_ready_ = false;
 }
 
+detail::AttentionProblem SelfAttentionBase::saved_problem() const {
+  return detail::make_attention_problem(queries_.data(), keys_.data(), values_.data(), batch_, seq_,
+                                        seq_, d_out_, d_out_, options_);
+}
+
+detail::RowStats SelfAttentionBase::row_stats() const {
+  // Only the fused forward writes them; after a reference forward the kernels use lse_.
+  if (!have_row_stats_) return {};
+  return {const_cast<float*>(row_max_.data()), const_cast<float*>(log_sum_.data())};
+}
+
 ConstTensorView SelfAttentionBase::as_input_rank(const Tensor& t) const {
   if (!input_was_2d_) return t.view();
   return t.select(0);
@@ -177,7 +193,8 @@ ConstTensorView SelfAttentionBase::values() const {
 const Tensor& SelfAttentionBase::all_attn_weights() const {
   if (!probs_) {
     Tensor probs({batch_, seq_, seq_});  // (B, N, N)
-    attention_probabilities(queries_, keys_, lse_, probs, options_);
+    detail::attention_probabilities(saved_problem(), options_.backend, lse_.data(), row_stats(),
+                                    probs.data());
     probs_ = std::move(probs);
   }
   return *probs_;

@@ -21,15 +21,16 @@ constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
 // scores (N, M) = Q_b K_b^T / divisor + mask, with hidden keys at -inf.
 void scores(const AttentionProblem& p, int64_t b, float* s) {
-  blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q + b * p.n * p.d, p.d,
-             p.k + b * p.m * p.d, p.d, 0.0f, s, p.m);
-  const float* mask = p.mask != nullptr ? p.mask + b * p.mask_batch_stride : nullptr;
+  blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q + b * p.n * p.d, p.d, p.k_of(b), p.d,
+             0.0f, s, p.m);
+  const float* mask = p.mask != nullptr ? p.mask_of(b) : nullptr;
   for (int64_t i = 0; i < p.n; ++i) {
+    const int64_t visible_end = p.visible_end(i);
     for (int64_t j = 0; j < p.m; ++j) {
       float& x = s[i * p.m + j];
       x /= p.divisor;
-      if (mask != nullptr) x += mask[i * p.m + j];
-      if (p.causal && j > i) x = kMinusInf;
+      if (mask != nullptr) x += mask[p.mask_index(i, j)];
+      if (j >= visible_end) x = kMinusInf;
     }
   }
 }
@@ -76,8 +77,8 @@ void attention_forward(const AttentionProblem& p, float* out, float* lse) {
       row_lse = row_max + std::log(sum);
     }
     // out (N, dv) = P V
-    blas::gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v + b * p.m * p.dv,
-               p.dv, 0.0f, out + b * p.n * p.dv, p.dv);
+    blas::gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v_of(b), p.dv, 0.0f,
+               out + b * p.n * p.dv, p.dv);
   }
 }
 
@@ -88,10 +89,14 @@ void attention_backward(const AttentionProblem& p, const float* dout, float* dq,
   for (int64_t b = 0; b < p.batch; ++b) {
     probabilities(p, b, probs.data());
     const float* dout_b = dout + b * p.n * p.dv;
-    const float* v_b = p.v + b * p.m * p.dv;
+    const float* v_b = p.v_of(b);
+    // The kv_group query heads of one k/v element add up their dK and dV: the first one
+    // overwrites, the rest accumulate (beta = 1).
+    const int64_t kv = b / p.kv_group;
+    const float beta = b % p.kv_group == 0 ? 0.0f : 1.0f;
     // forward was `out = P V`, so dV = P^T dout ...
-    blas::gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_b, p.dv, 0.0f,
-               dv + b * p.m * p.dv, p.dv);
+    blas::gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_b, p.dv, beta,
+               dv + kv * p.m * p.dv, p.dv);
     if (dq == nullptr && dk == nullptr) continue;
     // ... and dP (N, M) = dout V^T.
     blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_b, p.dv, v_b, p.dv, 0.0f,
@@ -107,12 +112,12 @@ void attention_backward(const AttentionProblem& p, const float* dout, float* dq,
     }
     // forward was `raw = Q K^T`, so dQ = d raw K and dK = d raw^T Q.
     if (dq != nullptr) {
-      blas::gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k + b * p.m * p.d,
-                 p.d, 0.0f, dq + b * p.n * p.d, p.d);
+      blas::gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k_of(b), p.d, 0.0f,
+                 dq + b * p.n * p.d, p.d);
     }
     if (dk != nullptr) {
       blas::gemm(Trans::yes, Trans::no, p.m, p.d, p.n, 1.0f, ds.data(), p.m, p.q + b * p.n * p.d,
-                 p.d, 0.0f, dk + b * p.m * p.d, p.d);
+                 p.d, beta, dk + kv * p.m * p.d, p.d);
     }
   }
 }

@@ -43,6 +43,11 @@
 
 namespace llm_utils {
 
+namespace detail {
+struct AttentionProblem;  // src/attention_problem.hpp
+struct RowStats;
+}  // namespace detail
+
 /// What the four classes share: input checks, the attention core, saved state for backward,
 /// inspection, gradients and state dicts. Not constructible on its own.
 class SelfAttentionBase {
@@ -125,6 +130,10 @@ class SelfAttentionBase {
 
  private:
   ConstTensorView as_input_rank(const Tensor& t) const;
+  /// The attention problem of the saved forward (queries_, keys_, values_ and options_).
+  detail::AttentionProblem saved_problem() const;
+  /// The saved forward's row statistics when the fused kernel wrote them, else none.
+  detail::RowStats row_stats() const;
   /// (B, N, N), recomputed from the saved log-sum-exp the first time it is asked for, so that a
   /// forward never needs N^2 memory unless inspection wants it.
   const Tensor& all_attn_weights() const;
@@ -145,6 +154,9 @@ class SelfAttentionBase {
   Tensor values_;                        // (B, N, d_out)
   Tensor context_;                       // (B, N, d_out)
   Tensor lse_;                           // (B, N) log-sum-exp of each row of scores
+  Tensor row_max_;                       // (B, N) the fused kernel's row statistics, which
+  Tensor log_sum_;                       // (B, N) its backward uses instead of lse_
+  bool have_row_stats_ = false;          // the last forward ran the fused kernel
   mutable std::optional<Tensor> probs_;  // (B, N, N) attention weights, once asked for
 };
 
