@@ -13,6 +13,7 @@
 #include "llm_utils/error.hpp"
 #include "llm_utils/io/npy.hpp"
 #include "llm_utils/io/safetensors.hpp"
+#include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "llm_utils/nn/linear.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"

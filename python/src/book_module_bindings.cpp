@@ -2,12 +2,15 @@
 // MultiHeadAttention) with its keyword arguments and PyTorch's module conventions.
 
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "bindings.hpp"
 #include "llm_utils/attention.hpp"
+#include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
 
 namespace llm_utils::python {
@@ -92,9 +95,9 @@ py::object linear_of(py::object self, Linear& layer) {
   return py::cast(&layer, py::return_value_policy::reference_internal, self);
 }
 
-// What the three classes share: calling, backward, train/eval, parameters and state dicts.
+// forward(x) and __call__(x), for the classes without forward options.
 template <typename M>
-void bind_common(py::class_<M>& cls, const std::string& name, py::object incompatible_keys) {
+void bind_forward(py::class_<M>& cls, const std::string& name) {
   cls.def(
          "forward",
          [name](M& m, const ArrayLike& x) { return forward(m, x, name + ".forward: x"); },
@@ -104,15 +107,20 @@ void bind_common(py::class_<M>& cls, const std::string& name, py::object incompa
       .def(
           "__call__",
           [name](M& m, const ArrayLike& x) { return forward(m, x, name + ".forward: x"); },
-          py::arg("x"), "``module(x)`` calls ``module.forward(x)``.")
-      .def(
-          "backward",
-          [name](M& m, const ArrayLike& g) {
-            return backward(m, g, name + ".backward: grad_output");
-          },
-          py::arg("grad_output"),
-          "grad_output (the shape forward returned) -> the gradient with respect to x, through\n"
-          "the same dropout mask as the forward; parameter gradients accumulate.")
+          py::arg("x"), "``module(x)`` calls ``module.forward(x)``.");
+}
+
+// What the three classes share: backward, train/eval, parameters and state dicts.
+template <typename M>
+void bind_common(py::class_<M>& cls, const std::string& name, py::object incompatible_keys) {
+  cls.def(
+         "backward",
+         [name](M& m, const ArrayLike& g) {
+           return backward(m, g, name + ".backward: grad_output");
+         },
+         py::arg("grad_output"),
+         "grad_output (the shape forward returned) -> the gradient with respect to x, through\n"
+         "the same dropout mask as the forward; parameter gradients accumulate.")
       .def("zero_grad", &M::zero_grad, py::arg("set_to_none") = true,
            "Clears every parameter gradient: to None by default, else to zeros.")
       .def(
@@ -186,6 +194,24 @@ void bind_common(py::class_<M>& cls, const std::string& name, py::object incompa
           py::arg("backend"), "Chooses the attention kernel: 'reference', 'flash' or 'auto'.");
 }
 
+// A mask argument: None, a boolean array (attn_mask: True = may attend, as SDPA; key padding:
+// True = padding, as nn.MultiheadAttention) or a float array added to the scores.
+AttentionMask mask_from(py::handle obj, bool true_is_padding, const std::string& what) {
+  if (obj.is_none()) return {};
+  py::object arr = py::reinterpret_borrow<py::object>(obj);
+  if (!py::isinstance<py::array>(arr)) arr = py::module_::import("numpy").attr("asarray")(obj);
+  const py::array a = py::reinterpret_borrow<py::array>(arr);
+  if (a.dtype().kind() == 'b') {
+    const auto flags = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(a);
+    if (!flags) throw py::error_already_set();
+    const Shape shape(flags.shape(), flags.shape() + flags.ndim());
+    return true_is_padding ? AttentionMask::padding(flags.data(), shape)
+                           : AttentionMask::allowed(flags.data(), shape);
+  }
+  const FloatArray values = as_float32(a, what);
+  return AttentionMask::additive(view_of(values));
+}
+
 }  // namespace
 
 void bind_book_modules(py::module_& m) {
@@ -233,6 +259,7 @@ Example::
                              "The longest sequence forward accepts.")
       .def_property_readonly("dropout", &CausalAttention::dropout,
                              "The dropout probability on the attention weights.");
+  bind_forward(causal, "CausalAttention");
   bind_common(causal, "CausalAttention", incompatible_keys);
 
   py::class_<MultiHeadAttentionWrapper> wrapper(m, "MultiHeadAttentionWrapper", R"doc(
@@ -259,6 +286,7 @@ keyword-only.
           "The CausalAttention heads, in order.")
       .def_property_readonly("num_heads", &MultiHeadAttentionWrapper::num_heads,
                              "Number of heads.");
+  bind_forward(wrapper, "MultiHeadAttentionWrapper");
   bind_common(wrapper, "MultiHeadAttentionWrapper", incompatible_keys);
 
   py::class_<MultiHeadAttention> mha(m, "MultiHeadAttention", R"doc(
@@ -275,10 +303,66 @@ Example::
     mha = MultiHeadAttention(3, 2, context_length=6, dropout=0.0, num_heads=2)
     ctx = mha(batch)       # (2, 6, 3) -> (2, 6, 2), the book's numbers
 )doc");
-  mha.def(py::init<int64_t, int64_t, int64_t, double, int64_t, bool, Generator*>(), py::arg("d_in"),
-          py::arg("d_out"), py::arg("context_length"), py::arg("dropout"), py::arg("num_heads"),
-          py::arg("qkv_bias") = false, py::kw_only(), py::arg("generator") = nullptr,
-          "Builds W_query, W_key, W_value, out_proj in that order, then the mask buffer.")
+  mha.def(py::init([](int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
+                      int64_t num_heads, bool qkv_bias, std::optional<int64_t> num_kv_groups,
+                      std::optional<double> scale, bool causal, Generator* generator) {
+            MultiHeadAttentionOptions options;
+            options.num_kv_groups = num_kv_groups.value_or(0);
+            options.scale = scale;
+            options.causal = causal;
+            return std::make_unique<MultiHeadAttention>(d_in, d_out, context_length, dropout,
+                                                        num_heads, qkv_bias, options, generator);
+          }),
+          py::arg("d_in"), py::arg("d_out"), py::arg("context_length"), py::arg("dropout"),
+          py::arg("num_heads"), py::arg("qkv_bias") = false, py::kw_only(),
+          py::arg("num_kv_groups") = py::none(), py::arg("scale") = py::none(),
+          py::arg("causal") = true, py::arg("generator") = nullptr,
+          "Builds W_query, W_key, W_value, out_proj in that order, then the mask buffer.\n"
+          "Beyond the book (keyword-only): num_kv_groups (grouped-query attention: W_key and\n"
+          "W_value have num_kv_groups * head_dim outputs; None = num_heads), scale (multiplies\n"
+          "the scores, as SDPA's; None = 1 / sqrt(head_dim)), causal (False: no causal mask).")
+      .def(
+          "forward",
+          [](MultiHeadAttention& m, const ArrayLike& x, const Any& attn_mask,
+             const Any& key_padding_mask, bool use_cache) {
+            const std::string where = "MultiHeadAttention.forward";
+            const FloatArray a = as_float32(x.obj, where + ": x");
+            AttentionForwardOptions options;
+            options.attn_mask = mask_from(attn_mask.obj, false, where + ": attn_mask");
+            options.key_padding_mask =
+                mask_from(key_padding_mask.obj, true, where + ": key_padding_mask");
+            options.use_cache = use_cache;
+            Tensor out;
+            {
+              py::gil_scoped_release release;
+              out = m.forward(view_of(a), options);
+            }
+            return to_numpy(std::move(out));
+          },
+          py::arg("x"), py::arg("attn_mask") = py::none(), py::arg("key_padding_mask") = py::none(),
+          py::arg("use_cache") = false,
+          "x (seq_len, d_in) or (batch, seq_len, d_in), seq_len <= context_length -> context\n"
+          "vectors, float32. In training mode with dropout > 0 the attention weights are dropped.\n"
+          "attn_mask: broadcast to (batch, num_heads, queries, keys); bool True = may attend\n"
+          "(SDPA's convention), or float added to the scaled scores. key_padding_mask: (batch,\n"
+          "keys) or (keys); bool True = padding, hidden (nn.MultiheadAttention's convention), or\n"
+          "float. use_cache: append this call's keys and values to the KV cache and attend over\n"
+          "all cached tokens (inference: eval() first if dropout > 0; no backward follows).\n"
+          "A query whose keys are all hidden gets a zero row.")
+      .def(
+          "__call__",
+          [](py::object self, py::args args, py::kwargs kwargs) {
+            return self.attr("forward")(*args, **kwargs);
+          },
+          "``module(x, ...)`` calls ``module.forward(x, ...)``.")
+      .def("reset_cache", &MultiHeadAttention::reset_cache,
+           "Empties the KV cache (before a new sequence).")
+      .def_property_readonly("cache_size", &MultiHeadAttention::cache_size,
+                             "Tokens in the KV cache.")
+      .def_property_readonly("num_kv_groups", &MultiHeadAttention::num_kv_groups,
+                             "Key/value heads (num_heads unless grouped-query attention).")
+      .def_property_readonly("causal", &MultiHeadAttention::causal,
+                             "Whether the causal mask applies.")
       .def_property_readonly(
           "W_query",
           [](py::object s) { return linear_of(s, s.cast<MultiHeadAttention&>().W_query); },

@@ -1,103 +1,133 @@
-// The attention core of the causal modules: the fused / reference kernels with `causal` when no
-// dropout runs, and a materialised path with an explicit dropout mask when one does.
+// The attention core of the causal and multi-head modules: the fused / reference kernels when
+// no dropout runs, and a materialised path with an explicit dropout mask when one does. Heads
+// may share keys and values (grouped-query attention) and a broadcast additive mask may apply.
 
 #include <cmath>
 
+#include "attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
+#include "nn/broadcast_mask.hpp"
 #include "reference/blas.hpp"
 
 namespace llm_utils::detail {
 
 using blas::Trans;
 
-Tensor CausalAttentionCore::forward(Tensor q, Tensor k, Tensor v, double dropout, Backend backend,
-                                    Generator& generator) {
+AttentionProblem AttentionCore::problem() const {
+  const int64_t g = q_.size(0), n = q_.size(1), hd = q_.size(2), m = k_.size(1);
+  AttentionOptions kernel_options;
+  kernel_options.causal = options_.causal;
+  kernel_options.query_offset = options_.query_offset;
+  kernel_options.scale_divisor = options_.scale_divisor;
+  AttentionProblem p =
+      make_attention_problem(q_.data(), k_.data(), v_.data(), g, n, m, hd, hd, kernel_options);
+  p.kv_group = options_.kv_group;
+  apply_mask(options_.mask, options_.heads, p);
+  return p;
+}
+
+Tensor AttentionCore::forward(Tensor q, Tensor k, Tensor v, CoreOptions options, double dropout,
+                              Backend backend, Generator& generator) {
   const int64_t g = q.size(0), n = q.size(1), hd = q.size(2);
-  AttentionOptions options;
-  options.causal = true;
-  options.backend = backend;
-  Tensor out({g, n, hd});  // (G, N, hd)
-  Tensor lse({g, n});      // (G, N)
-  Tensor probs, keep;      // (G, N, N) each, dropout path only
-  if (dropout > 0.0) {
-    // The weights must exist to be dropped: the reference kernel materialises them anyway.
-    options.backend = Backend::reference;
-    attention_forward(q, k, v, out, lse, options);
-    probs = Tensor({g, n, n});
-    attention_probabilities(q, k, lse, probs, options);
-    // nn.Dropout: keep with probability 1 - p, scale kept weights by 1 / (1 - p) (in float,
-    // as PyTorch). One draw per weight, masked ones included, so the stream is easy to state.
-    keep = Tensor({g, n, n});
-    const double keep_p = 1.0 - dropout;
-    const float scale = 1.0f / static_cast<float>(keep_p);
-    for (float& m : keep) {
-      const double u = static_cast<double>(generator.next_u32() & 0xFFFFFFu) * 0x1.0p-24;
-      m = u < keep_p ? scale : 0.0f;
-    }
-    Tensor dropped = probs;  // (G, N, N) P * keep
-    for (int64_t i = 0; i < dropped.numel(); ++i) dropped[i] *= keep[i];
-    for (int64_t h = 0; h < g; ++h) {
-      // out (N, hd) = dropped (N, N) V (N, hd)
-      blas::gemm(Trans::no, Trans::no, n, hd, n, 1.0f, dropped.data() + h * n * n, n,
-                 v.data() + h * n * hd, hd, 0.0f, out.data() + h * n * hd, hd);
-    }
-  } else {
-    attention_forward(q, k, v, out, lse, options);
-  }
-  options_ = options;
+  options_ = std::move(options);
+  backend_ = backend;
   q_ = std::move(q);
   k_ = std::move(k);
   v_ = std::move(v);
-  lse_ = std::move(lse);
-  probs_ = std::move(probs);
-  keep_ = std::move(keep);
-  out_ = out;
-  return out;
+  out_ = Tensor({g, n, hd});
+  lse_ = Tensor({g, n});
+  probs_ = Tensor();
+  keep_ = Tensor();
+  if (dropout > 0.0) {
+    forward_with_dropout(dropout, generator);
+    return out_;
+  }
+  row_max_ = Tensor({g, n});
+  log_sum_ = Tensor({g, n});
+  have_row_stats_ = attention_forward(problem(), backend_, out_.data(), lse_.data(),
+                                      {row_max_.data(), log_sum_.data()}) == Backend::flash;
+  return out_;
 }
 
-void CausalAttentionCore::backward(ConstTensorView dout, Tensor& dq, Tensor& dk, Tensor& dv) const {
-  const int64_t g = q_.size(0), n = q_.size(1), hd = q_.size(2);
-  dq = Tensor({g, n, hd});
-  dk = Tensor({g, n, hd});
-  dv = Tensor({g, n, hd});
-  if (keep_.empty()) {
-    attention_backward(q_, k_, v_, out_, lse_, dout, dq, dk, dv, options_);
+void AttentionCore::forward_with_dropout(double dropout, Generator& generator) {
+  const int64_t g = q_.size(0), n = q_.size(1), hd = q_.size(2), m = k_.size(1);
+  const AttentionProblem p = problem();
+  // The weights must exist to be dropped: the reference kernel materialises them anyway.
+  backend_ = Backend::reference;
+  have_row_stats_ = false;
+  probs_ = Tensor({g, n, m});
+  attention_probabilities(p, backend_, nullptr, {}, probs_.data());
+  // nn.Dropout: keep with probability 1 - p, scale kept weights by 1 / (1 - p) (in float, as
+  // PyTorch). One draw per weight, masked ones included, so the stream is easy to state.
+  keep_ = Tensor({g, n, m});
+  const double keep_p = 1.0 - dropout;
+  const float scale = 1.0f / static_cast<float>(keep_p);
+  for (float& w : keep_) {
+    const double u = static_cast<double>(generator.next_u32() & 0xFFFFFFu) * 0x1.0p-24;
+    w = u < keep_p ? scale : 0.0f;
+  }
+  Tensor dropped = probs_;  // (G, N, M) P * keep
+  for (int64_t i = 0; i < dropped.numel(); ++i) dropped[i] *= keep_[i];
+  for (int64_t h = 0; h < g; ++h) {
+    // out (N, hd) = dropped (N, M) V (M, hd)
+    blas::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dropped.data() + h * n * m, m, p.v_of(h), hd,
+               0.0f, out_.data() + h * n * hd, hd);
+  }
+}
+
+void AttentionCore::backward(ConstTensorView dout, Tensor& dq, Tensor& dk, Tensor& dv) const {
+  dq = Tensor(q_.shape());
+  dk = Tensor(k_.shape());
+  dv = Tensor(v_.shape());
+  if (!keep_.empty()) {
+    backward_with_dropout(dout, dq, dk, dv);
     return;
   }
-  const float inv_scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  Tensor dropped({n, n});  // (N, N) P * keep of one head
-  Tensor dp({n, n});       // (N, N) dL/dP, then dL/dS
+  const RowStats stats = have_row_stats_ ? RowStats{const_cast<float*>(row_max_.data()),
+                                                    const_cast<float*>(log_sum_.data())}
+                                         : RowStats{};
+  attention_backward(problem(), backend_, out_.data(), lse_.data(), stats, dout.data(), dq.data(),
+                     dk.data(), dv.data());
+}
+
+void AttentionCore::backward_with_dropout(ConstTensorView dout, Tensor& dq, Tensor& dk,
+                                          Tensor& dv) const {
+  const AttentionProblem p = problem();
+  const int64_t g = q_.size(0), n = q_.size(1), hd = q_.size(2), m = k_.size(1);
+  Tensor dropped({n, m});  // (N, M) P * keep of one head
+  Tensor dp({n, m});       // (N, M) dL/dP, then dL/dS
   for (int64_t h = 0; h < g; ++h) {
-    const float* p = probs_.data() + h * n * n;
-    const float* keep = keep_.data() + h * n * n;
+    const float* probs = probs_.data() + h * n * m;
+    const float* keep = keep_.data() + h * n * m;
     const float* q = q_.data() + h * n * hd;
-    const float* k = k_.data() + h * n * hd;
-    const float* v = v_.data() + h * n * hd;
     const float* dO = dout.data() + h * n * hd;
-    for (int64_t i = 0; i < n * n; ++i) dropped[i] = p[i] * keep[i];
-    // forward `out = dropped V`: dV (N, hd) = dropped^T dO, d(dropped) (N, N) = dO V^T.
-    blas::gemm(Trans::yes, Trans::no, n, hd, n, 1.0f, dropped.data(), n, dO, hd, 0.0f,
-               dv.data() + h * n * hd, hd);
-    blas::gemm(Trans::no, Trans::yes, n, n, hd, 1.0f, dO, hd, v, hd, 0.0f, dp.data(), n);
-    // forward `dropped = P * keep`, then `P = softmax(S)` row-wise with S = Q K^T / sqrt(hd):
-    // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik) / sqrt(hd). Hidden keys have P = 0, so dS = 0.
+    // The kv_group heads sharing keys and values add up their dK and dV.
+    const int64_t kv = h / p.kv_group;
+    const float beta = h % p.kv_group == 0 ? 0.0f : 1.0f;
+    for (int64_t i = 0; i < n * m; ++i) dropped[i] = probs[i] * keep[i];
+    // forward `out = dropped V`: dV (M, hd) += dropped^T dO, d(dropped) (N, M) = dO V^T.
+    blas::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dropped.data(), m, dO, hd, beta,
+               dv.data() + kv * m * hd, hd);
+    blas::gemm(Trans::no, Trans::yes, n, m, hd, 1.0f, dO, hd, p.v_of(h), hd, 0.0f, dp.data(), m);
+    // forward `dropped = P * keep`, then `P = softmax(S)` row-wise with S = Q K^T / divisor
+    // (+ mask): dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik) / divisor. Hidden keys have P = 0.
     for (int64_t i = 0; i < n; ++i) {
-      float* row = dp.data() + i * n;
+      float* row = dp.data() + i * m;
       double dot = 0.0;
-      for (int64_t j = 0; j < n; ++j) {
-        row[j] *= keep[i * n + j];
-        dot += static_cast<double>(row[j]) * p[i * n + j];
+      for (int64_t j = 0; j < m; ++j) {
+        row[j] *= keep[i * m + j];
+        dot += static_cast<double>(row[j]) * probs[i * m + j];
       }
-      for (int64_t j = 0; j < n; ++j) {
-        row[j] = p[i * n + j] * (row[j] - static_cast<float>(dot)) * inv_scale;
+      for (int64_t j = 0; j < m; ++j) {
+        row[j] = probs[i * m + j] * (row[j] - static_cast<float>(dot)) / p.divisor;
       }
     }
-    // forward `S = Q K^T / sqrt(hd)`: dQ = dS K, dK = dS^T Q (scale already in dS).
-    blas::gemm(Trans::no, Trans::no, n, hd, n, 1.0f, dp.data(), n, k, hd, 0.0f,
+    // forward `S = Q K^T / divisor`: dQ = dS K, dK += dS^T Q (the divisor already in dS).
+    blas::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dp.data(), m, p.k_of(h), hd, 0.0f,
                dq.data() + h * n * hd, hd);
-    blas::gemm(Trans::yes, Trans::no, n, hd, n, 1.0f, dp.data(), n, q, hd, 0.0f,
-               dk.data() + h * n * hd, hd);
+    blas::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dp.data(), m, q, hd, beta,
+               dk.data() + kv * m * hd, hd);
   }
 }
 

@@ -37,7 +37,8 @@ Tensor CausalAttention::forward(ConstTensorView x) {
   Tensor v = W_value.forward(input).reshape({b, n, d});
   const double p = training_ ? dropout_ : 0.0;
   Generator& gen = generator_ != nullptr ? *generator_ : default_generator();
-  Tensor out = core_.forward(std::move(q), std::move(k), std::move(v), p, backend_, gen);
+  Tensor out = core_.forward(std::move(q), std::move(k), std::move(v), detail::CoreOptions{}, p,
+                             backend_, gen);
   batch_ = b;
   seq_ = n;
   input_was_2d_ = in.was_2d;

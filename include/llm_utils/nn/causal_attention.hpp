@@ -26,6 +26,7 @@
 /// \endcode
 
 #include <cstdint>
+#include <optional>
 
 #include "llm_utils/attention.hpp"
 #include "llm_utils/nn/linear.hpp"
@@ -38,26 +39,59 @@ namespace llm_utils {
 
 namespace detail {
 
-/// Causal attention over G independent heads with optional dropout on the weights, and what
-/// its backward needs. Shared by CausalAttention and MultiHeadAttention.
-class CausalAttentionCore {
+struct AttentionProblem;  // src/attention_problem.hpp
+
+/// An additive mask broadcast over (B, H, N, M) for the kernels: contiguous `values` of shape
+/// (Bm, Hm, Nm, Mm), each dimension full or 1, read through `strides` (0 where broadcast).
+struct BroadcastMask {
+  Tensor values;
+  int64_t strides[4] = {0, 0, 0, 0};  // B, H, N, M
+  bool present = false;
+};
+
+/// How a module calls its attention core.
+struct CoreOptions {
+  bool causal = true;
+  int64_t query_offset = 0;
+  /// Scores are divided by this; default sqrt(head_dim).
+  std::optional<float> scale_divisor;
+  /// H: query batch element g is (batch g / H, head g % H); the mask is read that way.
+  int64_t heads = 1;
+  /// Query heads per key/value head (grouped-query attention).
+  int64_t kv_group = 1;
+  BroadcastMask mask;
+};
+
+/// Attention over G = B*H independent heads with optional dropout on the weights, and what its
+/// backward needs. Shared by CausalAttention and MultiHeadAttention.
+class AttentionCore {
  public:
-  /// q, k, v: (G, N, hd) -> (G, N, hd). `dropout` > 0 takes the materialised path and draws one
-  /// number per weight from `generator`.
-  Tensor forward(Tensor q, Tensor k, Tensor v, double dropout, Backend backend,
+  /// q (G, N, hd), k and v (G / kv_group, M, hd) -> (G, N, hd). `dropout` > 0 takes the
+  /// materialised path and draws one number per weight from `generator`.
+  Tensor forward(Tensor q, Tensor k, Tensor v, CoreOptions options, double dropout, Backend backend,
                  Generator& generator);
-  /// dout (G, N, hd) -> dq, dk, dv (G, N, hd), overwritten.
+  /// dout (G, N, hd) -> dq (G, N, hd), dk and dv (G / kv_group, M, hd), overwritten.
   void backward(ConstTensorView dout, Tensor& dq, Tensor& dk, Tensor& dv) const;
-  /// The last forward's keep mask (G, N, N): 0 or 1 / (1 - p); empty when no dropout ran.
+  /// The last forward's keep mask (G, N, M): 0 or 1 / (1 - p); empty when no dropout ran.
   const Tensor& dropout_mask() const { return keep_; }
 
  private:
-  AttentionOptions options_;
-  Tensor q_, k_, v_;  // (G, N, hd) each
-  Tensor out_;        // (G, N, hd)
-  Tensor lse_;        // (G, N) log-sum-exp of each row of scores (kernel path)
-  Tensor probs_;      // (G, N, N) softmax before dropout (dropout path only)
-  Tensor keep_;       // (G, N, N) dropout multipliers (dropout path only)
+  /// The kernels' problem over the saved q_, k_, v_ and options_.
+  AttentionProblem problem() const;
+  void forward_with_dropout(double dropout, Generator& generator);
+  void backward_with_dropout(ConstTensorView dout, Tensor& dq, Tensor& dk, Tensor& dv) const;
+
+  CoreOptions options_;
+  Backend backend_ = Backend::automatic;
+  Tensor q_;        // (G, N, hd)
+  Tensor k_, v_;    // (G / kv_group, M, hd) each
+  Tensor out_;      // (G, N, hd)
+  Tensor lse_;      // (G, N) log-sum-exp of each row of scores (kernel path)
+  Tensor row_max_;  // (G, N) the fused kernel's row statistics (kernel path)
+  Tensor log_sum_;  // (G, N)
+  bool have_row_stats_ = false;
+  Tensor probs_;  // (G, N, M) softmax before dropout (dropout path only)
+  Tensor keep_;   // (G, N, M) dropout multipliers (dropout path only)
 };
 
 }  // namespace detail
@@ -110,7 +144,7 @@ class CausalAttention {
   bool training_ = true;
   Backend backend_ = Backend::automatic;
   Generator* generator_;  // null: the default generator
-  detail::CausalAttentionCore core_;
+  detail::AttentionCore core_;
   // Saved by forward for backward; batch_ == 0 before the first forward.
   int64_t batch_ = 0;
   int64_t seq_ = 0;
