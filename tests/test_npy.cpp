@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "llm_utils/error.hpp"
+#include "llm_utils/io/files.hpp"
 #include "llm_utils/io/npy.hpp"
 
 namespace llm_utils::io {
@@ -447,6 +448,23 @@ TEST(NpySave, OverwritesAtomicallyAndLeavesNoTemporaryFiles) {
   save_npy(path, Tensor({1}, {2.0f}));
   EXPECT_EQ(load_npy(path).to_vector(), std::vector<float>{2.0f});
   EXPECT_EQ(dir.listing(), std::vector<std::string>{"w.npy"});
+}
+
+TEST(WriteFiles, OneUnwritablePathLeavesEveryPathAsItWas) {
+  ScratchDir dir;
+  write_bytes(dir.file("a.npy"), "old a");
+  const std::string b = dir.file("b.npy"), bad = dir.file("missing/c.npy");
+  expect_error<IoError>(
+      [&] {
+        write_files({{dir.file("a.npy"), "new a"}, {b, "new b"}, {bad, "new c"}});
+      },
+      "cannot write '" + bad + "'");
+  EXPECT_EQ(dir.listing(), std::vector<std::string>{"a.npy"});  // no b, no temporary files
+  EXPECT_EQ(read_bytes(dir.file("a.npy")), "old a");
+  write_files({{dir.file("a.npy"), "new a"}, {b, "new b"}});
+  EXPECT_EQ(read_bytes(dir.file("a.npy")), "new a");
+  EXPECT_EQ(read_bytes(b), "new b");
+  EXPECT_EQ(dir.listing(), (std::vector<std::string>{"a.npy", "b.npy"}));
 }
 
 TEST(NpySave, ReplacingKeepsThePermissionsOfTheOldFile) {

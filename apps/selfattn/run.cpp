@@ -4,6 +4,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "commands.hpp"
 #include "llm_utils/llm_utils.hpp"
@@ -11,6 +13,8 @@
 
 namespace selfattn {
 namespace {
+
+using OutputFiles = std::vector<std::pair<std::string, std::string>>;  // (path, bytes)
 
 struct RunOptions {
   std::string module;
@@ -96,11 +100,13 @@ void run_book_module(RunOptions o, const llm_utils::Tensor& x,
   BookModule module = make_book_module(o);
   if (weights) module.load_state_dict(*weights);
   const llm_utils::Tensor y = module.forward(x);
-  llm_utils::io::save_npy(o.output, y);
+  OutputFiles files = {{o.output, llm_utils::io::serialize_npy(y)}};
   if (!o.save_weights.empty()) {
-    llm_utils::io::save_safetensors(o.save_weights, module.state_dict(),
-                                    {{"format", "pt"}, {"module", module.class_name}});
+    files.emplace_back(o.save_weights, llm_utils::io::serialize_safetensors(
+                                           module.state_dict(), {{"format", "pt"},
+                                                                 {"module", module.class_name}}));
   }
+  llm_utils::io::write_files(files);
   out << module.class_name << ": " << llm_utils::shape_to_string(x.shape()) << " -> "
       << llm_utils::shape_to_string(y.shape()) << ", wrote " << o.output << "\n";
 }
@@ -131,12 +137,17 @@ void run(RunOptions o, std::ostream& out) {
   if (weights) module->load_state_dict(*weights);
 
   const llm_utils::Tensor y = module->forward(x);
-  llm_utils::io::save_npy(o.output, y);
-  if (!o.attn_weights.empty()) llm_utils::io::save_npy(o.attn_weights, module->attn_weights());
-  if (!o.save_weights.empty()) {
-    llm_utils::io::save_safetensors(o.save_weights, module->state_dict(),
-                                    {{"format", "pt"}, {"module", module->class_name()}});
+  // All outputs are written as one step: a failure on any leaves none behind.
+  OutputFiles files = {{o.output, llm_utils::io::serialize_npy(y)}};
+  if (!o.attn_weights.empty()) {
+    files.emplace_back(o.attn_weights, llm_utils::io::serialize_npy(module->attn_weights()));
   }
+  if (!o.save_weights.empty()) {
+    files.emplace_back(o.save_weights, llm_utils::io::serialize_safetensors(
+                                           module->state_dict(),
+                                           {{"format", "pt"}, {"module", module->class_name()}}));
+  }
+  llm_utils::io::write_files(files);
   out << module->class_name() << ": " << llm_utils::shape_to_string(x.shape()) << " -> "
       << llm_utils::shape_to_string(y.shape()) << ", wrote " << o.output << "\n";
 }

@@ -11,6 +11,7 @@
 
 #include "llm_utils/attention.hpp"
 #include "llm_utils/error.hpp"
+#include "llm_utils/io/files.hpp"
 #include "llm_utils/io/npy.hpp"
 #include "llm_utils/io/safetensors.hpp"
 #include "llm_utils/nn/attention_mask.hpp"

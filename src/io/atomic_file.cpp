@@ -1,5 +1,7 @@
 #include "io/atomic_file.hpp"
 
+#include "llm_utils/io/files.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -11,9 +13,11 @@
 #include <chrono>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <random>
 #include <system_error>
+#include <vector>
 
 #include "llm_utils/error.hpp"
 
@@ -217,29 +221,68 @@ std::string read_file(const std::string& path, const SizeFromHeader& size_from_h
   return out;
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  if (path.empty()) throw IoError("cannot write '': the path is empty");
-  TempFile tmp = create_temp_beside(path);
-  FileDescriptor fd(tmp.fd);
-  TempFileGuard guard(tmp.path);
+namespace {
 
-  copy_mode_of_existing(path, fd.get());
-  write_all(fd.get(), bytes, path);
-  // Without fsync a crash after the rename could leave PATH empty on some file systems.
-  if (::fsync(fd.get()) != 0) {
-    const int err = errno;
-    throw IoError("cannot write " + quoted(path) + ": flushing to disk failed: " + os_reason(err));
+// A complete, flushed temporary file beside its destination, removed unless moved into place.
+class StagedFile {
+ public:
+  StagedFile(const std::string& path, const std::string& bytes) : path_(path) {
+    if (path.empty()) throw IoError("cannot write '': the path is empty");
+    TempFile tmp = create_temp_beside(path);
+    FileDescriptor fd(tmp.fd);
+    guard_ = std::make_unique<TempFileGuard>(tmp.path);
+    tmp_path_ = tmp.path;
+    copy_mode_of_existing(path, fd.get());
+    write_all(fd.get(), bytes, path);
+    // Without fsync a crash after the rename could leave PATH empty on some file systems.
+    if (::fsync(fd.get()) != 0) {
+      const int err = errno;
+      throw IoError("cannot write " + quoted(path) +
+                    ": flushing to disk failed: " + os_reason(err));
+    }
+    if (const int err = fd.close_now(); err != 0) {
+      throw IoError("cannot write " + quoted(path) + ": closing failed: " + os_reason(err));
+    }
   }
-  if (const int err = fd.close_now(); err != 0) {
-    throw IoError("cannot write " + quoted(path) + ": closing failed: " + os_reason(err));
+
+  void move_into_place() {
+    if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+      const int err = errno;
+      const std::string& path = path_;  // our quoted(), not std::quoted found by ADL
+      throw IoError("cannot write " + quoted(path) +
+                    ": cannot move the temporary file into place: " + os_reason(err));
+    }
+    guard_->commit();
+    sync_parent_folder(path_);
   }
-  if (::rename(tmp.path.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    throw IoError("cannot write " + quoted(path) +
-                  ": cannot move the temporary file into place: " + os_reason(err));
-  }
-  guard.commit();
-  sync_parent_folder(path);
+
+ private:
+  std::string path_;
+  std::string tmp_path_;
+  std::unique_ptr<TempFileGuard> guard_;
+};
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  StagedFile(path, bytes).move_into_place();
+}
+
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  // Every file written and flushed first: a failure here removes the temporary files and
+  // leaves every destination as it was.
+  std::vector<StagedFile> staged;
+  staged.reserve(files.size());
+  for (const auto& [path, bytes] : files) staged.emplace_back(path, bytes);
+  for (StagedFile& file : staged) file.move_into_place();
 }
 
 }  // namespace llm_utils::io::detail
+
+namespace llm_utils::io {
+
+void write_files(const std::vector<std::pair<std::string, std::string>>& files) {
+  detail::write_files_atomic(files);
+}
+
+}  // namespace llm_utils::io

@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace llm_utils::io::detail {
 
@@ -27,5 +29,11 @@ std::string read_file(const std::string& path, const SizeFromHeader& size_from_h
 /// On failure the temporary file is removed, `path` is left as it was, and IoError names the path
 /// and the OS reason. A symlink at `path` is replaced by a regular file, not followed.
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+/// Writes several files as one step: every temporary file is written and flushed before any is
+/// renamed into place, so a failure to write any of them (a missing folder, a full disk) leaves
+/// every destination as it was. Only a rename failing between the renames (rare: each is within
+/// one folder) could leave some files replaced and others not.
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
 }  // namespace llm_utils::io::detail

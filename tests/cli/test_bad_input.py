@@ -251,21 +251,14 @@ def test_empty_output_path(tmp_path, x_path):
     expect_error(tmp_path, run_args(tmp_path, x_path)[:-1] + [""], "empty")
 
 
-# A failed run should leave no output at all; today `run` writes --output before it finds that
-# --attn-weights or --save-weights cannot be written (each file is atomic, the run is not).
-# Strict: these start failing, as a reminder to drop the mark, once `run` checks every output
-# folder before writing.
-PARTIAL_OUTPUT = pytest.mark.xfail(strict=True, reason="run writes --output before checking "
-                                   "the folders of --attn-weights and --save-weights")
-
-
-@PARTIAL_OUTPUT
+# A failed run leaves no output at all: `run` writes its outputs as one step
+# (llm_utils::io::write_files), so an unwritable --attn-weights or --save-weights keeps --output
+# from appearing too.
 def test_unwritable_attn_weights_leaves_no_output(tmp_path, x_path):
     expect_error(tmp_path, run_args(tmp_path, x_path, "--attn-weights",
                                     tmp_path / "missing" / "a.npy"), "missing")
 
 
-@PARTIAL_OUTPUT
 def test_unwritable_save_weights_leaves_no_output(tmp_path, x_path):
     expect_error(tmp_path, run_args(tmp_path, x_path, "--save-weights",
                                     tmp_path / "missing" / "w.safetensors"), "missing")
