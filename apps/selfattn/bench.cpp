@@ -2,10 +2,12 @@
 // measured in the same run, and peak resident memory.
 
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "commands.hpp"
 #include "llm_utils/llm_utils.hpp"
+#include "validators.hpp"
 #include "workload.hpp"
 
 namespace selfattn {
@@ -70,29 +72,29 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
       ->check(CLI::IsMember({"params", "linear", "linear4", "linear5", "core"}))
       ->capture_default_str();
   cmd->add_option("--batch", o->workload.batch, "Batch size")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--seq", o->workload.seq, "Sequence length N")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--d-in", o->workload.d_in, "Input width")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--d-out", o->workload.d_out, "Output width = head dimension")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_flag("--causal", o->workload.causal, "Causal mask (core only)");
   cmd->add_flag("--backward", o->workload.backward, "Time forward + backward");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", o->backend, "Attention kernel")
       ->check(CLI::IsMember({"auto", "reference", "flash"}))
       ->capture_default_str();
   cmd->add_option("--repeat", o->repeat, "Timed runs (after one warm-up); the median is reported")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer(std::numeric_limits<int>::max()))
       ->capture_default_str();
   cmd->add_option("--sgemm-size", o->sgemm_size, "Size of the square SGEMM measured alongside")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "One JSON object instead of text");
   cmd->footer(

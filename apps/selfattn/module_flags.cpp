@@ -1,5 +1,7 @@
 #include "module_flags.hpp"
 
+#include "validators.hpp"
+
 namespace selfattn {
 
 CLI::Option* add_module_flags(CLI::App* cmd, ModuleFlags& f) {
@@ -7,19 +9,20 @@ CLI::Option* add_module_flags(CLI::App* cmd, ModuleFlags& f) {
       cmd->add_option("--module", f.module, "Which class: params, linear, linear4 or linear5")
           ->check(CLI::IsMember({"params", "linear", "linear4", "linear5"}));
   cmd->add_option("--d-in", f.d_in, "Input width d_in (read from --weights if omitted)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   cmd->add_option("--d-out", f.d_out, "Output width d_out (read from --weights if omitted)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   cmd->add_flag("--qkv-bias", f.qkv_bias, "Give the linear projections a bias");
   cmd->add_option("--seed", f.seed,
                   "Seed the weights as torch.manual_seed(S) would (default: PyTorch's default "
-                  "seed 67280421310721)");
+                  "seed 67280421310721)")
+      ->check(seed_integer());
   cmd->add_option("--weights", f.weights, "Load weights from a safetensors file")
       ->check(CLI::ExistingFile);
   cmd->add_option("--backend", f.backend, "Attention kernel: auto, reference or flash")
       ->check(CLI::IsMember({"auto", "reference", "flash"}));
   cmd->add_option("--threads", f.threads, "Threads for the computation (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   return module;
 }
 

@@ -1,6 +1,7 @@
 // selfattn run: one forward pass of a module on a .npy input, weights from a seed or a file.
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include "commands.hpp"
 #include "llm_utils/llm_utils.hpp"
 #include "module_flags.hpp"
+#include "validators.hpp"
 
 namespace selfattn {
 namespace {
@@ -32,6 +34,7 @@ struct RunOptions {
   // The book's causal and multi-head classes only.
   int64_t context_length = 0;  // 0: the input's sequence length, as the book's example
   int64_t num_heads = 1;
+  int64_t num_kv_groups = 0;  // 0: num_heads, or what the weights' W_key gives
   double dropout = 0.0;
 };
 
@@ -66,8 +69,10 @@ BookModule make_book_module(const RunOptions& o) {
                     o.d_in, o.d_out, o.context_length, o.dropout, o.num_heads, o.qkv_bias),
                 "MultiHeadAttentionWrapper", o.backend);
   }
-  return wrap(std::make_shared<llm_utils::MultiHeadAttention>(o.d_in, o.d_out, o.context_length,
-                                                              o.dropout, o.num_heads, o.qkv_bias),
+  llm_utils::MultiHeadAttentionOptions options;
+  options.num_kv_groups = o.num_kv_groups;
+  return wrap(std::make_shared<llm_utils::MultiHeadAttention>(
+                  o.d_in, o.d_out, o.context_length, o.dropout, o.num_heads, o.qkv_bias, options),
               "MultiHeadAttention", o.backend);
 }
 
@@ -82,6 +87,12 @@ void infer_book_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
     o.context_length = mask->size(0);
   }
   if (!o.qkv_bias && sd.contains(prefix + "W_query.bias")) o.qkv_bias = true;
+  // Grouped-query weights: W_key has num_kv_groups * head_dim rows.
+  const auto* w_key = sd.find("W_key.weight");
+  if (o.module == "mha" && o.num_kv_groups == 0 && w_key != nullptr && w_key->dim() == 2 &&
+      o.num_heads > 0 && o.d_out % o.num_heads == 0 && w_key->size(0) != o.d_out) {
+    o.num_kv_groups = w_key->size(0) / (o.d_out / o.num_heads);
+  }
   if (o.module == "mha-wrapper") {
     int64_t heads = 0;
     while (sd.contains("heads." + std::to_string(heads) + ".W_query.weight")) ++heads;
@@ -102,9 +113,9 @@ void run_book_module(RunOptions o, const llm_utils::Tensor& x,
   const llm_utils::Tensor y = module.forward(x);
   OutputFiles files = {{o.output, llm_utils::io::serialize_npy(y)}};
   if (!o.save_weights.empty()) {
-    files.emplace_back(o.save_weights, llm_utils::io::serialize_safetensors(
-                                           module.state_dict(), {{"format", "pt"},
-                                                                 {"module", module.class_name}}));
+    files.emplace_back(o.save_weights,
+                       llm_utils::io::serialize_safetensors(
+                           module.state_dict(), {{"format", "pt"}, {"module", module.class_name}}));
   }
   llm_utils::io::write_files(files);
   out << module.class_name << ": " << llm_utils::shape_to_string(x.shape()) << " -> "
@@ -163,13 +174,14 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
       ->check(CLI::IsMember(
           {"params", "linear", "linear4", "linear5", "causal", "mha-wrapper", "mha"}));
   cmd->add_option("--d-in", options->d_in, "Input width d_in (read from --weights if omitted)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   cmd->add_option("--d-out", options->d_out, "Output width d_out (read from --weights if omitted)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   cmd->add_flag("--qkv-bias", options->qkv_bias, "Give the linear projections a bias");
   cmd->add_option("--seed", options->seed,
                   "Seed the weights as torch.manual_seed(S) would (default: PyTorch's "
-                  "default seed 67280421310721)");
+                  "default seed 67280421310721)")
+      ->check(seed_integer());
   cmd->add_option("--weights", options->weights, "Load weights from a safetensors file")
       ->check(CLI::ExistingFile);
   cmd->add_option("--input", options->input,
@@ -182,16 +194,20 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
   cmd->add_option("--save-weights", options->save_weights,
                   "Also write the module's weights (safetensors, PyTorch names)");
   cmd->add_option("--threads", options->threads, "Threads for the computation (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", options->backend, "Attention kernel")
       ->check(CLI::IsMember({"auto", "reference", "flash"}));
   cmd->add_option("--context-length", options->context_length,
                   "causal, mha-wrapper, mha: the longest sequence (default: the input's, or the "
                   "mask in --weights)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   cmd->add_option("--num-heads", options->num_heads,
                   "mha-wrapper, mha: number of heads (default 1; mha needs d_out divisible by it)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
+  cmd->add_option("--num-kv-groups", options->num_kv_groups,
+                  "mha: key/value heads for grouped-query attention (default: --num-heads, "
+                  "or what --weights holds; num_heads must be a multiple of it)")
+      ->check(positive_integer());
   cmd->add_option("--dropout", options->dropout,
                   "causal, mha-wrapper, mha: dropout on the attention weights, in [0, 1); applied, "
                   "since a fresh module is in training mode as in PyTorch (masks from --seed)");

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <string>
 #include <variant>
@@ -14,6 +15,7 @@
 #include "pictures.hpp"
 #include "progress.hpp"
 #include "train_task.hpp"
+#include "validators.hpp"
 
 namespace selfattn {
 namespace {
@@ -212,15 +214,16 @@ Command add_train_command(CLI::App& app, std::ostream& out) {
       ->check(CLI::IsMember({"params", "linear", "linear4", "linear5"}))
       ->capture_default_str();
   cmd->add_option("--d-in", f->d_in, "Input width")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--d-out", f->d_out, "Output width")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_flag("--qkv-bias", f->qkv_bias, "Give the linear projections a bias");
   cmd->add_option("--seed", f->seed,
                   "Seed of the student's initial weights, as torch.manual_seed(S) (default: "
-                  "PyTorch's default seed 67280421310721)");
+                  "PyTorch's default seed 67280421310721)")
+      ->check(seed_integer());
   cmd->add_option("--task", f->task,
                   "teacher: match the outputs of a module of the same class with other weights; "
                   "recall: every token outputs the first d_out features of the token whose last "
@@ -228,36 +231,39 @@ Command add_train_command(CLI::App& app, std::ostream& out) {
       ->check(CLI::IsMember({"teacher", "recall"}))
       ->capture_default_str();
   cmd->add_option("--teacher-seed", f->teacher_seed,
-                  "Seed of the teacher's weights (default: seed + 1)");
+                  "Seed of the teacher's weights (default: seed + 1)")
+      ->check(seed_integer());
   cmd->add_option("--optimizer", f->optimizer, "sgd or adamw")
       ->check(CLI::IsMember({"sgd", "adamw"}))
       ->capture_default_str();
   cmd->add_option("--lr", f->lr, "Learning rate (default: 0.01 for adamw, 0.1 for sgd)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_real());
   cmd->add_option("--momentum", f->momentum, "SGD momentum (default: 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_real());
   cmd->add_option("--weight-decay", f->weight_decay,
                   "Weight decay (default: 0.01 for adamw, 0 for sgd, PyTorch's defaults)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_real());
   cmd->add_option("--steps", f->steps, "Optimizer steps")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--batch", f->batch, "Sequences per step")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   cmd->add_option("--seq", f->seq, "Tokens per sequence")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
-  cmd->add_option("--data-seed", f->data_seed, "Seed of the random inputs")->capture_default_str();
+  cmd->add_option("--data-seed", f->data_seed, "Seed of the random inputs")
+      ->capture_default_str()
+      ->check(seed_integer());
   cmd->add_option("--loss-plot", f->loss_plot, "Write the loss curve as a PNG (log-scale loss)");
   cmd->add_option("--save-weights", f->save_weights,
                   "Write the trained weights (safetensors, PyTorch names)");
   cmd->add_option("--log-every", f->log_every,
                   "Steps between progress lines when the output is not a terminal (default: "
                   "steps / 10)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--threads", f->threads, "Threads for the computation (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->footer(
       std::string(
           "Each step draws a fresh batch of inputs with features in [0, 1), computes the MSE "

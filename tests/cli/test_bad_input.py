@@ -282,6 +282,35 @@ def test_flag_without_its_value(tmp_path, x_path):
     expect_error(tmp_path, run_args(tmp_path, x_path)[:-1], "--output")
 
 
+# Numbers are checked as text before conversion: out of range is refused, not clamped.
+@pytest.mark.parametrize("flag,value,text", [
+    ("--d-in", "0", "--d-in: must be a positive integer, got '0'"),
+    ("--d-out", "abc", "--d-out: must be a positive integer, got 'abc'"),
+    ("--d-in", "99999999999999999999", "--d-in: must be at most 9223372036854775807"),
+    ("--threads", "3000000000", "--threads: must be at most 2147483647"),
+    ("--seed", "99999999999999999999999", "--seed: must be an integer from"),
+    ("--seed", "-9223372036854775809", "--seed: must be an integer from"),
+    ("--seed", "1.5", "--seed: must be an integer from"),
+])
+def test_bad_numbers_are_named(tmp_path, x_path, flag, value, text):
+    args = run_args(tmp_path, x_path)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    expect_error(tmp_path, args, text)
+
+
+@pytest.mark.parametrize("args,text", [
+    (["train", "--lr", "-1"], "--lr: must be positive, got '-1'"),
+    (["train", "--momentum", "nan"], "--momentum: must be a finite number"),
+    (["train", "--steps", "0"], "--steps: must be a positive integer"),
+    (["bench", "--seq", "x"], "--seq: must be a positive integer, got 'x'"),
+])
+def test_bad_numbers_in_other_subcommands(tmp_path, args, text):
+    expect_error(tmp_path, args, text)
+
+
 def test_unknown_subcommand(tmp_path):
     expect_error(tmp_path, ["frobnicate"], "subcommand")
 

@@ -296,10 +296,35 @@ def test_pytorch_book_state_dict_loads_here(tmp_path, module):
     close(np.load(tmp_path / "y.npy"), m(torch.from_numpy(x)).detach().numpy())
 
 
+def test_run_grouped_query_attention_both_ways(tmp_path):
+    import mha_extensions
+    x = np.random.default_rng(9).standard_normal((2, 6, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = selfattn("run", "--module", "mha", "--d-in", 5, "--d-out", 8, "--num-heads", 4,
+                 "--num-kv-groups", 2, "--seed", 3, "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+    torch.manual_seed(3)
+    m = mha_extensions.MultiHeadAttentionExt(5, 8, 6, 0.0, 4, num_kv_groups=2)
+    close(np.load(tmp_path / "y.npy"), m(torch.from_numpy(x)).detach().numpy())
+    # A PyTorch GQA state dict: num_kv_groups comes from W_key's shape.
+    torch.manual_seed(4)
+    m = mha_extensions.MultiHeadAttentionExt(5, 8, 6, 0.0, 4, num_kv_groups=1)
+    safetensors_io.save(tmp_path / "w.safetensors",
+                        {k: v.detach().numpy() for k, v in m.state_dict().items()})
+    r = selfattn("run", "--module", "mha", "--num-heads", 4, "--weights",
+                 tmp_path / "w.safetensors", "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+    close(np.load(tmp_path / "y.npy"), m(torch.from_numpy(x)).detach().numpy())
+
+
 @pytest.mark.parametrize("args, text", [
     (["--module", "causal", "--context-length", 3], "more than context_length=3"),
     (["--module", "mha", "--num-heads", 3], "d_out must be divisible by num_heads"),
     (["--module", "mha-wrapper", "--dropout", 1.0], "dropout must be in [0, 1)"),
+    (["--module", "mha", "--num-heads", 2, "--num-kv-groups", 3],
+     "num_heads must be a multiple of num_kv_groups"),
 ])
 def test_book_module_errors(tmp_path, good_x, args, text):
     base = ["run", "--d-in", 3, "--d-out", 2, "--input", good_x, "--output", tmp_path / "y.npy"]
