@@ -145,3 +145,22 @@ def test_each_backend_matches_pytorch(class_name, bias, backend):
             assert p.grad is None, name
         else:
             assert_grad_close(p.grad, to_numpy(ref_params[name].grad), name)
+
+
+@pytest.mark.parametrize("class_name,bias", [c for c in CLASS_BIAS if c[0] != "SelfAttention_Params"])
+def test_packed_projection_matches_pytorch(class_name, bias):
+    # d_in >= 256 and >= 256 rows: Q, K, V come from one GEMM with the packed weight.
+    ours, ref = build(class_name, 300, 8, bias, seed=14)
+    rng = np.random.default_rng(14)
+    x = random_input(rng, (2, 150, 300))
+    x_ref = torch.from_numpy(x.copy()).requires_grad_(True)
+    out_ref = ref(x_ref)
+    assert_forward_close(ours(x), to_numpy(out_ref), "output")
+    assert_forward_close(ours.values, to_numpy(ref.values), "values")
+    grad_out = random_input(rng, (2, 150, 8))
+    out_ref.backward(torch.from_numpy(grad_out))
+    assert_grad_close(ours.backward(grad_out), to_numpy(x_ref.grad), "dx")
+    # The weights change in place between calls (an optimizer step): the packed copy follows.
+    ours.W_value.weight[:] = 0.0
+    ref.W_value.weight.data.zero_()
+    assert_forward_close(ours(x), to_numpy(ref(x_ref)), "output after a weight change")

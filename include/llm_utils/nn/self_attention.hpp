@@ -176,6 +176,12 @@ class SelfAttention_Params : public SelfAttentionBase {
   void project(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const override;
   Tensor project_backward(ConstTensorView x, ConstTensorView dq, ConstTensorView dk,
                           ConstTensorView dv) override;
+
+ private:
+  /// Q, K and V from one GEMM with the three weights packed into (3*d_out, d_in).
+  void project_packed(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const;
+  mutable Tensor packed_weight_;  // (3*d_out, d_in): W_query, W_key, W_value weights stacked
+  mutable Tensor packed_out_;     // (B*N, 3*d_out): [q | k | v] of each row
 };
 
 /// Projections through three `Linear(d_in, d_out, bias=qkv_bias)` layers built in the order
@@ -194,6 +200,12 @@ class SelfAttentionLinearProjections : public SelfAttentionBase {
   void project(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const override;
   Tensor project_backward(ConstTensorView x, ConstTensorView dq, ConstTensorView dk,
                           ConstTensorView dv) override;
+
+ private:
+  /// Q, K and V from one GEMM with the three weights packed into (3*d_out, d_in).
+  void project_packed(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const;
+  mutable Tensor packed_weight_;  // (3*d_out, d_in): W_query, W_key, W_value weights stacked
+  mutable Tensor packed_out_;     // (B*N, 3*d_out): [q | k | v] of each row
 };
 
 /// `softmax(Q K^T / sqrt(d_out)) V` with Q, K, V from linear layers.
