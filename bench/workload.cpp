@@ -5,33 +5,50 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace llm_utils::bench {
 
+namespace {
+// MultiHeadAttention: the four projections and the causal core per head; a decode step is one
+// query per sequence against seq + 1 keys.
+double mha_flops(const Workload& w) {
+  const double b = static_cast<double>(w.batch), n = static_cast<double>(w.seq);
+  const double d_in = static_cast<double>(w.d_in), d = static_cast<double>(w.d_out);
+  const int64_t groups = w.num_kv_groups == 0 ? w.num_heads : w.num_kv_groups;
+  const double kv = d / static_cast<double>(w.num_heads) * static_cast<double>(groups);
+  if (w.decode) {
+    return 2.0 * b * (d_in * (d + 2.0 * kv) + d * d) + 4.0 * b * (n + 1.0) * d;
+  }
+  const double proj = 2.0 * b * n * (d_in * (d + 2.0 * kv) + d * d);
+  const double core = 4.0 * b * n * n * d * 0.5;  // causal: half the tiles
+  if (w.backward_only) return 2.5 * core + 2.0 * proj;
+  return proj + core + (w.backward ? 2.5 * core + 2.0 * proj : 0.0);
+}
+}  // namespace
+
 double workload_flops(const Workload& w) {
+  if (w.module == "mha") return mha_flops(w);
   const double b = static_cast<double>(w.batch), n = static_cast<double>(w.seq);
   const double d = static_cast<double>(w.d_out), d_in = static_cast<double>(w.d_in);
   const double core_mult = w.causal ? 0.5 : 1.0;  // a causal mask skips half of the tiles
   const double core_fwd = 4.0 * b * n * n * d * core_mult;
-  if (w.module == "core") return core_fwd + (w.backward ? 2.5 * core_fwd : 0.0);
-  const double proj_fwd = 3.0 * 2.0 * b * n * d_in * d;
-  double total = proj_fwd + core_fwd;
-  if (!w.backward) return total;
-  if (w.module == "linear4" || w.module == "linear5") {
-    // Only the value path: recompute S, then dV = P^T dO (core); dW_v and dx (projection).
-    total += 2.0 * core_fwd / 2.0 + 2.0 * (2.0 * b * n * d_in * d);
-  } else {
-    // Core: S, dV, dP, dQ, dK; projections: dW and dx for each of q, k, v.
-    total += 2.5 * core_fwd + 2.0 * proj_fwd;
-  }
-  return total;
+  const double proj_fwd = w.module == "core" ? 0.0 : 3.0 * 2.0 * b * n * d_in * d;
+  const bool value_path_only = w.module == "linear4" || w.module == "linear5";
+  // Backward: core S, dV, dP, dQ, dK (Linear4/5: S and dV only); projections dW and dx for
+  // each of q, k, v (Linear4/5: the value path only).
+  const double core_bwd = value_path_only ? core_fwd : 2.5 * core_fwd;
+  const double proj_bwd = value_path_only ? 2.0 * (2.0 * b * n * d_in * d) : 2.0 * proj_fwd;
+  if (w.backward_only) return core_bwd + proj_bwd;
+  return proj_fwd + core_fwd + (w.backward ? core_bwd + proj_bwd : 0.0);
 }
 
 struct WorkloadRunner::State {
   Workload w;
   std::unique_ptr<SelfAttentionBase> module;
+  std::unique_ptr<MultiHeadAttention> mha;
   Tensor x, grad_out;              // module inputs
   Tensor q, k, v, out, lse, dout;  // core inputs / outputs
   Tensor dq, dk, dv;
@@ -50,35 +67,80 @@ WorkloadRunner::WorkloadRunner(const Workload& w) : state_(std::make_unique<Stat
     s.dout = g.uniform(qs, -1, 1);
     s.out = Tensor(qs);
     s.lse = Tensor({w.batch, w.seq});
-    if (w.backward) {
+    if (w.backward || w.backward_only) {
       s.dq = Tensor(qs);
       s.dk = Tensor(qs);
       s.dv = Tensor(qs);
     }
     s.options = {.causal = w.causal, .backend = w.backend};
+    if (w.backward_only) attention_forward(s.q, s.k, s.v, s.out, s.lse, s.options);
     return;
   }
   if (w.causal) throw ArgumentError("bench: --causal applies to --module core only");
+  if (w.module == "mha") {
+    if (w.decode && (w.backward || w.backward_only)) {
+      throw ArgumentError("bench: --decode times inference; it has no backward");
+    }
+    MultiHeadAttentionOptions options;
+    options.num_kv_groups = w.num_kv_groups;
+    // Room for the cache and the decode steps: the book's mask buffer is context_length^2
+    // floats, so no more than that.
+    const int64_t context = w.decode ? w.seq + w.decode_steps : w.seq;
+    s.mha = std::make_unique<MultiHeadAttention>(w.d_in, w.d_out, context, 0.0, w.num_heads, false,
+                                                 options, &g);
+    s.mha->set_backend(w.backend);
+    if (w.decode) {
+      s.mha->eval();
+      s.x = g.uniform({w.batch, 1, w.d_in}, -1, 1);
+      // Fill the cache with `seq` tokens, in chunks that keep the prefill's memory small.
+      for (int64_t done = 0; done < w.seq;) {
+        const int64_t n = std::min<int64_t>(1024, w.seq - done);
+        s.mha->forward(g.uniform({w.batch, n, w.d_in}, -1, 1), {.use_cache = true});
+        done += n;
+      }
+      return;
+    }
+    s.x = g.uniform({w.batch, w.seq, w.d_in}, -1, 1);
+    s.grad_out = g.uniform({w.batch, w.seq, w.d_out}, -1, 1);
+    if (w.backward_only) s.mha->forward(s.x);
+    return;
+  }
+  if (w.decode) throw ArgumentError("bench: --decode applies to --module mha only");
   s.module = make_self_attention(w.module, w.d_in, w.d_out, w.module != "params", &g);
   s.module->set_backend(w.backend);
   s.x = g.uniform({w.batch, w.seq, w.d_in}, -1, 1);
   s.grad_out = g.uniform({w.batch, w.seq, w.d_out}, -1, 1);
+  if (w.backward_only) s.module->forward(s.x);
 }
 
 WorkloadRunner::~WorkloadRunner() = default;
 
 void WorkloadRunner::run() {
   State& s = *state_;
+  const bool forward = !s.w.backward_only;
+  const bool backward = s.w.backward || s.w.backward_only;
+  if (s.mha) {
+    if (s.w.decode) {
+      s.mha->forward(s.x, {.use_cache = true});
+      return;
+    }
+    if (forward) s.mha->forward(s.x);
+    if (backward) {
+      s.mha->zero_grad();
+      s.mha->backward(s.grad_out);
+    }
+    return;
+  }
   if (s.module) {
-    s.module->forward(s.x);
-    if (s.w.backward) {
+    if (forward) s.module->forward(s.x);
+    if (backward) {
       s.module->zero_grad();
       s.module->backward(s.grad_out);
     }
     return;
   }
-  attention_forward(s.q, s.k, s.v, s.out, s.lse, s.options);
-  if (s.w.backward) {
+  if (forward) attention_forward(s.q, s.k, s.v, s.out, s.lse, s.options);
+  if (backward) {
     attention_backward(s.q, s.k, s.v, s.out, s.lse, s.dout, s.dq, s.dk, s.dv, s.options);
   }
 }

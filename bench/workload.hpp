@@ -12,13 +12,18 @@
 namespace llm_utils::bench {
 
 struct Workload {
-  std::string module = "linear";  ///< params | linear | linear4 | linear5 | core
+  std::string module = "linear";  ///< params | linear | linear4 | linear5 | mha | core
   int64_t batch = 1;
-  int64_t seq = 4096;
-  int64_t d_in = 768;   ///< unused by `core`
-  int64_t d_out = 64;   ///< the head dimension
-  bool causal = false;  ///< `core` only
-  bool backward = false;
+  int64_t seq = 4096;          ///< tokens; with `decode`, the tokens already in the KV cache
+  int64_t d_in = 768;          ///< unused by `core`
+  int64_t d_out = 64;          ///< the head dimension; for `mha` the width of all heads together
+  int64_t num_heads = 1;       ///< `mha` only
+  int64_t num_kv_groups = 0;   ///< `mha` only; 0 = num_heads
+  bool causal = false;         ///< `core` only (`mha` is always causal)
+  bool backward = false;       ///< forward + backward
+  bool backward_only = false;  ///< the backward alone, after one untimed forward
+  bool decode = false;         ///< `mha` only: one token per sequence against a cache of `seq`
+  int64_t decode_steps = 64;   ///< room in the cache (context_length) for this many run()s
   Backend backend = Backend::automatic;
 };
 

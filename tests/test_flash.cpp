@@ -188,6 +188,7 @@ TEST(Microkernels, EveryTableIsComplete) {
        {&cpu::portable_microkernels(), &cpu::avx2_microkernels(), &cpu::avx512_microkernels()}) {
     SCOPED_TRACE(cpu::isa_name(t->isa));
     EXPECT_NE(t->gemm, nullptr);
+    EXPECT_NE(t->transpose, nullptr);
     EXPECT_NE(t->dot, nullptr);
     EXPECT_NE(t->row_max, nullptr);
     EXPECT_NE(t->exp_centered_sum, nullptr);
@@ -215,6 +216,27 @@ TEST(Microkernels, GemmMatchesNaiveOnEveryIsa) {
       }
       cpu::microkernels().gemm(m, n, k, 0.5f, a.data(), k, b.data(), n, c.data(), n, true);
       EXPECT_TRUE(testing::all_close(c, expected, 1e-5, 1e-5)) << cpu::isa_name(isa);
+    }
+  }
+}
+
+TEST(Microkernels, TransposeIsExactOnEveryIsa) {
+  Environment restore;
+  Generator g(12);
+  for (Isa isa : available_isas()) {
+    cpu::force_isa(isa);
+    for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 1}, {16, 16}, {17, 33}, {64, 64}, {15, 80}, {100, 7}}) {
+      const int64_t lds = cols + 3, ldd = rows + 5;  // leading dimensions past the data
+      const Tensor src = g.uniform({rows, lds}, -1, 1);
+      Tensor dst = Tensor::full({cols, ldd}, 7.0f);
+      cpu::microkernels().transpose(src.data(), rows, cols, lds, dst.data(), ldd);
+      for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t r = 0; r < ldd; ++r) {
+          const float want = r < rows ? src.at({r, c}) : 7.0f;  // padding untouched
+          ASSERT_EQ(dst.at({c, r}), want) << cpu::isa_name(isa) << " " << rows << "x" << cols;
+        }
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 // selfattn bench: time one workload, report median ms, GFLOP/s, % of this machine's SGEMM rate
 // measured in the same run, and peak resident memory.
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <string>
@@ -22,42 +23,86 @@ struct BenchOptions {
   int64_t sgemm_size = 2048;
 };
 
+const char* pass_name(const llm_utils::bench::Workload& w) {
+  if (w.decode) return " decode step";
+  if (w.backward_only) return " backward";
+  return w.backward ? " forward+backward" : " forward";
+}
+
+// "B=1 N=4096 d_in=768 d_out=64": the sizes that matter to the workload.
+std::string sizes(const llm_utils::bench::Workload& w) {
+  std::string s =
+      "B=" + std::to_string(w.batch) + (w.decode ? " cache=" : " N=") + std::to_string(w.seq);
+  if (w.module != "core") s += " d_in=" + std::to_string(w.d_in);
+  s += (w.module == "core" ? " d=" : " d_out=") + std::to_string(w.d_out);
+  if (w.module == "mha") {
+    s += " heads=" + std::to_string(w.num_heads);
+    if (w.num_kv_groups != 0) s += " kv_groups=" + std::to_string(w.num_kv_groups);
+  }
+  return s + (w.causal || w.module == "mha" ? " causal" : "");
+}
+
+// A time in the unit that shows its digits: us below 1 ms.
+std::string duration(double ms) {
+  char buf[64];
+  if (ms < 1.0) {
+    std::snprintf(buf, sizeof buf, "%.3f us", ms * 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3f ms", ms);
+  }
+  return buf;
+}
+
 void bench(BenchOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
   llm_utils::bench::Workload& w = o.workload;
   w.backend = llm_utils::parse_backend(o.backend);
-  const int64_t d = w.d_out;
-  const llm_utils::Backend used = llm_utils::choose_backend(w.backend, w.seq, w.seq, d);
+  const int64_t head_dim =
+      w.module == "mha" ? w.d_out / std::max<int64_t>(1, w.num_heads) : w.d_out;
+  const int64_t queries = w.decode ? 1 : w.seq, keys = w.decode ? w.seq + 1 : w.seq;
+  const llm_utils::Backend used = llm_utils::choose_backend(w.backend, queries, keys, head_dim);
+  w.decode_steps = o.repeat + 1;  // the warm-up and the timed runs
   llm_utils::bench::WorkloadRunner runner(w);
   const llm_utils::bench::Timing t = llm_utils::bench::time_runs(runner, o.repeat);
   const double rss = llm_utils::bench::peak_rss_mib();  // before the SGEMM's own buffers
   const double flops = llm_utils::bench::workload_flops(w);
   const double gflops = flops / (t.median_ms * 1e6);
   const double sgemm = llm_utils::bench::sgemm_gflops(o.sgemm_size, 3);
+  const int threads = llm_utils::get_num_threads();
+  // Tokens per second: one per sequence per decode step, else every token of the batch.
+  const double tokens_per_s =
+      static_cast<double>(w.batch * (w.decode ? 1 : w.seq)) / (t.median_ms * 1e-3);
   char line[1024];
   if (o.json) {
     std::snprintf(line, sizeof line,
                   "{\"module\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"d_in\": %lld, "
-                  "\"d_out\": %lld, \"causal\": %s, \"backward\": %s, \"backend\": \"%s\", "
-                  "\"threads\": %d, \"repeat\": %d, \"median_ms\": %.4f, \"min_ms\": %.4f, "
-                  "\"gflops\": %.2f, \"sgemm_gflops\": %.2f, \"percent_of_sgemm\": %.1f, "
-                  "\"peak_rss_mib\": %.1f}\n",
+                  "\"d_out\": %lld, \"num_heads\": %lld, \"num_kv_groups\": %lld, "
+                  "\"causal\": %s, \"backward\": %s, \"backward_only\": %s, \"decode\": %s, "
+                  "\"backend\": \"%s\", \"threads\": %d, \"repeat\": %d, "
+                  "\"median_ms\": %.6f, \"min_ms\": %.6f, \"gflops\": %.2f, "
+                  "\"sgemm_gflops\": %.2f, \"percent_of_sgemm\": %.1f, "
+                  "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f}\n",
                   w.module.c_str(), static_cast<long long>(w.batch), static_cast<long long>(w.seq),
                   static_cast<long long>(w.d_in), static_cast<long long>(w.d_out),
-                  w.causal ? "true" : "false", w.backward ? "true" : "false",
-                  llm_utils::backend_name(used), llm_utils::get_num_threads(), o.repeat,
-                  t.median_ms, t.min_ms, gflops, sgemm, 100.0 * gflops / sgemm, rss);
+                  static_cast<long long>(w.num_heads), static_cast<long long>(w.num_kv_groups),
+                  w.causal || w.module == "mha" ? "true" : "false", w.backward ? "true" : "false",
+                  w.backward_only ? "true" : "false", w.decode ? "true" : "false",
+                  llm_utils::backend_name(used), threads, o.repeat, t.median_ms, t.min_ms, gflops,
+                  sgemm, 100.0 * gflops / sgemm, tokens_per_s, rss);
   } else {
-    std::snprintf(line, sizeof line,
-                  "%s%s B=%lld N=%lld d_in=%lld d_out=%lld%s, backend %s, %d threads, %d runs\n"
-                  "  median %.3f ms (min %.3f), %.1f GFLOP/s = %.0f%% of SGEMM (%.1f GFLOP/s "
-                  "at %lld^3)\n  peak resident memory %.1f MiB\n",
-                  w.module.c_str(), w.backward ? " forward+backward" : " forward",
-                  static_cast<long long>(w.batch), static_cast<long long>(w.seq),
-                  static_cast<long long>(w.d_in), static_cast<long long>(w.d_out),
-                  w.causal ? " causal" : "", llm_utils::backend_name(used),
-                  llm_utils::get_num_threads(), o.repeat, t.median_ms, t.min_ms, gflops,
-                  100.0 * gflops / sgemm, sgemm, static_cast<long long>(o.sgemm_size), rss);
+    std::snprintf(
+        line, sizeof line,
+        "%s%s %s, backend %s, %d thread%s, %d runs\n"
+        "  median %s (min %s), %.1f GFLOP/s = %.0f%% of SGEMM (%.1f GFLOP/s "
+        "at %lld^3)%s\n  peak resident memory %.1f MiB\n",
+        w.module.c_str(), pass_name(w), sizes(w).c_str(), llm_utils::backend_name(used), threads,
+        threads == 1 ? "" : "s", o.repeat, duration(t.median_ms).c_str(),
+        duration(t.min_ms).c_str(), gflops, 100.0 * gflops / sgemm, sgemm,
+        static_cast<long long>(o.sgemm_size),
+        w.decode
+            ? (", " + std::to_string(static_cast<long long>(tokens_per_s)) + " tokens/s").c_str()
+            : "",
+        rss);
   }
   out << line;
 }
@@ -69,7 +114,7 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
   CLI::App* cmd = app.add_subcommand(
       "bench", "Time a module (or the bare attention core) and report GFLOP/s against SGEMM.");
   cmd->add_option("--module", o->workload.module, "Which class, or core for the kernel alone")
-      ->check(CLI::IsMember({"params", "linear", "linear4", "linear5", "core"}))
+      ->check(CLI::IsMember({"params", "linear", "linear4", "linear5", "mha", "core"}))
       ->capture_default_str();
   cmd->add_option("--batch", o->workload.batch, "Batch size")
       ->check(positive_integer())
@@ -80,11 +125,24 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
   cmd->add_option("--d-in", o->workload.d_in, "Input width")
       ->check(positive_integer())
       ->capture_default_str();
-  cmd->add_option("--d-out", o->workload.d_out, "Output width = head dimension")
+  cmd->add_option("--d-out", o->workload.d_out,
+                  "Output width: the head dimension, or for mha all heads together")
       ->check(positive_integer())
       ->capture_default_str();
-  cmd->add_flag("--causal", o->workload.causal, "Causal mask (core only)");
+  cmd->add_option("--num-heads", o->workload.num_heads, "mha: heads (d_out divisible by it)")
+      ->check(positive_integer())
+      ->capture_default_str();
+  cmd->add_option("--num-kv-groups", o->workload.num_kv_groups,
+                  "mha: key/value heads, grouped-query attention (default: --num-heads)")
+      ->check(positive_integer());
+  cmd->add_flag("--causal", o->workload.causal, "Causal mask (core only; mha always is)");
   cmd->add_flag("--backward", o->workload.backward, "Time forward + backward");
+  cmd->add_flag("--backward-only", o->workload.backward_only,
+                "Time the backward alone (after one untimed forward)")
+      ->excludes("--backward");
+  cmd->add_flag("--decode", o->workload.decode,
+                "mha: time one decode step (one new token per sequence) with --seq tokens "
+                "already in the KV cache; reports tokens/s");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", o->backend, "Attention kernel")
@@ -101,7 +159,13 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
       "FLOPs count a multiply-add as 2: projections 6*B*N*d_in*d_out, attention core "
       "4*B*N^2*d_out\n(half with --causal); a backward adds 2.5x the core and 2x the "
       "projections (Linear4/5: the value path only).\n"
+      "mha adds out_proj (2*B*N*d_out^2) and is causal; a decode step counts one query "
+      "against N + 1 keys.\n"
       "Examples:\n"
+      "  selfattn bench --module mha --batch 8 --seq 1024 --d-in 768 --d-out 768 "
+      "--num-heads 12 --backward\n"
+      "  selfattn bench --module mha --batch 1 --seq 4096 --d-in 768 --d-out 768 "
+      "--num-heads 12 --decode --repeat 50\n"
       "  selfattn bench --module linear --seq 4096 --d-in 768 --d-out 64 --threads 2\n"
       "  selfattn bench --module core --seq 4096 --d-out 64 --backward --json\n"
       "  selfattn bench --module core --seq 65536 --d-out 64 --repeat 1");

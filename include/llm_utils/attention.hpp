@@ -20,8 +20,8 @@
 /// 64 x 64 tiles, O(N) memory, backward by recomputation from lse). `automatic` picks by size.
 /// When B x ceil(N / 64) is small (a decode step: one query against a long KV cache) the fused
 /// forward also splits the keys into chunks, computed in parallel and merged by their
-/// log-sum-exp, so that batch 1 with one head still uses every core; with N <= 8 it computes
-/// scores as dot products against K directly instead of transposing K first.
+/// log-sum-exp, so that batch 1 with one head still uses every core; with N <= 64 it transposes
+/// each key block as it uses it instead of all of K first.
 ///
 /// Numerics (both backends): the softmax subtracts the row max, so large scores do not
 /// overflow. A row with no visible key (all -inf) gives P = 0, O = 0, lse = -inf, zero

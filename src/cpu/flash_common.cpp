@@ -1,23 +1,18 @@
 #include "cpu/flash_common.hpp"
 
+#include "cpu/microkernels.hpp"
+
 namespace llm_utils::cpu::flash {
 
 void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst,
                        int64_t src_stride) {
-  constexpr int64_t kTile = 32;  // cache-friendly blocks of the transpose
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
-      const float* s = src + b * src_stride;
-      float* t = dst + b * rows * cols;
-      const int64_t r1 = std::min(rows, r0 + kTile);
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t c1 = std::min(cols, c0 + kTile);
-        for (int64_t r = r0; r < r1; ++r) {
-          for (int64_t c = c0; c < c1; ++c) t[c * rows + r] = s[r * cols + c];
-        }
-      }
-    }
+  constexpr int64_t kRows = 256;  // rows per task: batch 1 still splits over the threads
+  const int64_t chunks = blocks(rows, kRows);
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < batch * chunks; ++t) {
+    const int64_t b = t / chunks, r0 = (t % chunks) * kRows;
+    microkernels().transpose(src + b * src_stride + r0 * cols, std::min(kRows, rows - r0), cols,
+                             cols, dst + b * rows * cols + r0, rows);
   }
 }
 

@@ -22,21 +22,24 @@ using flash::kQueryBlock;
 
 namespace {
 
-// With this many queries or fewer, score tiles are dot products against K's rows: transposing
-// all of K (O(M d) memory traffic) would cost more than the GEMM saves.
-constexpr int64_t kDotQueries = 8;
+// With one query block per batch element each key block is used once, so it is transposed
+// tile by tile as it is needed (in L1) rather than all of K up front (a second pass over
+// memory).
+constexpr int64_t kTileTransposeQueries = kQueryBlock;
 // The key split aims at this many parallel tasks, each with at least this many key blocks.
 constexpr int64_t kTargetTasks = 16;
 constexpr int64_t kMinBlocksPerSplit = 8;
 
 // Per-thread scratch for one query block.
 struct ForwardScratch {
-  explicit ForwardScratch(int64_t dv)
+  ForwardScratch(int64_t d, int64_t dv)
       : scores(kQueryBlock * kKeyBlock),
+        kt_tile(d * kKeyBlock),
         acc(kQueryBlock * dv),
         row_max(kQueryBlock),
         row_sum(kQueryBlock) {}
   std::vector<float> scores;   // (Br, Bc) scores, then probabilities, of one tile
+  std::vector<float> kt_tile;  // (d, Bc) one key block transposed, when K^T is not built
   std::vector<float> acc;      // (Br, dv) unnormalised output
   std::vector<float> row_max;  // (Br) running max of the (raw or prescaled) scores
   std::vector<float> row_sum;  // (Br) running sum of exp
@@ -47,21 +50,18 @@ bool greater_or_nan(float candidate, float current) {
 }
 
 // tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
-// (kv batch, d, M) when given, else from dot products with K's rows. `dot` rounds as one
-// element of `gemm`, so both give the same bits.
+// (kv batch, d, M) when given, else from this key block transposed into `kt_tile` (d, Bc).
+// Either way the same GEMM on the same numbers: the same bits as the backward's recomputation.
 void score_tile(const FlashProblem& p, const float* kt, int64_t b, const float* q, int64_t br,
-                int64_t j0, int64_t bc, float* tile) {
+                int64_t j0, int64_t bc, float* kt_tile, float* tile) {
   const Microkernels& mk = microkernels();
   if (kt != nullptr) {
     const float* kt_b = kt + (b / p.kv_group) * p.d * p.m;  // (d, M)
     mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt_b + j0, p.m, tile, kKeyBlock, false);
     return;
   }
-  const float* k = p.k_of(b) + j0 * p.d;  // (bc, d)
-  for (int64_t r = 0; r < br; ++r) {
-    for (int64_t c = 0; c < bc; ++c)
-      tile[r * kKeyBlock + c] = mk.dot(q + r * p.d, k + c * p.d, p.d);
-  }
+  mk.transpose(p.k_of(b) + j0 * p.d, bc, p.d, p.d, kt_tile, kKeyBlock);
+  mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt_tile, kKeyBlock, tile, kKeyBlock, false);
 }
 
 // Where forward_block writes a query block's rows: out (br, dv), and each of lse, row_max and
@@ -95,7 +95,7 @@ void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0
   for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyBlock) {
     const int64_t bc = std::min(kKeyBlock, j_end - j0);
     float* tile = s.scores.data();  // (br, bc), leading dimension kKeyBlock
-    score_tile(p, kt, b, q, br, j0, bc, tile);
+    score_tile(p, kt, b, q, br, j0, bc, s.kt_tile.data(), tile);
     masker.apply(tile, kKeyBlock, b, i0, br, j0, bc, false);
     for (int64_t r = 0; r < br; ++r) {
       float* row = tile + r * kKeyBlock;
@@ -220,8 +220,8 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
 }  // namespace
 
 void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats) {
-  std::vector<float> kt;  // (B / kv_group, d, M) = K^T, unless scores come from dot products
-  if (p.n > kDotQueries) {
+  std::vector<float> kt;  // (B / kv_group, d, M) = K^T, unless transposed tile by tile
+  if (p.n > kTileTransposeQueries) {
     kt.resize(static_cast<size_t>(p.kv_batch() * p.d * p.m));
     flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
   }
@@ -232,7 +232,7 @@ void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats
   if (split.splits == 1) {
 #pragma omp parallel
     {
-      ForwardScratch scratch(p.dv);
+      ForwardScratch scratch(p.d, p.dv);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
@@ -248,7 +248,7 @@ void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats
   SplitParts parts(split.splits, rows, p.dv);
 #pragma omp parallel
   {
-    ForwardScratch scratch(p.dv);
+    ForwardScratch scratch(p.d, p.dv);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks * split.splits; ++t) {
       const int64_t s = t % split.splits, block = t / split.splits;

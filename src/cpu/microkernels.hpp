@@ -20,6 +20,11 @@ struct Microkernels {
   void (*gemm)(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
 
+  /// dst (cols x rows, leading dimension ldd) = the transpose of src (rows x cols, leading
+  /// dimension lds). Exact (a copy).
+  void (*transpose)(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
+                    int64_t ldd);
+
   /// sum_p a[p] * b[p], rounded exactly as one element of `gemm` with k = n and alpha = 1 (same
   /// order, same fused or separate multiply-add). The backward's D = dO . O then cancels
   /// exactly against dP = dO . V_j where a row of P is one-hot (O == V_j), as PyTorch's

@@ -122,6 +122,51 @@ void gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t 
   }
 }
 
+// One 16 x 16 block: dst row j = src column j. Rows are paired by unpack (within 128-bit
+// lanes), then 4 x 4 blocks formed by shuffle_ps, then the 128-bit lanes regrouped twice by
+// shuffle_f32x4: after the first two steps u[4g + c], lane L, holds column 4L + c of rows
+// 4g .. 4g + 3, and output row 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 x = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+    const __m512 y = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+    const __m512 x2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 y2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    _mm512_storeu_ps(dst + (0 + c) * ldd, _mm512_shuffle_f32x4(x, x2, 0x88));
+    _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(x, x2, 0xDD));
+    _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(y, y2, 0x88));
+    _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(y, y2, 0xDD));
+  }
+}
+
+void transpose(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst, int64_t ldd) {
+  int64_t r0 = 0;
+  for (; r0 + 16 <= rows; r0 += 16) {
+    int64_t c0 = 0;
+    for (; c0 + 16 <= cols; c0 += 16) {
+      transpose16(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+    }
+    for (; c0 < cols; ++c0) {
+      for (int64_t r = r0; r < r0 + 16; ++r) dst[c0 * ldd + r] = src[r * lds + c0];
+    }
+  }
+  for (; r0 < rows; ++r0) {
+    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r0] = src[r0 * lds + c];
+  }
+}
+
 float dot(const float* a, const float* b, int64_t n) {
   // gemm_tile's accumulator for one element: zero, then one fused multiply-add per p, in order.
   float acc = 0.0f;
@@ -210,6 +255,7 @@ void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
 const Microkernels& avx512_microkernels() {
   static const Microkernels table{Isa::avx512,
                                   avx512_impl::gemm,
+                                  avx512_impl::transpose,
                                   avx512_impl::dot,
                                   avx512_impl::row_max,
                                   avx512_impl::exp_centered_sum,
