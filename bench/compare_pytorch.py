@@ -21,6 +21,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "golden"))
+import book_attention  # noqa: E402
+import mha_extensions  # noqa: E402
 import original_selfattn as orig  # noqa: E402
 
 
@@ -72,6 +74,35 @@ def torch_core(seq, d, backward, causal, repeat):
     return median_ms(run, repeat)
 
 
+def torch_book_mha(batch, seq, d, heads, backward, repeat):
+    """The book's MultiHeadAttention (chapter 3.6.2), causal, dropout 0."""
+    torch.manual_seed(0)
+    module = book_attention.MultiHeadAttention(d, d, seq, 0.0, heads)
+    x = torch.rand(batch, seq, d)
+    grad = torch.rand(batch, seq, d)
+    if not backward:
+        def run():
+            with torch.no_grad():
+                module(x)
+    else:
+        def run():
+            module.zero_grad()
+            module(x).backward(grad)
+    return median_ms(run, repeat)
+
+
+def torch_decode_step(cache, d, heads, repeat):
+    """One token against `cache` cached tokens, the KV cache written the way the book's KV-cache
+    bonus code writes it (torch.cat of the new keys and values)."""
+    torch.manual_seed(0)
+    module = mha_extensions.MultiHeadAttentionExt(d, d, cache + repeat + 2, 0.0, heads).eval()
+    with torch.no_grad():
+        for start in range(0, cache, 1024):
+            module(torch.rand(1, min(1024, cache - start), d), use_cache=True)
+        x = torch.rand(1, 1, d)
+        return median_ms(lambda: module(x, use_cache=True), repeat)
+
+
 def ours(selfattn, threads, repeat, **kw):
     args = [selfattn, "bench", "--json", "--threads", str(threads), "--repeat", str(repeat)]
     for key, value in kw.items():
@@ -82,6 +113,51 @@ def ours(selfattn, threads, repeat, **kw):
             args += [flag, str(value)]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+def targets(rows, scaling, book, threads):
+    """The speed targets of the performance and multi-head issues against this run."""
+    by_name = {name: (r, t) for name, r, t in rows}
+    linear = "SelfAttention_Linear, B=1 N=4096 d_in=768 d_out=64, "
+    core = "attention core, N=4096 d=64, "
+    mha = "MultiHeadAttention (book config), B=8 N=1024 d=768 12 heads causal, "
+
+    def speedup(name):
+        r, t = by_name[name]
+        return t / r["median_ms"]
+
+    def gflops(name):
+        return by_name[name][0]["gflops"]
+
+    peak = 116.0 * threads  # DESIGN.md section 6: FP32 FMA peak per Zen 4 core
+    big = scaling[-1][1]
+    growth = [b[1]["median_ms"] / a[1]["median_ms"] for a, b in zip(scaling, scaling[1:])]
+    checks = [
+        ("SelfAttention_Linear N=4096 forward >= 4x PyTorch", speedup(linear + "forward"), 4, "x"),
+        ("SelfAttention_Linear N=4096 forward+backward >= 3x PyTorch",
+         speedup(linear + "forward+backward"), 3, "x"),
+        (f"attention core forward >= 70% of the FP32 peak of {threads} cores",
+         gflops(core + "forward"), 0.7 * peak, " GFLOP/s"),
+        (f"attention core backward >= 50% of the FP32 peak of {threads} cores",
+         gflops(core + "backward alone"), 0.5 * peak, " GFLOP/s"),
+        ("MultiHeadAttention book config forward >= 3x PyTorch", speedup(mha + "forward"), 3, "x"),
+        ("MultiHeadAttention book config forward+backward >= 2.5x PyTorch",
+         speedup(mha + "forward+backward"), 2.5, "x"),
+    ]
+    out = ["## Targets", "", "The speed targets of the performance and multi-head issues, "
+           f"against this run (FP32 peak: {peak:.0f} GFLOP/s, DESIGN.md section 6):", "",
+           "| target | this run | met |", "|---|---:|---|"]
+    for name, value, goal, unit in checks:
+        shown = f"{value:.1f}{unit}" if unit == "x" else f"{value:.0f}{unit} (goal {goal:.0f})"
+        out.append(f"| {name} | {shown} | {'yes' if value >= goal else 'no'} |")
+    out.append(f"| N={scaling[-1][0]} forward: peak memory < 1 GiB | {big['peak_rss_mib']:.0f} MiB "
+               f"| {'yes' if big['peak_rss_mib'] < 1024 else 'no'} |")
+    ok = all(3.0 <= g <= 5.0 for g in growth)
+    out.append("| forward time grows as N^2 (x4 per doubling of N) | "
+               + ", ".join(f"x{g:.1f}" for g in growth) + f" | {'yes' if ok else 'no'} |")
+    us = book["median_ms"] * 1e3
+    out.append(f"| the book's 6 x 3 forward < 1 us | {us:.2f} us | {'yes' if us < 1 else 'no'} |")
+    return out + [""]
 
 
 def cpu_name():
@@ -119,6 +195,20 @@ def main():
             rows.append((f"attention core, N={n} d=64{' causal' if causal else ''}, "
                          f"{'forward+backward' if backward else 'forward'}", r,
                          torch_core(n, 64, backward, causal, a.repeat)))
+    r = ours(a.selfattn, a.threads, a.repeat, module="core", seq=n, d_out=64, backward_only=True)
+    rows.append((f"attention core, N={n} d=64, backward alone", r, None))
+    mha_seq = 256 if a.quick else 1024
+    for backward in (False, True):
+        r = ours(a.selfattn, a.threads, a.repeat, module="mha", batch=8, seq=mha_seq, d_in=768,
+                 d_out=768, num_heads=12, backward=backward)
+        rows.append((f"MultiHeadAttention (book config), B=8 N={mha_seq} d=768 12 heads causal, "
+                     f"{'forward+backward' if backward else 'forward'}", r,
+                     torch_book_mha(8, mha_seq, 768, 12, backward, a.repeat)))
+    decode_cache = 512 if a.quick else 4096
+    decode_repeat = 50
+    decode = ours(a.selfattn, a.threads, decode_repeat, module="mha", batch=1, seq=decode_cache,
+                  d_in=768, d_out=768, num_heads=12, decode=True)
+    decode_torch = torch_decode_step(decode_cache, 768, 12, decode_repeat)
     scaling = []
     for seq in ([1024, 2048, 4096] if a.quick else [4096, 8192, 16384, 32768, 65536]):
         r = ours(a.selfattn, a.threads, 1 if seq > 16384 else a.repeat, module="core", seq=seq,
@@ -143,9 +233,16 @@ def main():
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r, t in rows:
+        torch_cols = "| |" if t is None else f"| {t:.2f} | {t / r['median_ms']:.1f}x |"
         lines.append(f"| {name} | {r['median_ms']:.2f} | {r['gflops']:.1f} | "
-                     f"{r['percent_of_sgemm']:.0f}% | {r['peak_rss_mib']:.0f} | {t:.2f} | "
-                     f"{t / r['median_ms']:.1f}x |")
+                     f"{r['percent_of_sgemm']:.0f}% | {r['peak_rss_mib']:.0f} {torch_cols}")
+    lines += ["", f"Decoding with a KV cache: `MultiHeadAttention(768, 768, num_heads=12)`, batch 1, "
+              f"one token against {decode_cache} cached tokens (median of {decode_repeat} steps; "
+              "PyTorch: the book's KV-cache style, torch.cat per step, under no_grad):", "",
+              "| | ms per token | tokens/s |", "|---|---:|---:|",
+              f"| ours | {decode['median_ms']:.3f} | {decode['tokens_per_s']:.0f} |",
+              f"| PyTorch | {decode_torch:.3f} | {1e3 / decode_torch:.0f} |",
+              f"| speed-up | {decode_torch / decode['median_ms']:.1f}x | |"]
     lines += ["", "Fused forward as the sequence grows (attention core, d = 64; PyTorch's "
               "materialised scores need 4 N^2 bytes, 16 GiB at N = 65536):", "",
               "| N | ours (ms) | GFLOP/s | peak RSS (MiB) | PyTorch (ms) |", "|---:|---:|---:|---:|---:|"]
@@ -154,6 +251,8 @@ def main():
                      f"{r['peak_rss_mib']:.0f} | {'' if t is None else f'{t:.1f}'} |")
     lines += ["", f"The book's 6 x 3 example, `SelfAttention_Linear(3, 2)` forward: "
               f"{book['median_ms'] * 1e3:.2f} us (median of 2000 runs).", ""]
+    if not a.quick:
+        lines += targets(rows, scaling, book, a.threads)
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

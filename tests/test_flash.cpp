@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include "kernel_test_util.hpp"
 
@@ -155,6 +156,25 @@ TEST(Flash, ThreadCountDoesNotChangeTheForwardOrDkDv) {
   EXPECT_TRUE(testing::bit_equal(one.dv, two.dv));
   // dq sums per-thread partials: equal to rounding (documented in attention.hpp).
   EXPECT_TRUE(testing::all_close(one.dq, two.dq, 1e-6, 1e-6));
+}
+
+TEST(Threads, TheCountHoldsInThreadsStartedLater) {
+  Environment restore;
+  set_num_threads(1);
+  int seen = 0, team = 0;
+  std::thread worker([&] {
+    seen = get_num_threads();
+    // The kernels' parallel regions take their size from get_num_threads(), not from OpenMP's
+    // per-thread default, which in a new thread would be every core.
+#pragma omp parallel num_threads(get_num_threads())
+    {
+#pragma omp single
+      team = omp_get_num_threads();
+    }
+  });
+  worker.join();
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(team, 1);
 }
 
 TEST(Flash, NanInAScoreRowGivesANanRow) {

@@ -3,7 +3,8 @@
 /// How many threads the library's compute may use: the fused attention kernels (OpenMP) and
 /// the projection GEMMs (OpenBLAS) each get this many, and never run at the same time. Default:
 /// the available cores (OMP_NUM_THREADS, when set, decides the default as usual).
-/// Process-wide: set it from one thread, before or between computations.
+/// Process-wide, threads started later included: set it before or between computations. With
+/// several threads computing at once, keep (threads computing) x n at most the cores.
 
 namespace llm_utils {
 

@@ -25,6 +25,7 @@
 
 #include "cpu/flash_common.hpp"
 #include "cpu/microkernels.hpp"
+#include "llm_utils/threads.hpp"
 
 namespace llm_utils::cpu {
 
@@ -138,7 +139,7 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, R
 
   const int64_t k_blocks = flash::blocks(p.m, kKeyBlock);
   const int64_t tasks = p.kv_batch() * k_blocks;
-  const int threads = omp_get_max_threads();
+  const int threads = get_num_threads();
   const size_t dq_size = need_qk ? static_cast<size_t>(p.batch * p.d * p.n) : 0;
   std::vector<float> dq_t(dq_size * static_cast<size_t>(threads));  // per thread (B, d, N)
 #pragma omp parallel num_threads(threads)
@@ -155,7 +156,7 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, R
   }
   if (dq == nullptr) return;
     // dq (B, N, d) = sum over threads of dq_t (B, d, N), transposed; threads add in a fixed order.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(get_num_threads())
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t i = 0; i < p.n; ++i) {
       for (int64_t c = 0; c < p.d; ++c) {
@@ -176,7 +177,7 @@ void flash_probabilities(const FlashProblem& p, const float* lse, RowStats stats
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads())
   for (int64_t t = 0; t < p.batch * q_blocks; ++t) {
     const Microkernels& mk = microkernels();
     const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;

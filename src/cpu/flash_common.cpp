@@ -1,6 +1,7 @@
 #include "cpu/flash_common.hpp"
 
 #include "cpu/microkernels.hpp"
+#include "llm_utils/threads.hpp"
 
 namespace llm_utils::cpu::flash {
 
@@ -8,7 +9,7 @@ void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t co
                        int64_t src_stride) {
   constexpr int64_t kRows = 256;  // rows per task: batch 1 still splits over the threads
   const int64_t chunks = blocks(rows, kRows);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
   for (int64_t t = 0; t < batch * chunks; ++t) {
     const int64_t b = t / chunks, r0 = (t % chunks) * kRows;
     microkernels().transpose(src + b * src_stride + r0 * cols, std::min(kRows, rows - r0), cols,

@@ -13,6 +13,7 @@
 
 #include "cpu/flash_common.hpp"
 #include "cpu/microkernels.hpp"
+#include "llm_utils/threads.hpp"
 
 namespace llm_utils::cpu {
 
@@ -230,7 +231,7 @@ void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats
   const int64_t tasks = p.batch * q_blocks;
   const KeySplit split = plan_key_split(p, tasks);
   if (split.splits == 1) {
-#pragma omp parallel
+#pragma omp parallel num_threads(get_num_threads())
     {
       ForwardScratch scratch(p.d, p.dv);
 #pragma omp for schedule(dynamic, 1)
@@ -246,7 +247,7 @@ void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats
   }
   const int64_t rows = p.batch * p.n;
   SplitParts parts(split.splits, rows, p.dv);
-#pragma omp parallel
+#pragma omp parallel num_threads(get_num_threads())
   {
     ForwardScratch scratch(p.d, p.dv);
 #pragma omp for schedule(dynamic, 1)
@@ -260,7 +261,7 @@ void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats
     }
   }
   const float exp_scale = flash::TileMasker{p}.prescale() ? 1.0f : p.scale;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
   for (int64_t row = 0; row < rows; ++row) {
     merge_row(parts, row, rows, split.splits, p.dv, exp_scale, out + row * p.dv, lse + row,
               stats.given() ? stats.row_max + row : nullptr,
