@@ -252,3 +252,58 @@ def test_save_file_arguments(tmp_path):
     with raises(TypeError, "save_file: expected a mapping of name -> array, got <class 'list'>"):
         save_file([np.zeros(2)], path)
     assert not path.exists()  # nothing was written by any of these
+
+
+# ---------------------------------------------------------------- untrusted files, through Python
+
+def safetensors_bytes(header, data=b""):
+    import json
+    import struct
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def entry(shape, begin, end, dtype="F32"):
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+@pytest.mark.parametrize("header,data,message", [
+    ({"a": entry([2, 3], 0, 24), "b": entry([2, 3], 12, 36)}, b"\0" * 36, "overlaps"),
+    ({"a": entry([2, 3], 0, 24), "b": entry([2, 3], 24, 48)}, b"\0" * 30, "beyond the end"),
+    ({"a": entry([4294967296, 4294967296], 0, 0)}, b"", "int64"),
+    ({"a": entry([1 << 62, 4], 0, 0)}, b"", "int64"),
+    # 10^12 elements claimed: refused from the header, nothing allocated.
+    ({"a": entry([1000000, 1000000], 0, 4 * 10**12)}, b"", "beyond the end"),
+])
+def test_untrusted_safetensors_headers(tmp_path, header, data, message):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(safetensors_bytes(header, data))
+    with pytest.raises(OSError, match=message):
+        load_file(path)
+
+
+def test_a_failed_load_state_dict_from_a_file_changes_nothing(module, tmp_path):
+    before = {k: v.copy() for k, v in module.state_dict().items()}
+    path = tmp_path / "w.safetensors"
+    good = module.state_dict()
+    good["W_key.weight"] = np.zeros((2, 5), np.float32)  # wrong shape
+    save_file(good, path)
+    with pytest.raises(ValueError, match="W_key.weight"):
+        module.load_state_dict(load_file(path))
+    for key, value in module.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_nan_and_inf_input_are_not_errors():
+    # As in PyTorch: a NaN or Inf token reaches every query of its sequence through its key, so
+    # that sequence's outputs are NaN; the other sequences are untouched.
+    llm_utils.manual_seed(1)
+    m = SelfAttention_Linear(3, 2)
+    x = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float32)
+    clean = m(x)
+    for bad in (np.nan, np.inf):
+        x_bad = x.copy()
+        x_bad[0, 1, 0] = bad
+        y = m(x_bad)
+        assert np.isnan(y[0]).all()
+        np.testing.assert_array_equal(y[1], clean[1])
