@@ -36,11 +36,8 @@ def median_ms(fn, repeat):
     return statistics.median(times)
 
 
-def torch_linear(seq, d_in, d_out, backward, repeat):
-    torch.manual_seed(0)
-    module = orig.SelfAttention_Linear(d_in, d_out)
-    x = torch.rand(seq, d_in)
-    grad = torch.rand(seq, d_out)
+def torch_module_ms(module, x, grad, backward, repeat):
+    """A module's forward (under no_grad), or forward + backward of `grad`."""
     if not backward:
         def run():
             with torch.no_grad():
@@ -50,6 +47,12 @@ def torch_linear(seq, d_in, d_out, backward, repeat):
             module.zero_grad()
             module(x).backward(grad)
     return median_ms(run, repeat)
+
+
+def torch_linear(seq, d_in, d_out, backward, repeat):
+    torch.manual_seed(0)
+    module = orig.SelfAttention_Linear(d_in, d_out)
+    return torch_module_ms(module, torch.rand(seq, d_in), torch.rand(seq, d_out), backward, repeat)
 
 
 def torch_core(seq, d, backward, causal, repeat):
@@ -78,17 +81,8 @@ def torch_book_mha(batch, seq, d, heads, backward, repeat):
     """The book's MultiHeadAttention (chapter 3.6.2), causal, dropout 0."""
     torch.manual_seed(0)
     module = book_attention.MultiHeadAttention(d, d, seq, 0.0, heads)
-    x = torch.rand(batch, seq, d)
-    grad = torch.rand(batch, seq, d)
-    if not backward:
-        def run():
-            with torch.no_grad():
-                module(x)
-    else:
-        def run():
-            module.zero_grad()
-            module(x).backward(grad)
-    return median_ms(run, repeat)
+    return torch_module_ms(module, torch.rand(batch, seq, d), torch.rand(batch, seq, d), backward,
+                           repeat)
 
 
 def torch_decode_step(cache, d, heads, repeat):

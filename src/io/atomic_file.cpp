@@ -1,7 +1,5 @@
 #include "io/atomic_file.hpp"
 
-#include "llm_utils/io/files.hpp"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -20,6 +18,7 @@
 #include <vector>
 
 #include "llm_utils/error.hpp"
+#include "llm_utils/io/files.hpp"
 
 namespace llm_utils::io::detail {
 namespace {
