@@ -75,4 +75,11 @@ struct RowStats {
   bool given() const { return row_max != nullptr; }
 };
 
+/// What a module hands its backward: the statistics it saved when its last forward ran the
+/// fused kernel (which wrote them), else none (the kernels then use lse). Only read from here.
+inline RowStats saved_row_stats(const float* row_max, const float* log_sum, bool fused_forward) {
+  if (!fused_forward) return {};
+  return {const_cast<float*>(row_max), const_cast<float*>(log_sum)};
+}
+
 }  // namespace llm_utils::detail

@@ -61,3 +61,13 @@ def assert_grad_close(actual, expected, what=""):
 
 def random_input(rng, shape):
     return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_module_grads_close(ours, ref, dx, x_ref):
+    """dx against autograd's x_ref.grad, and every parameter gradient against ref's (the
+    tolerances of the book-class suites: gradients are sums over the sequence)."""
+    np.testing.assert_allclose(dx, x_ref.grad.numpy(), rtol=1e-5, atol=1e-4)
+    ref_grads = dict(ref.named_parameters())
+    for key, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad, ref_grads[key].grad.numpy(), rtol=1e-5, atol=1e-4,
+                                   err_msg=key)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import llm_utils
-import support  # noqa: F401  (puts tests/golden on sys.path)
+import support  # also puts tests/golden on sys.path
 import book_attention  # noqa: E402
 
 CLASSES = ["CausalAttention", "MultiHeadAttentionWrapper", "MultiHeadAttention"]
@@ -45,11 +45,7 @@ def test_matches_pytorch(name, backend, shape):
     g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
     out_ref.backward(torch.from_numpy(g))
     dx = ours.backward(g)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-4)
-    ref_grads = dict(ref.named_parameters())
-    for key, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad, ref_grads[key].grad.numpy(), rtol=1e-5, atol=1e-4,
-                                   err_msg=key)
+    support.assert_module_grads_close(ours, ref, dx, xt)
 
 
 def test_the_books_numbers():

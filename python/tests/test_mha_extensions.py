@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import llm_utils
-import support  # noqa: F401  (puts tests/golden on sys.path)
+import support  # also puts tests/golden on sys.path
 import mha_extensions  # noqa: E402
 
 
@@ -35,11 +35,7 @@ def check_forward_backward(ours, ref, x, **forward_kwargs):
     out_ref.backward(torch.from_numpy(g))
     ours.zero_grad()
     dx = ours.backward(g)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-4)
-    ref_grads = dict(ref.named_parameters())
-    for key, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad, ref_grads[key].grad.numpy(), rtol=1e-5, atol=1e-4,
-                                   err_msg=key)
+    support.assert_module_grads_close(ours, ref, dx, xt)
 
 
 def inputs(shape, seed=1):

@@ -84,9 +84,7 @@ void AttentionCore::backward(ConstTensorView dout, Tensor& dq, Tensor& dk, Tenso
     backward_with_dropout(dout, dq, dk, dv);
     return;
   }
-  const RowStats stats = have_row_stats_ ? RowStats{const_cast<float*>(row_max_.data()),
-                                                    const_cast<float*>(log_sum_.data())}
-                                         : RowStats{};
+  const RowStats stats = saved_row_stats(row_max_.data(), log_sum_.data(), have_row_stats_);
   attention_backward(problem(), backend_, out_.data(), lse_.data(), stats, dout.data(), dq.data(),
                      dk.data(), dv.data());
 }

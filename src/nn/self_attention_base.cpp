@@ -175,9 +175,7 @@ detail::AttentionProblem SelfAttentionBase::saved_problem() const {
 }
 
 detail::RowStats SelfAttentionBase::row_stats() const {
-  // Only the fused forward writes them; after a reference forward the kernels use lse_.
-  if (!have_row_stats_) return {};
-  return {const_cast<float*>(row_max_.data()), const_cast<float*>(log_sum_.data())};
+  return detail::saved_row_stats(row_max_.data(), log_sum_.data(), have_row_stats_);
 }
 
 ConstTensorView SelfAttentionBase::as_input_rank(const Tensor& t) const {
