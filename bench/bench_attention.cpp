@@ -1,9 +1,14 @@
-// Google Benchmark: the attention core (fused vs reference) and SelfAttention_Linear, with
-// GFLOP/s counters. Run: build/bin/bench_attention [--benchmark_filter=...]
+// Google Benchmark: the attention core (fused vs reference), SelfAttention_Linear, and the
+// fused kernels' microkernels one ISA at a time (one thread), with GFLOP/s counters.
+// Run: build/bin/bench_attention [--benchmark_filter=...]
 // Thread count: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, or all cores.
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <vector>
+
+#include "cpu/microkernels.hpp"
 #include "workload.hpp"
 
 namespace {
@@ -66,6 +71,59 @@ void BM_Sgemm(benchmark::State& state) {
     state.counters["GFLOP/s"] = llm_utils::bench::sgemm_gflops(state.range(0), 1);
 }
 BENCHMARK(BM_Sgemm)->Arg(2048)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+// The microkernels at the fused kernels' tile shapes, on one core. Arg 0 is the ISA
+// (0 portable, 1 avx2, 2 avx512); an ISA this CPU lacks is skipped with a message.
+bool force_isa_or_skip(benchmark::State& state) {
+  const auto isa = static_cast<llm_utils::cpu::Isa>(state.range(0));
+  try {
+    llm_utils::cpu::force_isa(isa);
+  } catch (const llm_utils::ArgumentError&) {
+    state.SkipWithError("this CPU lacks the ISA");
+    return false;
+  }
+  state.SetLabel(llm_utils::cpu::isa_name(isa));
+  return true;
+}
+
+void BM_MicrokernelGemm(benchmark::State& state) {
+  if (!force_isa_or_skip(state)) return;
+  const int64_t m = state.range(1), n = state.range(2), k = state.range(3);
+  std::vector<float> a(static_cast<size_t>(m * k), 0.5f);   // (m, k)
+  std::vector<float> b(static_cast<size_t>(k * n), 0.25f);  // (k, n)
+  std::vector<float> c(static_cast<size_t>(m * n), 0.0f);   // (m, n)
+  const auto& mk = llm_utils::cpu::microkernels();
+  for (auto _ : state) {
+    mk.gemm(m, n, k, 1.0f, a.data(), k, b.data(), n, c.data(), n, true);
+    benchmark::DoNotOptimize(c.data());
+  }
+  llm_utils::cpu::force_isa(std::nullopt);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+// args: isa, m, n, k: the forward's S = Q K^T and O += P V tiles, one backward dQ^T tile
+BENCHMARK(BM_MicrokernelGemm)
+    ->ArgNames({"isa", "m", "n", "k"})
+    ->ArgsProduct({{0, 1, 2}, {64}, {64}, {64}})
+    ->ArgsProduct({{1, 2}, {64}, {64}, {128}})
+    ->ArgsProduct({{1, 2}, {6}, {16}, {64}});  // one register tile, all in L1
+
+void BM_MicrokernelExp(benchmark::State& state) {
+  if (!force_isa_or_skip(state)) return;
+  const int64_t n = 64 * 64;                     // one score tile
+  std::vector<float> scores(static_cast<size_t>(n));  // (n) in [-4.1, 0]
+  for (int64_t j = 0; j < n; ++j) scores[static_cast<size_t>(j)] = -0.001f * static_cast<float>(j);
+  std::vector<float> x(scores.size());  // (n) a copy, overwritten by exp
+  const auto& mk = llm_utils::cpu::microkernels();
+  for (auto _ : state) {
+    std::copy(scores.begin(), scores.end(), x.begin());
+    benchmark::DoNotOptimize(mk.exp_centered_sum(x.data(), n, 0.125f, 0.0f, 0.0f));
+  }
+  llm_utils::cpu::force_isa(std::nullopt);
+  state.counters["elements/s"] =
+      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MicrokernelExp)->ArgName("isa")->DenseRange(0, 2);
 
 }  // namespace
 

@@ -287,5 +287,39 @@ TEST(Microkernels, ExpErrorIsAtMostTwoUlp) {
   }
 }
 
+TEST(Microkernels, ExpRoundsTheScaledScoreBeforeSubtractingTheOffset) {
+  // With offset = the rounded x * scale (center 0), the exponent is exactly 0 and exp gives 1. A
+  // kernel that fused the multiply with the subtraction (fmsub, or the compiler contracting
+  // them) would see the product's rounding error instead, up to half an ulp of ~100 (4e-6),
+  // and return 1 +- 4e-6: far outside the exp's 2 ulp.
+  Environment restore;
+  Generator g(13);
+  const float scale = 0.1f;  // not a power of two: the products round
+  const Tensor x = g.uniform({512}, 900.0, 1100.0);
+  for (Isa isa : available_isas()) {
+    cpu::force_isa(isa);
+    const auto& mk = cpu::microkernels();
+    std::vector<float> offsets(512), each(x.data(), x.data() + 512);
+    for (size_t j = 0; j < offsets.size(); ++j) {
+      const volatile float product = x[static_cast<int64_t>(j)] * scale;  // rounded to float
+      offsets[j] = product;
+    }
+    mk.exp_centered_each(each.data(), 512, scale, nullptr, offsets.data());
+    for (size_t j = 0; j < each.size(); ++j) {
+      ASSERT_EQ(each[j], 1.0f) << cpu::isa_name(isa)
+                               << " exp_centered_each at x = " << x[static_cast<int64_t>(j)];
+    }
+    for (int64_t j = 0; j < 64; ++j) {
+      // 27 copies of one score (full vectors and a tail on every ISA), so `offset` can be
+      // that score's own rounded product.
+      std::vector<float> row(27, x[j]);
+      const float sum = mk.exp_centered_sum(row.data(), 27, scale, 0.0f, offsets[size_t(j)]);
+      for (float e : row)
+        ASSERT_EQ(e, 1.0f) << cpu::isa_name(isa) << " exp_centered_sum at " << x[j];
+      ASSERT_EQ(sum, 27.0f) << cpu::isa_name(isa);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llm_utils

@@ -37,14 +37,14 @@ namespace {
 
 struct BackwardInputs {
   const FlashProblem& p;
-  const float* lse;   // (B, N)
-  RowStats stats;     // (B, N) each, or none: then P comes from lse
-  const float* dout;  // (B, N, dv)
-  const float* qt;    // (B, d, N) = Q^T
-  const float* kt;    // (B / kv_group, d, M) = K^T
-  const float* dot;   // (B, dv, N) = dO^T
-  const float* dsum;  // (B, N) = D
-  bool need_qk;       // false when only dV is wanted (Linear4/5)
+  const float* lse;                    // (B, N)
+  RowStats stats;                      // (B, N) each, or none: then P comes from lse
+  const float* dout;                   // (B, N, dv)
+  const flash::BlockedTranspose& qt;   // (B, d, N) = Q^T
+  const flash::BlockedTranspose& kt;   // (B / kv_group, d, M) = K^T
+  const flash::BlockedTranspose& dot;  // (B, dv, N) = dO^T
+  const float* dsum;                   // (B, N) = D
+  bool need_qk;                        // false when only dV is wanted (Linear4/5)
 };
 
 struct BackwardScratch {
@@ -61,7 +61,8 @@ struct BackwardScratch {
 
 // One key block [j0, j0 + bc) of k/v batch element kv, against every query head of its group.
 void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, BackwardScratch& s,
-                        float* dq_t /* (B, d, N), this thread's */, float* dk, float* dv) {
+                        flash::BlockedTranspose& dq_t /* (B, d, N), this thread's */, float* dk,
+                        float* dv) {
   const FlashProblem& p = in.p;
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
@@ -79,7 +80,7 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
     for (int64_t i0 = i_begin; i0 < p.n; i0 += kQueryBlock) {
       const int64_t br = std::min(kQueryBlock, p.n - i0);
       float* pt = s.probs_t.data();  // (bc, br), leading dimension kQueryBlock
-      mk.gemm(bc, br, p.d, 1.0f, k_j, p.d, in.qt + b * p.d * p.n + i0, p.n, pt, kQueryBlock, false);
+      mk.gemm(bc, br, p.d, 1.0f, k_j, p.d, in.qt.block(b, i0), in.qt.ld, pt, kQueryBlock, false);
       masker.apply(pt, kQueryBlock, b, i0, br, j0, bc, true);
       const int64_t row = b * p.n + i0;
       const float* centers = in.stats.given() ? in.stats.row_max + row : nullptr;
@@ -93,7 +94,7 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
       if (!in.need_qk) continue;
 
       float* dst = s.dprobs_t.data();  // (bc, br)
-      mk.gemm(bc, br, p.dv, 1.0f, v_j, p.dv, in.dot + b * p.dv * p.n + i0, p.n, dst, kQueryBlock,
+      mk.gemm(bc, br, p.dv, 1.0f, v_j, p.dv, in.dot.block(b, i0), in.dot.ld, dst, kQueryBlock,
               false);
       const float* d_i = in.dsum + b * p.n + i0;
       for (int64_t r = 0; r < bc; ++r) {
@@ -101,8 +102,8 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
       }
       const float* q_i = p.q + (b * p.n + i0) * p.d;  // (br, d)
       mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, p.d, s.dk.data(), p.d, true);
-      mk.gemm(p.d, br, bc, p.scale, in.kt + kv * p.d * p.m + j0, p.m, dst, kQueryBlock,
-              dq_t + b * p.d * p.n + i0, p.n, true);
+      mk.gemm(p.d, br, bc, p.scale, in.kt.block(kv, j0), in.kt.ld, dst, kQueryBlock,
+              dq_t.block(b, i0), dq_t.ld, true);
     }
   }
 
@@ -116,36 +117,35 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
 
 void flash_backward(const FlashProblem& p, const float* out, const float* lse, RowStats stats,
                     const float* dout, float* dq, float* dk, float* dv) {
+  using flash::BlockedTranspose;
   const bool need_qk = dq != nullptr || dk != nullptr;
-  std::vector<float> qt, kt, dot, dsum;
+  const BlockedTranspose qt = BlockedTranspose::of(p.q, p.batch, p.n, p.d, p.n * p.d);  // (B, d, N)
+  BlockedTranspose kt, dot;  // (B / kv_group, d, M) and (B, dv, N), when dq or dk is wanted
+  std::vector<float> dsum;   // (B, N)
   if (need_qk) {
-    qt.resize(static_cast<size_t>(p.batch * p.d * p.n));       // (B, d, N)
-    kt.resize(static_cast<size_t>(p.kv_batch() * p.d * p.m));  // (B / kv_group, d, M)
-    dot.resize(static_cast<size_t>(p.batch * p.dv * p.n));     // (B, dv, N)
-    dsum.resize(static_cast<size_t>(p.batch * p.n));           // (B, N)
-    flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
-    flash::transpose_batched(dout, p.batch, p.n, p.dv, dot.data());
+    kt = BlockedTranspose::of(p.k, p.kv_batch(), p.m, p.d, p.k_stride);
+    dot = BlockedTranspose::of(dout, p.batch, p.n, p.dv, p.n * p.dv);
     // D_i = rowsum(dO * O): the softmax backward's row dot product, once per query.
+    dsum.resize(static_cast<size_t>(p.batch * p.n));
     const Microkernels& mk = microkernels();
     for (int64_t row = 0; row < p.batch * p.n; ++row) {
       dsum[static_cast<size_t>(row)] = mk.dot(dout + row * p.dv, out + row * p.dv, p.dv);
     }
-  } else {
-    qt.resize(static_cast<size_t>(p.batch * p.d * p.n));
   }
-  flash::transpose_batched(p.q, p.batch, p.n, p.d, qt.data());
-  const BackwardInputs in{p,         lse,        stats,       dout,   qt.data(),
-                          kt.data(), dot.data(), dsum.data(), need_qk};
+  const BackwardInputs in{p, lse, stats, dout, qt, kt, dot, dsum.data(), need_qk};
 
   const int64_t k_blocks = flash::blocks(p.m, kKeyBlock);
   const int64_t tasks = p.kv_batch() * k_blocks;
   const int threads = get_num_threads();
-  const size_t dq_size = need_qk ? static_cast<size_t>(p.batch * p.d * p.n) : 0;
-  std::vector<float> dq_t(dq_size * static_cast<size_t>(threads));  // per thread (B, d, N)
+  // Each thread's partial dQ^T (B, d, N); empty when dq and dk are not wanted.
+  std::vector<BlockedTranspose> dq_t(static_cast<size_t>(threads));
+  if (need_qk) {
+    for (BlockedTranspose& partial : dq_t) partial = BlockedTranspose(p.batch, p.n, p.d);
+  }
 #pragma omp parallel num_threads(threads)
   {
     BackwardScratch scratch(p.d, p.dv);
-    float* my_dq_t = dq_t.data() + dq_size * static_cast<size_t>(omp_get_thread_num());
+    BlockedTranspose& my_dq_t = dq_t[static_cast<size_t>(omp_get_thread_num())];
     // Static round-robin: which key blocks a thread's dq partial holds depends on the thread
     // count only, so the sum (and dq) is the same from run to run. Round-robin also balances
     // the causal case, where later key blocks meet fewer queries.
@@ -161,10 +161,7 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, R
     for (int64_t i = 0; i < p.n; ++i) {
       for (int64_t c = 0; c < p.d; ++c) {
         float acc = 0.0f;
-        for (int t = 0; t < threads; ++t) {
-          acc +=
-              dq_t[dq_size * static_cast<size_t>(t) + static_cast<size_t>((b * p.d + c) * p.n + i)];
-        }
+        for (const BlockedTranspose& partial : dq_t) acc += partial.at(b, c, i);
         dq[(b * p.n + i) * p.d + c] = acc;
       }
     }
@@ -172,8 +169,9 @@ void flash_backward(const FlashProblem& p, const float* out, const float* lse, R
 }
 
 void flash_probabilities(const FlashProblem& p, const float* lse, RowStats stats, float* probs) {
-  std::vector<float> kt(static_cast<size_t>(p.kv_batch() * p.d * p.m));  // (B / kv_group, d, M)
-  flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
+  // (B / kv_group, d, M) = K^T
+  const flash::BlockedTranspose kt =
+      flash::BlockedTranspose::of(p.k, p.kv_batch(), p.m, p.d, p.k_stride);
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
@@ -183,8 +181,10 @@ void flash_probabilities(const FlashProblem& p, const float* lse, RowStats stats
     const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
     const int64_t br = std::min(kQueryBlock, p.n - i0);
     float* rows = probs + (b * p.n + i0) * p.m;  // (br, M)
-    mk.gemm(br, p.m, p.d, 1.0f, p.q + (b * p.n + i0) * p.d, p.d,
-            kt.data() + (b / p.kv_group) * p.d * p.m, p.m, rows, p.m, false);
+    for (int64_t j0 = 0; j0 < p.m; j0 += kKeyBlock) {
+      mk.gemm(br, std::min(kKeyBlock, p.m - j0), p.d, 1.0f, p.q + (b * p.n + i0) * p.d, p.d,
+              kt.block(b / p.kv_group, j0), kt.ld, rows + j0, p.m, false);
+    }
     masker.apply(rows, p.m, b, i0, br, 0, p.m, false);
     for (int64_t r = 0; r < br; ++r) {
       const int64_t at = b * p.n + i0 + r;

@@ -5,16 +5,17 @@
 
 namespace llm_utils::cpu::flash {
 
-void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst,
-                       int64_t src_stride) {
-  constexpr int64_t kRows = 256;  // rows per task: batch 1 still splits over the threads
-  const int64_t chunks = blocks(rows, kRows);
+BlockedTranspose BlockedTranspose::of(const float* src, int64_t batch, int64_t rows, int64_t cols,
+                                      int64_t src_stride) {
+  BlockedTranspose t(batch, rows, cols);
+  const int64_t per_matrix = t.blocks_;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads())
-  for (int64_t t = 0; t < batch * chunks; ++t) {
-    const int64_t b = t / chunks, r0 = (t % chunks) * kRows;
-    microkernels().transpose(src + b * src_stride + r0 * cols, std::min(kRows, rows - r0), cols,
-                             cols, dst + b * rows * cols + r0, rows);
+  for (int64_t task = 0; task < batch * per_matrix; ++task) {
+    const int64_t b = task / per_matrix, r0 = (task % per_matrix) * kBlock;
+    microkernels().transpose(src + b * src_stride + r0 * cols, std::min(kBlock, rows - r0), cols,
+                             cols, t.block(b, r0), ld);
   }
+  return t;
 }
 
 void TileMasker::apply(float* s, int64_t ld, int64_t b, int64_t i0, int64_t queries, int64_t j0,

@@ -22,14 +22,46 @@ inline int64_t blocks(int64_t size, int64_t block) {
   return (size + block - 1) / block;
 }
 
-/// dst (B, cols, rows) = transpose of each src (rows, cols) matrix, the matrices `src_stride`
-/// elements apart (rows * cols when contiguous).
-void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols, float* dst,
-                       int64_t src_stride);
-inline void transpose_batched(const float* src, int64_t batch, int64_t rows, int64_t cols,
-                              float* dst) {
-  transpose_batched(src, batch, rows, cols, dst, rows * cols);
-}
+/// A batch of (rows, cols) matrices held transposed, one block of kBlock rows at a time: block
+/// r0 / kBlock of matrix b is the (cols, kBlock) transpose of rows [r0, r0 + kBlock), leading
+/// dimension kBlock, the blocks one after another. A tile's rows are then 256 bytes apart
+/// rather than 4 * rows: with a plain (cols, rows) transpose at rows = 4096 every row of a
+/// tile falls in the same L1 set and the tile GEMMs miss L1 on almost every load.
+/// Columns of the last block past `rows` hold zeros.
+class BlockedTranspose {
+ public:
+  static constexpr int64_t kBlock = 64;
+  static constexpr int64_t ld = kBlock;  // leading dimension of every block
+
+  BlockedTranspose() = default;
+  /// Zeros, to accumulate into.
+  BlockedTranspose(int64_t batch, int64_t rows, int64_t cols)
+      : blocks_(flash::blocks(rows, kBlock)),
+        cols_(cols),
+        data_(static_cast<size_t>(batch * blocks_ * cols * kBlock), 0.0f) {}
+  /// The transpose of src (batch, rows, cols), the matrices `src_stride` elements apart and
+  /// their rows `cols` apart. Parallel over blocks, so batch 1 uses every thread.
+  static BlockedTranspose of(const float* src, int64_t batch, int64_t rows, int64_t cols,
+                             int64_t src_stride);
+
+  /// (cols, kBlock) for rows [r0, r0 + kBlock) of matrix b; r0 a multiple of kBlock.
+  const float* block(int64_t b, int64_t r0) const { return data_.data() + offset(b, r0); }
+  float* block(int64_t b, int64_t r0) { return data_.data() + offset(b, r0); }
+  /// Element (c, r) of matrix b's transpose: row r, column c of the original.
+  float at(int64_t b, int64_t c, int64_t r) const {
+    return block(b, r - r % kBlock)[c * ld + r % kBlock];
+  }
+
+ private:
+  size_t offset(int64_t b, int64_t r0) const {
+    return static_cast<size_t>((b * blocks_ + r0 / kBlock) * cols_ * kBlock);
+  }
+  int64_t blocks_ = 0;
+  int64_t cols_ = 0;
+  std::vector<float> data_;  // (batch, blocks, cols, kBlock)
+};
+static_assert(kQueryBlock == BlockedTranspose::kBlock && kKeyBlock == BlockedTranspose::kBlock,
+              "the kernels' tiles are the blocked transposes' blocks");
 
 /// Adds the mask and/or hides keys in a tile of scores S (rows x cols, leading dimension ld)
 /// whose top-left element is query i0, key j0. With an additive mask the tile is first

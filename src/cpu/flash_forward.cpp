@@ -51,14 +51,14 @@ bool greater_or_nan(float candidate, float current) {
 }
 
 // tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
-// (kv batch, d, M) when given, else from this key block transposed into `kt_tile` (d, Bc).
-// Either way the same GEMM on the same numbers: the same bits as the backward's recomputation.
-void score_tile(const FlashProblem& p, const float* kt, int64_t b, const float* q, int64_t br,
-                int64_t j0, int64_t bc, float* kt_tile, float* tile) {
+// when given, else from this key block transposed into `kt_tile` (d, Bc). Either way the same
+// GEMM on the same numbers: the same bits as the backward's recomputation.
+void score_tile(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t b, const float* q,
+                int64_t br, int64_t j0, int64_t bc, float* kt_tile, float* tile) {
   const Microkernels& mk = microkernels();
   if (kt != nullptr) {
-    const float* kt_b = kt + (b / p.kv_group) * p.d * p.m;  // (d, M)
-    mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt_b + j0, p.m, tile, kKeyBlock, false);
+    mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt->block(b / p.kv_group, j0), kt->ld, tile, kKeyBlock,
+            false);
     return;
   }
   mk.transpose(p.k_of(b) + j0 * p.d, bc, p.d, p.d, kt_tile, kKeyBlock);
@@ -78,8 +78,8 @@ struct BlockOutput {
 // (j_begin a multiple of kKeyBlock): output rows normalised over those keys and their softmax
 // statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row that sees no key of
 // the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
-void forward_block(const FlashProblem& p, const float* kt, int64_t b, int64_t i0, int64_t j_begin,
-                   int64_t j_limit, ForwardScratch& s, const BlockOutput& o) {
+void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t b, int64_t i0,
+                   int64_t j_begin, int64_t j_limit, ForwardScratch& s, const BlockOutput& o) {
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const int64_t br = std::min(kQueryBlock, p.n - i0);
@@ -221,12 +221,12 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
 }  // namespace
 
 void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats) {
-  std::vector<float> kt;  // (B / kv_group, d, M) = K^T, unless transposed tile by tile
+  // K^T of every k/v batch element (B / kv_group, d, M), unless transposed tile by tile.
+  flash::BlockedTranspose kt;
   if (p.n > kTileTransposeQueries) {
-    kt.resize(static_cast<size_t>(p.kv_batch() * p.d * p.m));
-    flash::transpose_batched(p.k, p.kv_batch(), p.m, p.d, kt.data(), p.k_stride);
+    kt = flash::BlockedTranspose::of(p.k, p.kv_batch(), p.m, p.d, p.k_stride);
   }
-  const float* kt_or_null = kt.empty() ? nullptr : kt.data();
+  const flash::BlockedTranspose* kt_or_null = p.n > kTileTransposeQueries ? &kt : nullptr;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
   const int64_t tasks = p.batch * q_blocks;
   const KeySplit split = plan_key_split(p, tasks);

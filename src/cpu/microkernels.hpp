@@ -1,7 +1,7 @@
 #pragma once
 // The SIMD building blocks of the fused kernels, chosen once per process by the CPU's features:
-// AVX-512 (explicit intrinsics), AVX2+FMA or portable (the same plain C++ compiled twice, with and
-// without -mavx2 -mfma). The fused kernels only ever call through this table.
+// AVX-512 or AVX2+FMA (explicit intrinsics, the same algorithms at 16 and 8 lanes) or portable
+// (plain C++ for baseline x86-64). The fused kernels only ever call through this table.
 
 #include <cstdint>
 #include <optional>
