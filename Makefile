@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= 2
 PYTHON := /usr/bin/python3
 
-DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libgtest-dev libgmock-dev \
+DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev \
 	libbenchmark-dev nlohmann-json3-dev libcli11-dev pybind11-dev python3-dev python3-numpy \
 	python3-torch python3-pytest libpng-dev libstb-dev fonts-dejavu-core
 
@@ -67,9 +67,13 @@ test-hardening: test-asan test-fuzz test-tsan
 # build just for the harnesses would cost as much again. Debug keeps assertions on;
 # Sanitizers.cmake adds -O1 -g. Tests that cannot run instrumented (a Python extension in an
 # uninstrumented interpreter, the install test) carry the label no_sanitize.
+# Clang's -fopenmp means LLVM's libomp; OpenBLAS's OpenMP build would bring GCC's libgomp in as
+# a second OpenMP runtime, so these builds link the default (pthreads) OpenBLAS.
+SANITIZER_BLAS := -DLLM_UTILS_OPENBLAS_OPENMP=OFF
 sanitize-build: deps-hardening
 	cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
-	  -DLLM_UTILS_SANITIZE=address,undefined -DLLM_UTILS_FUZZ=ON -DPython3_EXECUTABLE=$(PYTHON)
+	  -DLLM_UTILS_SANITIZE=address,undefined -DLLM_UTILS_FUZZ=ON -DPython3_EXECUTABLE=$(PYTHON) \
+	  $(SANITIZER_BLAS)
 	cmake --build build-asan -j$(JOBS)
 
 test-asan: sanitize-build
@@ -80,7 +84,7 @@ test-fuzz: sanitize-build
 
 test-tsan: deps-hardening
 	cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
-	  -DLLM_UTILS_SANITIZE=thread -DPython3_EXECUTABLE=$(PYTHON)
+	  -DLLM_UTILS_SANITIZE=thread -DPython3_EXECUTABLE=$(PYTHON) $(SANITIZER_BLAS)
 	cmake --build build-tsan -j$(JOBS) --target llm_utils_tsan_tests
 	cd build-tsan && $(TSAN_ENV) ctest --output-on-failure -L tsan -LE no_sanitize
 

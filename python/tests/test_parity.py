@@ -160,6 +160,13 @@ def test_packed_projection_matches_pytorch(class_name, bias):
     grad_out = random_input(rng, (2, 150, 8))
     out_ref.backward(torch.from_numpy(grad_out))
     assert_grad_close(ours.backward(grad_out), to_numpy(x_ref.grad), "dx")
+    # The packed backward's weight and bias gradients: each layer's rows of one dW GEMM.
+    ref_params = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        if ref_params[name].grad is None:
+            assert p.grad is None, name
+        else:
+            assert_grad_close(p.grad, to_numpy(ref_params[name].grad), name)
     # The weights change in place between calls (an optimizer step): the packed copy follows.
     ours.W_value.weight[:] = 0.0
     ref.W_value.weight.data.zero_()

@@ -92,10 +92,24 @@ constexpr int64_t kPackedMinDin = 256;
 constexpr int64_t kPackedMinRows = 256;
 }  // namespace
 
+bool SelfAttentionLinearProjections::use_packed(int64_t rows) const {
+  return d_in() >= kPackedMinDin && rows >= kPackedMinRows;
+}
+
+void SelfAttentionLinearProjections::pack_weights() const {
+  const int64_t d = d_out();
+  const Linear* layers[3] = {&W_query, &W_key, &W_value};
+  if (packed_weight_.shape() != Shape{3 * d, d_in()}) packed_weight_ = Tensor({3 * d, d_in()});
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& w = layers[i]->weight.data;  // (d_out, d_in)
+    std::copy(w.begin(), w.end(), packed_weight_.data() + i * d * d_in());
+  }
+}
+
 void SelfAttentionLinearProjections::project(ConstTensorView x, Tensor& q, Tensor& k,
                                              Tensor& v) const {
   const int64_t rows = x.size(0);
-  if (d_in() >= kPackedMinDin && rows >= kPackedMinRows) {
+  if (use_packed(rows)) {
     project_packed(x, q, k, v);
     return;
   }
@@ -110,12 +124,8 @@ void SelfAttentionLinearProjections::project_packed(ConstTensorView x, Tensor& q
   const Linear* layers[3] = {&W_query, &W_key, &W_value};
   Tensor* outs[3] = {&q, &k, &v};
   // Packed every call: the weights are public and optimizers change them in place.
-  if (packed_weight_.shape() != Shape{width, d_in()}) packed_weight_ = Tensor({width, d_in()});
+  pack_weights();
   if (packed_out_.shape() != Shape{rows, width}) packed_out_ = Tensor({rows, width});
-  for (int i = 0; i < 3; ++i) {
-    const Tensor& w = layers[i]->weight.data;  // (d_out, d_in)
-    std::copy(w.begin(), w.end(), packed_weight_.data() + i * d * d_in());
-  }
   const bool bias = W_query.bias.has_value();
   float* y = packed_out_.data();  // (rows, 3*d_out)
   if (bias) {
@@ -138,12 +148,54 @@ void SelfAttentionLinearProjections::project_packed(ConstTensorView x, Tensor& q
 
 Tensor SelfAttentionLinearProjections::project_backward(ConstTensorView x, ConstTensorView dq,
                                                         ConstTensorView dk, ConstTensorView dv) {
+  const bool all_trainable =
+      W_query.weight.requires_grad && W_key.weight.requires_grad && W_value.weight.requires_grad;
+  if (dq.data() != nullptr && dk.data() != nullptr && all_trainable && use_packed(x.size(0))) {
+    return project_backward_packed(x, dq, dk, dv);
+  }
   Tensor dx = W_value.backward(x, dv);  // (B*N, d_in)
   const auto add_into_dx = [&dx](const Tensor& part) {
     for (int64_t i = 0; i < dx.numel(); ++i) dx[i] += part[i];
   };
   if (dq.data() != nullptr) add_into_dx(W_query.backward(x, dq));
   if (dk.data() != nullptr) add_into_dx(W_key.backward(x, dk));
+  return dx;
+}
+
+Tensor SelfAttentionLinearProjections::project_backward_packed(ConstTensorView x,
+                                                               ConstTensorView dq,
+                                                               ConstTensorView dk,
+                                                               ConstTensorView dv) {
+  const int64_t rows = x.size(0), d = d_out(), width = 3 * d;
+  Linear* layers[3] = {&W_query, &W_key, &W_value};
+  const ConstTensorView grads[3] = {dq, dk, dv};  // (rows, d_out) each
+  // dy (rows, 3*d_out) = [dq | dk | dv] of each row: the gradient of project_packed's y.
+  Tensor dy({rows, width});
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int i = 0; i < 3; ++i) {
+      const float* g = grads[i].data() + r * d;
+      std::copy(g, g + d, dy.data() + r * width + i * d);
+    }
+  }
+  pack_weights();
+  // project_packed was y = x W_packed^T (+ b): dW_packed (3*d_out, d_in) = dy^T x, each Linear's
+  // dW its d_out rows of it; db = column sums of dy; dx (rows, d_in) = dy W_packed.
+  Tensor dw({width, d_in()});
+  blas::gemm(Trans::yes, Trans::no, width, d_in(), rows, 1.0f, dy.data(), width, x.data(), d_in(),
+             0.0f, dw.data(), d_in());
+  for (int i = 0; i < 3; ++i) {
+    layers[i]->weight.accumulate_grad(ConstTensorView(dw.data() + i * d * d_in(), {d, d_in()}));
+    if (layers[i]->bias && layers[i]->bias->requires_grad) {
+      Tensor db({d});  // (d_out) column sums, in row order as Linear::backward adds them
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < d; ++j) db[j] += grads[i].data()[r * d + j];
+      }
+      layers[i]->bias->accumulate_grad(db);
+    }
+  }
+  Tensor dx({rows, d_in()});
+  blas::gemm(Trans::no, Trans::no, rows, d_in(), width, 1.0f, dy.data(), width,
+             packed_weight_.data(), d_in(), 0.0f, dx.data(), d_in());
   return dx;
 }
 

@@ -178,8 +178,16 @@ class SelfAttention_Params : public SelfAttentionBase {
                           ConstTensorView dv) override;
 
  private:
+  /// Whether `rows` rows go through the packed weight (large enough for one GEMM to pay).
+  bool use_packed(int64_t rows) const;
+  /// packed_weight_ = the three weights as they are now.
+  void pack_weights() const;
   /// Q, K and V from one GEMM with the three weights packed into (3*d_out, d_in).
   void project_packed(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const;
+  /// project_packed's backward: dx and the three weights' (and biases') gradients from two
+  /// GEMMs against the packed (rows, 3*d_out) output gradient, instead of six.
+  Tensor project_backward_packed(ConstTensorView x, ConstTensorView dq, ConstTensorView dk,
+                                 ConstTensorView dv);
   mutable Tensor packed_weight_;  // (3*d_out, d_in): W_query, W_key, W_value weights stacked
   mutable Tensor packed_out_;     // (B*N, 3*d_out): [q | k | v] of each row
 };
@@ -202,8 +210,16 @@ class SelfAttentionLinearProjections : public SelfAttentionBase {
                           ConstTensorView dv) override;
 
  private:
+  /// Whether `rows` rows go through the packed weight (large enough for one GEMM to pay).
+  bool use_packed(int64_t rows) const;
+  /// packed_weight_ = the three weights as they are now.
+  void pack_weights() const;
   /// Q, K and V from one GEMM with the three weights packed into (3*d_out, d_in).
   void project_packed(ConstTensorView x, Tensor& q, Tensor& k, Tensor& v) const;
+  /// project_packed's backward: dx and the three weights' (and biases') gradients from two
+  /// GEMMs against the packed (rows, 3*d_out) output gradient, instead of six.
+  Tensor project_backward_packed(ConstTensorView x, ConstTensorView dq, ConstTensorView dk,
+                                 ConstTensorView dv);
   mutable Tensor packed_weight_;  // (3*d_out, d_in): W_query, W_key, W_value weights stacked
   mutable Tensor packed_out_;     // (B*N, 3*d_out): [q | k | v] of each row
 };
