@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/microkernels.hpp"
+#include "fma_peak.hpp"
 #include "workload.hpp"
 
 namespace {
@@ -72,6 +73,14 @@ void BM_Sgemm(benchmark::State& state) {
 }
 BENCHMARK(BM_Sgemm)->Arg(2048)->Unit(benchmark::kMillisecond)->Iterations(3);
 
+void BM_FmaPeak(benchmark::State& state) {
+  for (auto _ : state) {
+    state.counters["GFLOP/s"] = llm_utils::bench::fma_peak_gflops(llm_utils::get_num_threads());
+  }
+  state.SetLabel(llm_utils::bench::fma_peak_isa());
+}
+BENCHMARK(BM_FmaPeak)->Unit(benchmark::kMillisecond)->Iterations(1);
+
 // The microkernels at the fused kernels' tile shapes, on one core. Arg 0 is the ISA
 // (0 portable, 1 avx2, 2 avx512); an ISA this CPU lacks is skipped with a message.
 bool force_isa_or_skip(benchmark::State& state) {
@@ -110,7 +119,7 @@ BENCHMARK(BM_MicrokernelGemm)
 
 void BM_MicrokernelExp(benchmark::State& state) {
   if (!force_isa_or_skip(state)) return;
-  const int64_t n = 64 * 64;                     // one score tile
+  const int64_t n = 64 * 64;                          // one score tile
   std::vector<float> scores(static_cast<size_t>(n));  // (n) in [-4.1, 0]
   for (int64_t j = 0; j < n; ++j) scores[static_cast<size_t>(j)] = -0.001f * static_cast<float>(j);
   std::vector<float> x(scores.size());  // (n) a copy, overwritten by exp

@@ -1,5 +1,5 @@
 // selfattn bench: time one workload, report median ms, GFLOP/s, % of this machine's SGEMM rate
-// measured in the same run, and peak resident memory.
+// and of its FP32 FMA peak, both measured in the same run, and peak resident memory.
 
 #include <algorithm>
 #include <cstdio>
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "fma_peak.hpp"
 #include "llm_utils/llm_utils.hpp"
 #include "validators.hpp"
 #include "workload.hpp"
@@ -69,6 +70,8 @@ void bench(BenchOptions o, std::ostream& out) {
   const double gflops = flops / (t.median_ms * 1e6);
   const double sgemm = llm_utils::bench::sgemm_gflops(o.sgemm_size, 3);
   const int threads = llm_utils::get_num_threads();
+  const double peak = llm_utils::bench::fma_peak_gflops(threads);
+  const double percent_of_peak = peak > 0.0 ? 100.0 * gflops / peak : 0.0;
   // Tokens per second: one per sequence per decode step, else every token of the batch.
   const double tokens_per_s =
       static_cast<double>(w.batch * (w.decode ? 1 : w.seq)) / (t.median_ms * 1e-3);
@@ -81,6 +84,8 @@ void bench(BenchOptions o, std::ostream& out) {
                   "\"backend\": \"%s\", \"threads\": %d, \"repeat\": %d, "
                   "\"median_ms\": %.6f, \"min_ms\": %.6f, \"gflops\": %.2f, "
                   "\"sgemm_gflops\": %.2f, \"percent_of_sgemm\": %.1f, "
+                  "\"fma_peak_gflops\": %.2f, \"fma_peak_isa\": \"%s\", "
+                  "\"percent_of_peak\": %.1f, "
                   "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f}\n",
                   w.module.c_str(), static_cast<long long>(w.batch), static_cast<long long>(w.seq),
                   static_cast<long long>(w.d_in), static_cast<long long>(w.d_out),
@@ -88,13 +93,15 @@ void bench(BenchOptions o, std::ostream& out) {
                   w.causal || w.module == "mha" ? "true" : "false", w.backward ? "true" : "false",
                   w.backward_only ? "true" : "false", w.decode ? "true" : "false",
                   llm_utils::backend_name(used), threads, o.repeat, t.median_ms, t.min_ms, gflops,
-                  sgemm, 100.0 * gflops / sgemm, tokens_per_s, rss);
+                  sgemm, 100.0 * gflops / sgemm, peak, llm_utils::bench::fma_peak_isa(),
+                  percent_of_peak, tokens_per_s, rss);
   } else {
     std::snprintf(
         line, sizeof line,
         "%s%s %s, backend %s, %d thread%s, %d runs\n"
         "  median %s (min %s), %.1f GFLOP/s = %.0f%% of SGEMM (%.1f GFLOP/s "
-        "at %lld^3)%s\n  peak resident memory %.1f MiB\n",
+        "at %lld^3)%s\n  = %.0f%% of the FP32 FMA peak (%.1f GFLOP/s, %s, measured)\n"
+        "  peak resident memory %.1f MiB\n",
         w.module.c_str(), pass_name(w), sizes(w).c_str(), llm_utils::backend_name(used), threads,
         threads == 1 ? "" : "s", o.repeat, duration(t.median_ms).c_str(),
         duration(t.min_ms).c_str(), gflops, 100.0 * gflops / sgemm, sgemm,
@@ -102,7 +109,7 @@ void bench(BenchOptions o, std::ostream& out) {
         w.decode
             ? (", " + std::to_string(static_cast<long long>(tokens_per_s)) + " tokens/s").c_str()
             : "",
-        rss);
+        percent_of_peak, peak, llm_utils::bench::fma_peak_isa(), rss);
   }
   out << line;
 }

@@ -4,6 +4,7 @@ Run by ctest (see tests/CMakeLists.txt) as:
     SELFATTN=build/bin/selfattn /usr/bin/python3 -m pytest tests/cli
 """
 
+import json
 import os
 import struct
 import subprocess
@@ -329,3 +330,32 @@ def test_run_grouped_query_attention_both_ways(tmp_path):
 def test_book_module_errors(tmp_path, good_x, args, text):
     base = ["run", "--d-in", 3, "--d-out", 2, "--input", good_x, "--output", tmp_path / "y.npy"]
     expect_error(tmp_path, base + args, text)
+
+
+def test_bench_reports_time_rates_and_memory():
+    # A tiny workload: what is checked is the report, not the speed.
+    common = ["bench", "--module", "core", "--seq", "128", "--d-out", "16", "--repeat", "2",
+              "--threads", "1", "--sgemm-size", "128"]
+    r = selfattn(*common, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["module"] == "core" and report["seq"] == 128 and report["threads"] == 1
+    assert 0 < report["min_ms"] <= report["median_ms"]
+    # 4 N^2 d flops over the median time, and the two percentages against the same run's rates.
+    flops = 4 * 128 * 128 * 16
+    # (The JSON rounds GFLOP/s to 0.01 and percentages to 0.1.)
+    assert report["gflops"] == pytest.approx(flops / (report["median_ms"] * 1e6), rel=0.02,
+                                             abs=0.01)
+    assert report["sgemm_gflops"] > 0
+    assert report["percent_of_sgemm"] == pytest.approx(
+        100 * report["gflops"] / report["sgemm_gflops"], rel=0.02, abs=0.1)
+    assert report["fma_peak_isa"] in ("avx512", "avx2", "none")
+    if report["fma_peak_isa"] != "none":
+        assert report["fma_peak_gflops"] > 0
+        assert report["percent_of_peak"] == pytest.approx(
+            100 * report["gflops"] / report["fma_peak_gflops"], rel=0.02, abs=0.1)
+    assert report["peak_rss_mib"] > 0
+    text = selfattn(*common)
+    assert text.returncode == 0, text.stderr
+    assert "of SGEMM" in text.stdout and "FP32 FMA peak" in text.stdout
+    assert "peak resident memory" in text.stdout

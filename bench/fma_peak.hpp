@@ -1,0 +1,22 @@
+#pragma once
+// The machine's FP32 arithmetic peak, measured rather than looked up: the same binary runs on
+// CPUs from 1 to 2+ vector FMAs per cycle at clocks no table knows (a VM reports its host's
+// model loosely), so benchmarks state their GFLOP/s against this figure from the same run.
+
+namespace llm_utils::bench {
+
+/// GFLOP/s of `threads` threads each issuing independent FMAs from registers (no memory
+/// traffic) with the widest vectors this CPU runs: AVX-512, else AVX2 + FMA. 0 on a CPU with
+/// neither. Takes ~0.2 s.
+double fma_peak_gflops(int threads);
+
+/// Which loop fma_peak_gflops runs: "avx512", "avx2" or "none".
+const char* fma_peak_isa();
+
+// The loops, one per ISA in its own translation unit (compiled for that ISA): `iterations`
+// rounds of independent FMAs; returns the floating-point operations done (a multiply-add is 2)
+// and writes a value that depends on every accumulator to `sink`, so nothing is optimised away.
+double fma_loop_avx2(long long iterations, float* sink);
+double fma_loop_avx512(long long iterations, float* sink);
+
+}  // namespace llm_utils::bench
