@@ -6,9 +6,47 @@
 #include <limits>
 #include <string>
 
+#include "cpu/microkernels.hpp"
 #include "llm_utils/error.hpp"
 
 namespace llm_utils::blas {
+namespace {
+
+// Products this small (the book's 6 x 3 example: 6 x 2 x 3) cost OpenBLAS more in its call,
+// packing and buffer management than in arithmetic: the book's forward spent ~40% of its 2 us
+// there (perf, 2 cores AVX2). Below this m * n * k they run on the fused kernels' GEMM
+// microkernel, which sums as OpenBLAS's kernels do for a k that needs no blocking: one
+// accumulator per element, a fused multiply-add per p in order (plain multiply-add without
+// FMA, as OpenBLAS's SSE kernels), then alpha * acc added to beta * C.
+constexpr int64_t kTinyGemmVolume = 4096;
+
+void tiny_gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+               int64_t ldc) {
+  const cpu::Microkernels& mk = cpu::microkernels();
+  // The microkernel takes row-major, untransposed operands: transposed ones are copied.
+  float a_copy[kTinyGemmVolume], b_copy[kTinyGemmVolume];  // (m, k) and (k, n), m*k, k*n <= volume
+  if (trans_a == Trans::yes) {                             // a holds A^T (k, m)
+    mk.transpose(a, k, m, lda, a_copy, k);
+    a = a_copy;
+    lda = k;
+  }
+  if (trans_b == Trans::yes) {  // b holds B^T (n, k)
+    mk.transpose(b, n, k, ldb, b_copy, n);
+    b = b_copy;
+    ldb = n;
+  }
+  // As OpenBLAS: C scaled by beta first (set to +0 when beta is 0, so an exact -0 product
+  // comes out +0 as it does there), then alpha * acc added.
+  if (beta != 1.0f) {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    }
+  }
+  mk.gemm(m, n, k, alpha, a, lda, b, ldb, c, ldc, /*accumulate=*/true);
+}
+
+}  // namespace
 
 void gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
@@ -21,9 +59,12 @@ void gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float a
     }
     return;
   }
-  // Always OpenBLAS, even for the book's tiny products: it is as fast there as a plain loop,
-  // and it sums in the order PyTorch's own CPU matmul (OpenBLAS in Debian) does, which keeps
-  // ill-conditioned cases (scores in the hundreds) within the parity tolerance.
+  if (m * n * k <= kTinyGemmVolume) {
+    tiny_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // OpenBLAS: it sums in the order PyTorch's own CPU matmul (OpenBLAS in Debian) does, which
+  // keeps ill-conditioned cases (scores in the hundreds) within the parity tolerance.
   // CBLAS takes 32-bit ints and insists on leading dimensions >= 1.
   const auto i32 = [](int64_t x) {
     if (x > std::numeric_limits<int>::max()) {
