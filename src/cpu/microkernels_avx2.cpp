@@ -7,10 +7,11 @@
 // shape). A last partial vector of a row is loaded and stored under a lane mask.
 //
 // exp: the AVX-512 table's algorithm and constants (range reduction, degree-7 polynomial), so the
-// two give the same bits; only 2^n differs in how it is formed. There is no vscalefps, so 2^n is
-// built in the exponent field as 2^(n >> 1) * 2^(n - (n >> 1)): both factors are normal floats
-// for every n the clamp allows ([-150, 128]), the first product is exact and the second rounds
-// once, as vscalefps does, which keeps denormal results right. Error bound: tests/test_flash.cpp
+// two give the same bits; only 2^n differs in how it is formed. There is no vscalefps: when
+// every lane's result is normal, 2^n is added to the polynomial's exponent field (exact); else
+// it is applied as 2^(n >> 1) * 2^(n - (n >> 1)), both factors normal floats for every n the
+// clamp allows ([-150, 128]), the first product exact and the second rounding once, as
+// vscalefps does, which keeps denormal results right. Error bound: tests/test_flash.cpp
 // (<= 2 ulp over [-87, 88]). x < -103.9 gives exactly 0, NaN stays NaN.
 
 #include <immintrin.h>
@@ -199,9 +200,15 @@ inline __m256 exp_ps(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  // 2^n = 2^n1 * 2^n2 with n1 = n >> 1 (arithmetic) and n2 = n - n1, each in [-75, 64]. A NaN
-  // lane converts to INT_MIN; its p is NaN already, so the factors do not matter.
   const __m256i ni = _mm256_cvtps_epi32(n);
+  // Usually every result is a normal float (t >= -86: n >= -124): then 2^n is an add to p's
+  // exponent field, exact, the same bits as the product below. A NaN lane converts to INT_MIN,
+  // whose shift is 0, so p's NaN passes unchanged.
+  const __m256 may_be_subnormal = _mm256_cmp_ps(t, _mm256_set1_ps(-86.0f), _CMP_LT_OQ);
+  if (_mm256_movemask_ps(may_be_subnormal) == 0) {
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(ni, 23)));
+  }
+  // Else 2^n = 2^n1 * 2^n2 with n1 = n >> 1 (arithmetic) and n2 = n - n1, each in [-75, 64].
   const __m256i n1 = _mm256_srai_epi32(ni, 1);
   const __m256i n2 = _mm256_sub_epi32(ni, n1);
   const __m256i bias = _mm256_set1_epi32(127);
