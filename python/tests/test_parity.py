@@ -124,6 +124,16 @@ def test_gradients_accumulate_like_autograd(class_name, bias):
     assert all(p.grad is None for p in ours.parameters())
 
 
+def assert_param_grads_close(ours, ref):
+    """Every parameter gradient against autograd's; None where autograd's is None."""
+    ref_params = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        if ref_params[name].grad is None:
+            assert p.grad is None, name
+        else:
+            assert_grad_close(p.grad, to_numpy(ref_params[name].grad), name)
+
+
 @pytest.mark.parametrize("backend", ["reference", "flash"])
 @pytest.mark.parametrize("class_name,bias", CLASS_BIAS)
 def test_each_backend_matches_pytorch(class_name, bias, backend):
@@ -139,12 +149,7 @@ def test_each_backend_matches_pytorch(class_name, bias, backend):
     grad_out = random_input(rng, (2, 70, 8))
     out_ref.backward(torch.from_numpy(grad_out))
     assert_grad_close(ours.backward(grad_out), to_numpy(x_ref.grad), "dx")
-    ref_params = dict(ref.named_parameters())
-    for name, p in ours.named_parameters():
-        if ref_params[name].grad is None:
-            assert p.grad is None, name
-        else:
-            assert_grad_close(p.grad, to_numpy(ref_params[name].grad), name)
+    assert_param_grads_close(ours, ref)
 
 
 @pytest.mark.parametrize("class_name,bias", [c for c in CLASS_BIAS if c[0] != "SelfAttention_Params"])
@@ -161,12 +166,7 @@ def test_packed_projection_matches_pytorch(class_name, bias):
     out_ref.backward(torch.from_numpy(grad_out))
     assert_grad_close(ours.backward(grad_out), to_numpy(x_ref.grad), "dx")
     # The packed backward's weight and bias gradients: each layer's rows of one dW GEMM.
-    ref_params = dict(ref.named_parameters())
-    for name, p in ours.named_parameters():
-        if ref_params[name].grad is None:
-            assert p.grad is None, name
-        else:
-            assert_grad_close(p.grad, to_numpy(ref_params[name].grad), name)
+    assert_param_grads_close(ours, ref)
     # The weights change in place between calls (an optimizer step): the packed copy follows.
     ours.W_value.weight[:] = 0.0
     ref.W_value.weight.data.zero_()

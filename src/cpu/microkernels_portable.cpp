@@ -81,9 +81,8 @@ void exp_centered_each(float* x, int64_t n, float scale, const float* centers,
   for (int64_t j = 0; j < n; ++j) {
     const float off = offsets[j];
     const float c = centers != nullptr ? centers[j] : 0.0f;
-    x[j] = off == -std::numeric_limits<float>::infinity()
-               ? 0.0f
-               : std::exp((x[j] - c) * scale - off);
+    x[j] =
+        off == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp((x[j] - c) * scale - off);
   }
 }
 
