@@ -1,6 +1,7 @@
-// blas::gemm, the one GEMM entry of the reference path and the projections: every transpose
-// and beta case against a double-precision sum, on both sides of the size below which it runs
-// on the microkernels instead of OpenBLAS (m * n * k <= 4096), and on every ISA.
+// The two GEMMs: kernels::gemm (the projections'; tiny products on the microkernels) and
+// reference::gemm (the oracle's; tiny products in plain loops), every transpose and beta case
+// against a double-precision sum, on both sides of the size below which each leaves OpenBLAS
+// (m * n * k <= 4096), the microkernel path on every ISA.
 
 #include <gtest/gtest.h>
 
@@ -10,12 +11,16 @@
 #include <vector>
 
 #include "kernel_test_util.hpp"
-#include "reference/blas.hpp"
+#include "kernels/gemm.hpp"
+#include "reference/plain_gemm.hpp"
 
 namespace llm_utils {
 namespace {
 
-using blas::Trans;
+using detail::Trans;
+
+using GemmFn = void (*)(Trans, Trans, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                        const float*, int64_t, float, float*, int64_t);
 
 struct GemmCase {
   int64_t m, n, k;
@@ -25,7 +30,7 @@ struct GemmCase {
 
 // C (m, n) = A (m, k) B (k, n) + beta C, with A and B stored transposed when asked and every
 // leading dimension 3 past the data, in double.
-void check(const GemmCase& g, uint64_t seed) {
+void check(GemmFn gemm, const GemmCase& g, uint64_t seed) {
   Generator gen(seed);
   const int64_t a_rows = g.ta == Trans::yes ? g.k : g.m, a_cols = g.ta == Trans::yes ? g.m : g.k;
   const int64_t b_rows = g.tb == Trans::yes ? g.n : g.k, b_cols = g.tb == Trans::yes ? g.k : g.n;
@@ -36,7 +41,7 @@ void check(const GemmCase& g, uint64_t seed) {
     for (int64_t i = 0; i < c.numel(); ++i) c[i] = std::numeric_limits<float>::quiet_NaN();
   }
   const Tensor c_before = c;
-  blas::gemm(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.data(), lda, b.data(), ldb, g.beta, c.data(), ldc);
+  gemm(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.data(), lda, b.data(), ldb, g.beta, c.data(), ldc);
   for (int64_t i = 0; i < g.m; ++i) {
     for (int64_t j = 0; j < ldc; ++j) {
       if (j >= g.n) {  // past the columns: untouched
@@ -57,32 +62,45 @@ void check(const GemmCase& g, uint64_t seed) {
   }
 }
 
-TEST(Blas, GemmMatchesDoubleEveryTransposeAndBetaOnEveryIsa) {
-  testing::KernelEnvironment restore;
-  for (cpu::Isa isa : testing::available_isas()) {
-    cpu::force_isa(isa);
-    SCOPED_TRACE(cpu::isa_name(isa));
-    uint64_t seed = 1;
-    // The book's products, a tile-sized one at the limit, and two just past it (OpenBLAS).
-    for (const auto& [m, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-             {6, 2, 3}, {6, 6, 2}, {6, 2, 6}, {1, 1, 1}, {16, 16, 16}, {17, 16, 16}, {7, 70, 9}}) {
-      for (Trans ta : {Trans::no, Trans::yes}) {
-        for (Trans tb : {Trans::no, Trans::yes}) {
-          for (float beta : {0.0f, 1.0f, 0.5f}) check({m, n, k, ta, tb, beta}, seed++);
-        }
+// The book's products, a tile-sized one at the limit, and two just past it (OpenBLAS).
+const std::vector<std::tuple<int64_t, int64_t, int64_t>> kSizes = {
+    {6, 2, 3}, {6, 6, 2}, {6, 2, 6}, {1, 1, 1}, {16, 16, 16}, {17, 16, 16}, {7, 70, 9}};
+
+void check_every_case(GemmFn gemm) {
+  uint64_t seed = 1;
+  for (const auto& [m, n, k] : kSizes) {
+    for (Trans ta : {Trans::no, Trans::yes}) {
+      for (Trans tb : {Trans::no, Trans::yes}) {
+        for (float beta : {0.0f, 1.0f, 0.5f}) check(gemm, {m, n, k, ta, tb, beta}, seed++);
       }
     }
   }
 }
 
+TEST(Blas, KernelsGemmMatchesDoubleEveryTransposeAndBetaOnEveryIsa) {
+  ASSERT_EQ(kernels::tiny_gemm_volume(), 16 * 16 * 16);
+  testing::KernelEnvironment restore;
+  for (cpu::Isa isa : testing::available_isas()) {
+    cpu::force_isa(isa);
+    SCOPED_TRACE(cpu::isa_name(isa));
+    check_every_case(&kernels::gemm);
+  }
+}
+
+TEST(Blas, ReferenceGemmMatchesDoubleEveryTransposeAndBeta) {
+  check_every_case(&reference::gemm);
+}
+
 TEST(Blas, TinyGemmGivesPositiveZeroForAnExactZeroProduct) {
-  // OpenBLAS adds the product to a zeroed C, so -0 products come out +0; the small-size path
+  // OpenBLAS adds the product to a zeroed C, so -0 products come out +0; the small-size paths
   // must print the same, not "-0.0000".
-  const float a[2] = {-1.0f, 0.0f}, b[2] = {0.0f, 0.0f};  // (1, 2) (2, 1): -0 + 0 = 0
-  float c = 5.0f;
-  blas::gemm(Trans::no, Trans::no, 1, 1, 1, 1.0f, a, 2, b, 1, 0.0f, &c, 1);  // -1 * 0 = -0
-  EXPECT_EQ(c, 0.0f);
-  EXPECT_FALSE(std::signbit(c));
+  for (GemmFn gemm : {GemmFn{&kernels::gemm}, GemmFn{&reference::gemm}}) {
+    const float a[2] = {-1.0f, 0.0f}, b[2] = {0.0f, 0.0f};  // (1, 2) (2, 1): -0 + 0 = 0
+    float c = 5.0f;
+    gemm(Trans::no, Trans::no, 1, 1, 1, 1.0f, a, 2, b, 1, 0.0f, &c, 1);  // -1 * 0 = -0
+    EXPECT_EQ(c, 0.0f);
+    EXPECT_FALSE(std::signbit(c));
+  }
 }
 
 }  // namespace

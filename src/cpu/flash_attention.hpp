@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "attention_problem.hpp"
+#include "detail/attention_problem.hpp"
 
 namespace llm_utils::cpu {
 

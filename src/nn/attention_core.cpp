@@ -4,15 +4,15 @@
 
 #include <cmath>
 
-#include "attention_dispatch.hpp"
+#include "kernels/attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "nn/broadcast_mask.hpp"
-#include "reference/blas.hpp"
+#include "kernels/gemm.hpp"
 
 namespace llm_utils::detail {
 
-using blas::Trans;
+using kernels::Trans;
 
 AttentionProblem AttentionCore::problem() const {
   const int64_t g = q_.size(0), n = q_.size(1), hd = q_.size(2), m = k_.size(1);
@@ -71,7 +71,7 @@ void AttentionCore::forward_with_dropout(double dropout, Generator& generator) {
   for (int64_t i = 0; i < dropped.numel(); ++i) dropped[i] *= keep_[i];
   for (int64_t h = 0; h < g; ++h) {
     // out (N, hd) = dropped (N, M) V (M, hd)
-    blas::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dropped.data() + h * n * m, m, p.v_of(h), hd,
+    kernels::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dropped.data() + h * n * m, m, p.v_of(h), hd,
                0.0f, out_.data() + h * n * hd, hd);
   }
 }
@@ -105,9 +105,9 @@ void AttentionCore::backward_with_dropout(ConstTensorView dout, Tensor& dq, Tens
     const float beta = h % p.kv_group == 0 ? 0.0f : 1.0f;
     for (int64_t i = 0; i < n * m; ++i) dropped[i] = probs[i] * keep[i];
     // forward `out = dropped V`: dV (M, hd) += dropped^T dO, d(dropped) (N, M) = dO V^T.
-    blas::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dropped.data(), m, dO, hd, beta,
+    kernels::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dropped.data(), m, dO, hd, beta,
                dv.data() + kv * m * hd, hd);
-    blas::gemm(Trans::no, Trans::yes, n, m, hd, 1.0f, dO, hd, p.v_of(h), hd, 0.0f, dp.data(), m);
+    kernels::gemm(Trans::no, Trans::yes, n, m, hd, 1.0f, dO, hd, p.v_of(h), hd, 0.0f, dp.data(), m);
     // forward `dropped = P * keep`, then `P = softmax(S)` row-wise with S = Q K^T / divisor
     // (+ mask): dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik) / divisor. Hidden keys have P = 0.
     for (int64_t i = 0; i < n; ++i) {
@@ -122,9 +122,9 @@ void AttentionCore::backward_with_dropout(ConstTensorView dout, Tensor& dq, Tens
       }
     }
     // forward `S = Q K^T / divisor`: dQ = dS K, dK += dS^T Q (the divisor already in dS).
-    blas::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dp.data(), m, p.k_of(h), hd, 0.0f,
+    kernels::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dp.data(), m, p.k_of(h), hd, 0.0f,
                dq.data() + h * n * hd, hd);
-    blas::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dp.data(), m, q, hd, beta,
+    kernels::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dp.data(), m, q, hd, beta,
                dk.data() + kv * m * hd, hd);
   }
 }

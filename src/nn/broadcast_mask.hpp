@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "attention_problem.hpp"
+#include "detail/attention_problem.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 

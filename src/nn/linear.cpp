@@ -5,11 +5,11 @@
 #include <string>
 
 #include "llm_utils/error.hpp"
-#include "reference/blas.hpp"
+#include "kernels/gemm.hpp"
 
 namespace llm_utils {
 
-using blas::Trans;
+using kernels::Trans;
 
 double linear_init_weight_bound(int64_t fan_in) {
   // kaiming_uniform_(w, a=sqrt(5)): gain = sqrt(2 / (1 + a^2)), std = gain / sqrt(fan_in),
@@ -77,7 +77,7 @@ void Linear::forward_into(const float* x, int64_t rows, float* y) const {
     }
   }
   // y (rows, out) = x (rows, in) W^T (in, out) + y
-  blas::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, weight.data.data(), in,
+  kernels::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, weight.data.data(), in,
              bias ? 1.0f : 0.0f, y, out);
 }
 
@@ -91,7 +91,7 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
   // forward was `y = x W^T + b`, so dW (out, in) = dy^T x and db (out) = column sums of dy.
   if (weight.requires_grad) {
     Tensor dw({out, in});
-    blas::gemm(Trans::yes, Trans::no, out, in, rows, 1.0f, dy.data(), out, x.data(), in, 0.0f,
+    kernels::gemm(Trans::yes, Trans::no, out, in, rows, 1.0f, dy.data(), out, x.data(), in, 0.0f,
                dw.data(), in);
     weight.accumulate_grad(dw);
   }
@@ -105,7 +105,7 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
   if (!need_dx) return {};
   // ... and dx (rows, in) = dy W.
   Tensor dx(x.shape());
-  blas::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data.data(), in,
+  kernels::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data.data(), in,
              0.0f, dx.data(), in);
   return dx;
 }

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "attention_dispatch.hpp"
+#include "kernels/attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
 #include "nn/attention_module_util.hpp"

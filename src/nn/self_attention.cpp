@@ -7,11 +7,11 @@
 #include <string>
 
 #include "llm_utils/error.hpp"
-#include "reference/blas.hpp"
+#include "kernels/gemm.hpp"
 
 namespace llm_utils {
 
-using blas::Trans;
+using kernels::Trans;
 
 // ---------------------------------------------------------------- SelfAttention_Params
 
@@ -32,7 +32,7 @@ void SelfAttention_Params::project(ConstTensorView x, Tensor& q, Tensor& k, Tens
   const int64_t rows = x.size(0);
   const auto matmul = [&](const Parameter& w, Tensor& out) {
     // out (B*N, d_out) = x (B*N, d_in) @ W (d_in, d_out)
-    blas::gemm(Trans::no, Trans::no, rows, d_out(), d_in(), 1.0f, x.data(), d_in(), w.data.data(),
+    kernels::gemm(Trans::no, Trans::no, rows, d_out(), d_in(), 1.0f, x.data(), d_in(), w.data.data(),
                d_out(), 0.0f, out.data(), d_out());
   };
   matmul(W_key, k);
@@ -48,10 +48,10 @@ Tensor SelfAttention_Params::project_backward(ConstTensorView x, ConstTensorView
     if (dy.data() == nullptr) return;
     // forward was `y = x @ W`, so dW (d_in, d_out) = x^T dy and dx += dy W^T.
     Tensor dw({d_in(), d_out()});
-    blas::gemm(Trans::yes, Trans::no, d_in(), d_out(), rows, 1.0f, x.data(), d_in(), dy.data(),
+    kernels::gemm(Trans::yes, Trans::no, d_in(), d_out(), rows, 1.0f, x.data(), d_in(), dy.data(),
                d_out(), 0.0f, dw.data(), d_out());
     w.accumulate_grad(dw);
-    blas::gemm(Trans::no, Trans::yes, rows, d_in(), d_out(), 1.0f, dy.data(), d_out(),
+    kernels::gemm(Trans::no, Trans::yes, rows, d_in(), d_out(), 1.0f, dy.data(), d_out(),
                w.data.data(), d_out(), 1.0f, dx.data(), d_in());
   };
   accumulate(W_query, dq);
@@ -137,7 +137,7 @@ void SelfAttentionLinearProjections::project_packed(ConstTensorView x, Tensor& q
     }
   }
   // y (rows, 3*d_out) = x (rows, d_in) W_packed^T (+ y, the biases), as each Linear does.
-  blas::gemm(Trans::no, Trans::yes, rows, width, d_in(), 1.0f, x.data(), d_in(),
+  kernels::gemm(Trans::no, Trans::yes, rows, width, d_in(), 1.0f, x.data(), d_in(),
              packed_weight_.data(), d_in(), bias ? 1.0f : 0.0f, y, width);
   for (int64_t r = 0; r < rows; ++r) {
     for (int i = 0; i < 3; ++i) {
@@ -181,7 +181,7 @@ Tensor SelfAttentionLinearProjections::project_backward_packed(ConstTensorView x
   // project_packed was y = x W_packed^T (+ b): dW_packed (3*d_out, d_in) = dy^T x, each Linear's
   // dW its d_out rows of it; db = column sums of dy; dx (rows, d_in) = dy W_packed.
   Tensor dw({width, d_in()});
-  blas::gemm(Trans::yes, Trans::no, width, d_in(), rows, 1.0f, dy.data(), width, x.data(), d_in(),
+  kernels::gemm(Trans::yes, Trans::no, width, d_in(), rows, 1.0f, dy.data(), width, x.data(), d_in(),
              0.0f, dw.data(), d_in());
   for (int i = 0; i < 3; ++i) {
     layers[i]->weight.accumulate_grad(ConstTensorView(dw.data() + i * d * d_in(), {d, d_in()}));
@@ -194,7 +194,7 @@ Tensor SelfAttentionLinearProjections::project_backward_packed(ConstTensorView x
     }
   }
   Tensor dx({rows, d_in()});
-  blas::gemm(Trans::no, Trans::no, rows, d_in(), width, 1.0f, dy.data(), width,
+  kernels::gemm(Trans::no, Trans::no, rows, d_in(), width, 1.0f, dy.data(), width,
              packed_weight_.data(), d_in(), 0.0f, dx.data(), d_in());
   return dx;
 }

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <string>
 
-#include "attention_dispatch.hpp"
+#include "kernels/attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/self_attention.hpp"
 

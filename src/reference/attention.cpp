@@ -10,18 +10,18 @@
 #include <vector>
 
 #include "reference/attention_reference.hpp"
-#include "reference/blas.hpp"
+#include "reference/plain_gemm.hpp"
 
 namespace llm_utils {
 namespace reference {
 namespace {
 
-using blas::Trans;
+using detail::Trans;
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
 // scores (N, M) = Q_b K_b^T / divisor + mask, with hidden keys at -inf.
 void scores(const AttentionProblem& p, int64_t b, float* s) {
-  blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q + b * p.n * p.d, p.d, p.k_of(b), p.d,
+  gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q + b * p.n * p.d, p.d, p.k_of(b), p.d,
              0.0f, s, p.m);
   const float* mask = p.mask != nullptr ? p.mask_of(b) : nullptr;
   for (int64_t i = 0; i < p.n; ++i) {
@@ -77,7 +77,7 @@ void attention_forward(const AttentionProblem& p, float* out, float* lse) {
       row_lse = row_max + std::log(sum);
     }
     // out (N, dv) = P V
-    blas::gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v_of(b), p.dv, 0.0f,
+    gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v_of(b), p.dv, 0.0f,
                out + b * p.n * p.dv, p.dv);
   }
 }
@@ -95,11 +95,11 @@ void attention_backward(const AttentionProblem& p, const float* dout, float* dq,
     const int64_t kv = b / p.kv_group;
     const float beta = b % p.kv_group == 0 ? 0.0f : 1.0f;
     // forward was `out = P V`, so dV = P^T dout ...
-    blas::gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_b, p.dv, beta,
+    gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_b, p.dv, beta,
                dv + kv * p.m * p.dv, p.dv);
     if (dq == nullptr && dk == nullptr) continue;
     // ... and dP (N, M) = dout V^T.
-    blas::gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_b, p.dv, v_b, p.dv, 0.0f,
+    gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_b, p.dv, v_b, p.dv, 0.0f,
                ds.data(), p.m);
     // forward was `P = softmax(S)`, so dS = P * (dP - rowsum(dP * P)); S was raw / divisor (the
     // mask is a constant), so d raw = dS / divisor.
@@ -112,11 +112,11 @@ void attention_backward(const AttentionProblem& p, const float* dout, float* dq,
     }
     // forward was `raw = Q K^T`, so dQ = d raw K and dK = d raw^T Q.
     if (dq != nullptr) {
-      blas::gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k_of(b), p.d, 0.0f,
+      gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k_of(b), p.d, 0.0f,
                  dq + b * p.n * p.d, p.d);
     }
     if (dk != nullptr) {
-      blas::gemm(Trans::yes, Trans::no, p.m, p.d, p.n, 1.0f, ds.data(), p.m, p.q + b * p.n * p.d,
+      gemm(Trans::yes, Trans::no, p.m, p.d, p.n, 1.0f, ds.data(), p.m, p.q + b * p.n * p.d,
                  p.d, beta, dk + kv * p.m * p.d, p.d);
     }
   }

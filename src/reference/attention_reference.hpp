@@ -2,7 +2,7 @@
 // The reference attention: plain BLAS GEMMs and a materialised (N, M) score matrix per batch
 // element. The oracle the fused kernels are tested against; never tuned.
 
-#include "attention_problem.hpp"
+#include "detail/attention_problem.hpp"
 
 namespace llm_utils::reference {
 

@@ -3,7 +3,7 @@
 // valid AttentionProblem themselves (the modules): no Shape vectors, no allocations beyond the
 // kernels' own, which matters for tiny inputs such as the book's 6 x 3 example.
 
-#include "attention_problem.hpp"
+#include "detail/attention_problem.hpp"
 #include "llm_utils/attention.hpp"
 
 namespace llm_utils::detail {

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <string>
 
-#include "attention_dispatch.hpp"
-#include "attention_problem.hpp"
+#include "kernels/attention_dispatch.hpp"
+#include "detail/attention_problem.hpp"
 #include "cpu/flash_attention.hpp"
 #include "llm_utils/error.hpp"
 #include "reference/attention_reference.hpp"

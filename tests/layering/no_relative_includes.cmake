@@ -1,0 +1,15 @@
+# Fails if a file under SRC includes a header by a path that climbs out of its folder ("../"),
+# which would get past the layers' include roots.
+file(GLOB_RECURSE files ${SRC}/*.cpp ${SRC}/*.hpp)
+set(bad "")
+foreach(f IN LISTS files)
+  file(STRINGS ${f} lines REGEX "^[ \t]*#[ \t]*include[ \t]*\"[^\"]*\\.\\./")
+  if(lines)
+    list(APPEND bad "${f}: ${lines}")
+  endif()
+endforeach()
+if(bad)
+  string(REPLACE ";" "\n" bad "${bad}")
+  message(FATAL_ERROR "relative includes past the layer roots:\n${bad}")
+endif()
+message(STATUS "no relative includes in ${SRC}")
