@@ -81,5 +81,56 @@ TEST(Tensor, ShapeToString) {
   EXPECT_EQ(shape_to_string({}), "[]");
 }
 
+TEST(TensorView, ContiguousViewsComputeTheirStrides) {
+  Tensor t({2, 3, 4});
+  const ConstTensorView v = t.view();
+  EXPECT_EQ(v.strides(), (Shape{12, 4, 1}));
+  EXPECT_EQ(v.stride(-2), 4);
+  EXPECT_TRUE(v.is_contiguous());
+  EXPECT_TRUE(v.explicit_strides().empty());
+}
+
+TEST(TensorView, StridedViewsReadTheirElements) {
+  // A (3, 4) matrix with rows 6 floats apart; its transpose; a narrowed block.
+  Tensor buf({3, 6}, {0, 1, 2, 3, 90, 91, 10, 11, 12, 13, 92, 93, 20, 21, 22, 23, 94, 95});
+  const ConstTensorView m(buf.data(), {3, 4}, {6, 1});
+  EXPECT_FALSE(m.is_contiguous());
+  EXPECT_EQ(Tensor::from_view(m).to_vector(),
+            (std::vector<float>{0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23}));
+  const ConstTensorView t = m.transpose(0, 1);
+  EXPECT_EQ(t.shape(), (Shape{4, 3}));
+  EXPECT_EQ(t.strides(), (Shape{1, 6}));
+  EXPECT_EQ(Tensor::from_view(t).to_vector(),
+            (std::vector<float>{0, 10, 20, 1, 11, 21, 2, 12, 22, 3, 13, 23}));
+  const ConstTensorView block = m.narrow(0, 1, 2).narrow(1, 2, 2);
+  EXPECT_EQ(Tensor::from_view(block).to_vector(), (std::vector<float>{12, 13, 22, 23}));
+  EXPECT_EQ(Tensor::from_view(m.select(2)).to_vector(), (std::vector<float>{20, 21, 22, 23}));
+  // Stride 0 repeats a row, as expand does.
+  const ConstTensorView expanded(buf.data(), {2, 3}, {0, 1});
+  EXPECT_EQ(Tensor::from_view(expanded).to_vector(), (std::vector<float>{0, 1, 2, 0, 1, 2}));
+  Tensor storage;
+  EXPECT_EQ(contiguous(m, storage).shape(), (Shape{3, 4}));
+  EXPECT_EQ(storage.numel(), 12);
+  EXPECT_EQ(contiguous(buf.view(), storage).data(), buf.data());  // no copy when contiguous
+}
+
+TEST(TensorView, ContiguityIgnoresSizeOneAndEmptyDimensions) {
+  float x[6] = {};
+  EXPECT_TRUE(ConstTensorView(x, {1, 6}, {99, 1}).is_contiguous());
+  EXPECT_TRUE(ConstTensorView(x, {2, 0, 3}, {7, 5, 3}).is_contiguous());
+  EXPECT_FALSE(ConstTensorView(x, {2, 3}, {1, 2}).is_contiguous());
+}
+
+TEST(TensorView, BadStridesAndRangesAreErrors) {
+  float x[6] = {};
+  EXPECT_THROW(ConstTensorView(x, {2, 3}, {3}), ArgumentError);
+  EXPECT_THROW(ConstTensorView(x, {2, 3}, {3, -1}), ArgumentError);
+  const ConstTensorView v(x, {2, 3});
+  EXPECT_THROW(v.narrow(1, 2, 2), ArgumentError);
+  EXPECT_THROW(v.narrow(2, 0, 1), ArgumentError);
+  EXPECT_THROW(v.transpose(0, 2), ArgumentError);
+  EXPECT_THROW(v.stride(2), ArgumentError);
+}
+
 }  // namespace
 }  // namespace llm_utils

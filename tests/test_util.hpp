@@ -31,9 +31,14 @@ inline Golden load_golden(const std::string& relative) {
   return g;
 }
 
-/// Every element within atol + rtol * |expected|; reports the worst element.
-inline ::testing::AssertionResult all_close(ConstTensorView actual, ConstTensorView expected,
-                                            double rtol, double atol) {
+/// Every element within atol + rtol * |expected|; reports the worst element. Views may be
+/// strided (they are compared element by element in row-major order).
+inline ::testing::AssertionResult all_close(ConstTensorView actual_view,
+                                            ConstTensorView expected_view, double rtol,
+                                            double atol) {
+  Tensor actual_copy, expected_copy;
+  const ConstTensorView actual = contiguous(actual_view, actual_copy);
+  const ConstTensorView expected = contiguous(expected_view, expected_copy);
   if (actual.shape() != expected.shape()) {
     return ::testing::AssertionFailure() << "shape " << shape_to_string(actual.shape())
                                          << " != expected " << shape_to_string(expected.shape());
@@ -62,8 +67,12 @@ inline ::testing::AssertionResult parity(ConstTensorView actual, ConstTensorView
   return all_close(actual, expected, 1e-5, 1e-5);
 }
 
-/// Bit-for-bit equality.
-inline ::testing::AssertionResult bit_equal(ConstTensorView actual, ConstTensorView expected) {
+/// Bit-for-bit equality (views may be strided).
+inline ::testing::AssertionResult bit_equal(ConstTensorView actual_view,
+                                            ConstTensorView expected_view) {
+  Tensor actual_copy, expected_copy;
+  const ConstTensorView actual = contiguous(actual_view, actual_copy);
+  const ConstTensorView expected = contiguous(expected_view, expected_copy);
   if (actual.shape() != expected.shape()) {
     return ::testing::AssertionFailure() << "shape " << shape_to_string(actual.shape())
                                          << " != expected " << shape_to_string(expected.shape());

@@ -6,14 +6,33 @@
 ///   S = (Q K^T) / scale_divisor (+ additive_mask),  key j hidden from query i when causal and
 ///   j > i + query_offset;  P = softmax_rows(S);  O = P V;  lse_i = log(sum_j exp(S_ij)).
 ///
-/// Shapes, with or without the leading batch dimension (all the same rank):
-/// q (B, N, d), k (Bk, M, d), v (Bk, M, d_v), out (B, N, d_v), lse (B, N), probs (B, N, M).
-/// Bk = B, or a divisor of B for grouped-query attention: query batch element b attends to
-/// k/v element b / (B / Bk), so B / Bk consecutive query heads share one key/value head
-/// (PyTorch's `repeat_interleave` of the keys and values). `additive_mask` broadcasts: (N, M),
-/// or (Bm, N, M), where each of Bm, N, M may also be 1, and Bm is B or a divisor of B (batch
-/// element b uses mask element b / (B / Bm), as when B flattens (batch, heads) and the mask is
-/// per batch). A key-padding mask is thus (Bm, 1, M).
+/// Shapes: q, k, v, out (and dout, dq, dk, dv) all have the same rank, lse one less:
+///
+///   rank 2   q (N, d)        k (M, d)        v (M, d_v)        out (N, d_v)        lse (N)
+///   rank 3   q (B, N, d)     k (Bk, M, d)    v (Bk, M, d_v)    out (B, N, d_v)     lse (B, N)
+///   rank 4   q (B, H, N, d)  k (B, G, M, d)  v (B, G, M, d_v)  out (B, H, N, d_v)  lse (B, H, N)
+///
+/// probs (N, M), (B, N, M) or (B, H, N, M). Rank 4 is PyTorch SDPA's layout: G key/value heads,
+/// G dividing H, query head h attending to key/value head h / (H / G) (`enable_gqa`). In rank 3,
+/// Bk = B or a divisor of B: query batch element b attends to k/v element b / (B / Bk), so
+/// B / Bk consecutive query heads share one key/value head (PyTorch's `repeat_interleave`).
+///
+/// Strides: every tensor may be a strided view (tensor.hpp) as long as its rows are contiguous
+/// (stride 1 along the last dimension); lse and the mask may have any strides. So a module can
+/// read the q, k and v heads of one packed (B, N, (H + 2G) * hd) projection in place, as
+/// (B, H, N, hd) views with strides (N * W, hd, W, 1), and write out straight into a merged
+/// (B, N, H * hd) buffer. Outputs must not share memory with any input or with each other
+/// (ArgumentError naming both); disjoint heads of one buffer are fine.
+///
+/// `additive_mask` broadcasts. Rank 2 and 3: (N, M), or (Bm, N, M), where each of Bm, N, M may
+/// also be 1, and Bm is B or a divisor of B (batch element b uses mask element b / (B / Bm), as
+/// when B flattens (batch, heads) and the mask is per batch); a key-padding mask is thus
+/// (Bm, 1, M). Rank 4: anything that broadcasts to (B, H, N, M), rank 2 to 4 aligned right,
+/// each dimension full or 1 (an expanded view with stride 0 costs no copy).
+///
+/// Empty sizes are allowed: B, H, N = 0 compute nothing (keys and values then get zero
+/// gradients); M = 0 gives out = 0, lse = -inf and dq = 0, as a fully masked row; d = 0 makes
+/// every score 0 (uniform weights); d_v = 0 gives an empty out and the real lse.
 ///
 /// Two implementations (Backend): `reference` materialises each (N, M) score matrix with BLAS
 /// GEMMs, the oracle; `flash` is the fused, multithreaded CPU kernel (online softmax over
@@ -27,9 +46,11 @@
 /// overflow. A row with no visible key (all -inf) gives P = 0, O = 0, lse = -inf, zero
 /// gradients. A NaN score makes its whole row NaN; a +inf score gives NaN, as in PyTorch. The
 /// two backends agree to about 1e-6 relative; `flash` gives bitwise the same forward for any
-/// thread count (the key split depends on the shape only), and a backward whose dq may differ
-/// in the last bits between thread counts (per-thread partial sums are added in a fixed order,
-/// but the split depends on the count).
+/// thread count (the key split depends on the shape only). Its backward shares key/value heads
+/// out whole when there are at least 4 per thread (then dq, dk, dv are the same bits for any
+/// thread count); with fewer heads it shares out the key blocks of one head at a time, and dq,
+/// summed from per-thread partials in a fixed order, may differ in the last bits between thread
+/// counts. Either way the backward's extra memory is one key/value head's dq per thread.
 ///
 /// Example:
 /// \code
@@ -56,7 +77,8 @@ Backend parse_backend(const std::string& name);
 
 struct AttentionOptions {
   /// Scores are divided by this. Default: sqrt(d), the head dimension of q and k, which is what
-  /// the original's `attn_scores / keys.shape[-1]**0.5` does.
+  /// the original's `attn_scores / keys.shape[-1]**0.5` does (1 when d = 0, where every score
+  /// is 0).
   std::optional<float> scale_divisor;
   /// Hide key j from query i when j > i + query_offset. With the default offset 0 this is
   /// top-left aligned, as PyTorch's `is_causal`.
@@ -88,12 +110,12 @@ void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
                         TensorView dq, TensorView dk, TensorView dv,
                         const AttentionOptions& options);
 
-/// The attention weights P (N, M) or (B, N, M), recomputed from a forward's lse.
+/// The attention weights P (N, M), (B, N, M) or (B, H, N, M), recomputed from a forward's lse.
 void attention_probabilities(ConstTensorView q, ConstTensorView k, ConstTensorView lse,
                              TensorView probs, const AttentionOptions& options);
 
-/// Row-wise stable softmax in place over a (rows, cols) matrix. Rows that are entirely -inf
-/// become zeros.
+/// Row-wise stable softmax in place over a (rows, cols) matrix whose rows are contiguous (any
+/// row stride). Rows that are entirely -inf become zeros.
 void softmax_rows_inplace(TensorView scores);
 
 }  // namespace llm_utils

@@ -1,6 +1,7 @@
 #pragma once
 /// \file tensor.hpp
-/// An owning float32 tensor of any rank with contiguous row-major storage, and non-owning views.
+/// An owning float32 tensor of any rank with contiguous row-major storage, and non-owning (possibly
+/// strided) views.
 ///
 /// Example:
 /// \code
@@ -22,16 +23,32 @@ using Shape = std::vector<int64_t>;
 /// Number of elements of a shape; throws ArgumentError on a negative size or int64 overflow.
 int64_t shape_numel(const Shape& shape);
 
-/// A non-owning view of contiguous float32 data with a shape. Does not keep the data alive.
+/// A non-owning view of float32 data with a shape and strides, as a PyTorch tensor is: element
+/// (i0, i1, ...) lives at data()[i0 * stride(0) + i1 * stride(1) + ...]. Strides count elements
+/// and are >= 0 (0 repeats a dimension, as `expand` does). A view built from a pointer and a
+/// shape alone is contiguous (row-major). Does not keep the data alive.
+///
+/// Functions that take a view say whether they need it contiguous; most copy a strided one
+/// first (Tensor::from_view), the attention kernels read strided q, k, v, masks and write strided
+/// outputs in place, as long as each row (the last dimension) is contiguous.
+///
+/// Example:
+/// \code
+///   // Heads read in place from a packed (N, 3 * H * hd) projection: q is (H, N, hd).
+///   llm_utils::ConstTensorView q(qkv.data(), {H, N, hd}, {hd, 3 * H * hd, 1});
+/// \endcode
 template <typename T>
 class BasicTensorView {
  public:
   BasicTensorView() = default;
+  /// A contiguous view.
   BasicTensorView(T* data, Shape shape) : data_(data), shape_(std::move(shape)) {}
+  /// A strided view; throws ArgumentError unless there is one stride >= 0 per dimension.
+  BasicTensorView(T* data, Shape shape, Shape strides);
   /// A mutable view converts to a const one.
   template <typename U>
   BasicTensorView(const BasicTensorView<U>& other)  // NOLINT(google-explicit-constructor)
-      : data_(other.data()), shape_(other.shape()) {}
+      : data_(other.data()), shape_(other.shape()), strides_(other.explicit_strides()) {}
 
   T* data() const { return data_; }
   const Shape& shape() const { return shape_; }
@@ -39,12 +56,27 @@ class BasicTensorView {
   /// Size of dimension `d`; negative `d` counts from the end as in PyTorch.
   int64_t size(int64_t d) const;
   int64_t numel() const;
+  /// The strides, in elements (computed for a contiguous view).
+  Shape strides() const;
+  /// Stride of dimension `d` (negative counts from the end).
+  int64_t stride(int64_t d) const;
+  /// Whether the elements lie row-major, one after another (sizes 0 and 1 ignore their stride).
+  bool is_contiguous() const;
   /// The `i`-th slice along the first dimension (a batch element), as a view of rank dim()-1.
   BasicTensorView select(int64_t i) const;
+  /// Elements [start, start + length) of dimension `d`, as PyTorch's `narrow`.
+  BasicTensorView narrow(int64_t d, int64_t start, int64_t length) const;
+  /// Dimensions d0 and d1 swapped, as PyTorch's `transpose` (no copy).
+  BasicTensorView transpose(int64_t d0, int64_t d1) const;
+
+  /// The strides as given when the view was built strided; empty for a contiguous-built view.
+  const Shape& explicit_strides() const { return strides_; }
 
  private:
+  int64_t checked_dim(const char* fn, int64_t d) const;
   T* data_ = nullptr;
   Shape shape_;
+  Shape strides_;  // empty: contiguous
 };
 
 using TensorView = BasicTensorView<float>;
@@ -62,7 +94,7 @@ class Tensor {
   Tensor(Shape shape, const std::vector<float>& values);
   Tensor(Shape shape, std::initializer_list<float> values)
       : Tensor(std::move(shape), std::vector<float>(values)) {}
-  /// Copies the data of a view.
+  /// Copies the data of a view (strided or not) into a new contiguous tensor.
   static Tensor from_view(ConstTensorView view);
   static Tensor zeros(Shape shape) { return Tensor(std::move(shape)); }
   static Tensor full(Shape shape, float value);
@@ -115,5 +147,8 @@ class Tensor {
   int64_t numel_ = 0;
   std::unique_ptr<float[], FreeDeleter> data_;
 };
+
+/// `view` itself when it is contiguous, else a contiguous copy of it held in `storage`.
+ConstTensorView contiguous(ConstTensorView view, Tensor& storage);
 
 }  // namespace llm_utils

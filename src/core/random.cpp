@@ -1,5 +1,7 @@
 #include "llm_utils/random.hpp"
 
+#include "llm_utils/error.hpp"
+
 namespace llm_utils {
 
 void Generator::manual_seed(uint64_t seed) {
@@ -9,6 +11,12 @@ void Generator::manual_seed(uint64_t seed) {
 }
 
 void Generator::uniform_(TensorView out, double a, double b) {
+  if (!out.is_contiguous()) {
+    throw ArgumentError(
+        "uniform_: out must be contiguous (draws fill it in memory order), got "
+        "shape " +
+        shape_to_string(out.shape()) + " with strides " + shape_to_string(out.strides()));
+  }
   // PyTorch casts the bounds to the tensor's dtype first, subtracts them in float, and does the
   // affine map in double (its "accumulate type" for float on the CPU).
   const auto from = static_cast<float>(a);

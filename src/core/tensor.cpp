@@ -1,10 +1,12 @@
 #include "llm_utils/tensor.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
+#include <utility>
 
 #include "llm_utils/error.hpp"
 
@@ -33,19 +35,75 @@ int64_t shape_numel(const Shape& shape) {
 }
 
 template <typename T>
-int64_t BasicTensorView<T>::size(int64_t d) const {
+BasicTensorView<T>::BasicTensorView(T* data, Shape shape, Shape strides)
+    : data_(data), shape_(std::move(shape)), strides_(std::move(strides)) {
+  if (strides_.size() != shape_.size()) {
+    throw ArgumentError("tensor view: " + std::to_string(strides_.size()) + " strides " +
+                        shape_to_string(strides_) + " for a shape of rank " +
+                        std::to_string(shape_.size()) + " " + shape_to_string(shape_));
+  }
+  for (int64_t s : strides_) {
+    if (s < 0) {
+      throw ArgumentError("tensor view: strides must be >= 0, got " + shape_to_string(strides_) +
+                          " for shape " + shape_to_string(shape_));
+    }
+  }
+  shape_numel(shape_);  // checks the sizes
+}
+
+template <typename T>
+int64_t BasicTensorView<T>::checked_dim(const char* fn, int64_t d) const {
   const int64_t rank = dim();
   const int64_t k = d < 0 ? d + rank : d;
   if (k < 0 || k >= rank) {
-    throw ArgumentError("size: dimension " + std::to_string(d) + " is out of range for shape " +
-                        shape_to_string(shape_));
+    throw ArgumentError(std::string(fn) + ": dimension " + std::to_string(d) +
+                        " is out of range for shape " + shape_to_string(shape_));
   }
-  return shape_[static_cast<size_t>(k)];
+  return k;
+}
+
+template <typename T>
+int64_t BasicTensorView<T>::size(int64_t d) const {
+  return shape_[static_cast<size_t>(checked_dim("size", d))];
 }
 
 template <typename T>
 int64_t BasicTensorView<T>::numel() const {
   return shape_numel(shape_);
+}
+
+template <typename T>
+Shape BasicTensorView<T>::strides() const {
+  if (!strides_.empty() || shape_.empty()) return strides_;
+  Shape out(shape_.size());
+  int64_t step = 1;
+  for (size_t i = shape_.size(); i-- > 0;) {
+    out[i] = step;
+    step *= shape_[i];
+  }
+  return out;
+}
+
+template <typename T>
+int64_t BasicTensorView<T>::stride(int64_t d) const {
+  const auto k = static_cast<size_t>(checked_dim("stride", d));
+  if (!strides_.empty()) return strides_[k];
+  int64_t step = 1;
+  for (size_t i = shape_.size(); --i > k;) step *= shape_[i];
+  return step;
+}
+
+template <typename T>
+bool BasicTensorView<T>::is_contiguous() const {
+  if (strides_.empty()) return true;
+  // No elements: any layout is contiguous.
+  if (std::find(shape_.begin(), shape_.end(), 0) != shape_.end()) return true;
+  int64_t step = 1;
+  for (size_t i = shape_.size(); i-- > 0;) {
+    if (shape_[i] != 1 && strides_[i] != step) return false;
+    step *= shape_[i];
+  }
+  return true;
 }
 
 template <typename T>
@@ -56,8 +114,38 @@ BasicTensorView<T> BasicTensorView<T>::select(int64_t i) const {
                         shape_to_string(shape_));
   }
   Shape inner(shape_.begin() + 1, shape_.end());
-  const int64_t stride = shape_numel(inner);
-  return BasicTensorView<T>(data_ + i * stride, std::move(inner));
+  if (strides_.empty()) {
+    const int64_t stride = shape_numel(inner);
+    return BasicTensorView<T>(data_ + i * stride, std::move(inner));
+  }
+  return BasicTensorView<T>(data_ + i * strides_[0], std::move(inner),
+                            Shape(strides_.begin() + 1, strides_.end()));
+}
+
+template <typename T>
+BasicTensorView<T> BasicTensorView<T>::narrow(int64_t d, int64_t start, int64_t length) const {
+  const auto k = static_cast<size_t>(checked_dim("narrow", d));
+  if (start < 0 || length < 0 || start > shape_[k] - length) {
+    throw ArgumentError("narrow: elements [" + std::to_string(start) + ", " +
+                        std::to_string(start) + " + " + std::to_string(length) +
+                        ") are out of range for dimension " + std::to_string(d) + " of shape " +
+                        shape_to_string(shape_));
+  }
+  Shape shape = shape_;
+  shape[k] = length;
+  const Shape strides = this->strides();
+  return BasicTensorView<T>(data_ + (length > 0 ? start * strides[k] : 0), std::move(shape),
+                            strides);
+}
+
+template <typename T>
+BasicTensorView<T> BasicTensorView<T>::transpose(int64_t d0, int64_t d1) const {
+  const auto a = static_cast<size_t>(checked_dim("transpose", d0));
+  const auto b = static_cast<size_t>(checked_dim("transpose", d1));
+  Shape shape = shape_, strides = this->strides();
+  std::swap(shape[a], shape[b]);
+  std::swap(strides[a], strides[b]);
+  return BasicTensorView<T>(data_, std::move(shape), std::move(strides));
 }
 
 template class BasicTensorView<float>;
@@ -103,11 +191,35 @@ Tensor::Tensor(Shape shape, const std::vector<float>& values) : Tensor(std::move
   std::memcpy(data_.get(), values.data(), values.size() * sizeof(float));
 }
 
+namespace {
+// Copies the strided `src` (its dimensions from `d` on) to contiguous `dst`, row-major.
+void copy_strided(const float* src, const Shape& shape, const Shape& strides, size_t d,
+                  float*& dst) {
+  const int64_t size = shape[d], stride = strides[d];
+  if (d + 1 == shape.size()) {
+    for (int64_t i = 0; i < size; ++i) *dst++ = src[i * stride];
+    return;
+  }
+  for (int64_t i = 0; i < size; ++i) copy_strided(src + i * stride, shape, strides, d + 1, dst);
+}
+}  // namespace
+
 Tensor Tensor::from_view(ConstTensorView view) {
   Tensor t(view.shape());
-  if (t.numel_ > 0)
+  if (t.numel_ == 0) return t;
+  if (view.is_contiguous()) {
     std::memcpy(t.data(), view.data(), static_cast<size_t>(t.numel_) * sizeof(float));
+  } else {
+    float* dst = t.data();
+    copy_strided(view.data(), view.shape(), view.strides(), 0, dst);
+  }
   return t;
+}
+
+ConstTensorView contiguous(ConstTensorView view, Tensor& storage) {
+  if (view.is_contiguous()) return view;
+  storage = Tensor::from_view(view);
+  return storage.view();
 }
 
 Tensor Tensor::full(Shape shape, float value) {

@@ -13,13 +13,22 @@
 //   dK_j += scale * dS^T Q_i                        S = scale Q K^T
 //   dQ_i^T += scale * K_j^T dS^T                    (same line, the other operand)
 //
-// dQ^T collects contributions from every key block, so each thread keeps its own (B, d, N)
-// partial sum, added up at the end. Parallel over k/v batch elements x key blocks, so one
-// sequence of one head keeps every core busy. With grouped-query attention a task loops over
-// the kv_group query heads sharing its keys, so dK_j and dV_j sum over them in one place.
+// With grouped-query attention a key block loops over the H / G query heads sharing its keys,
+// so dK_j and dV_j sum over them in one place.
+//
+// dQ collects contributions from every key block of its key/value head. Two schedules keep its
+// partial sums to one key/value head's worth per thread, (H / G, d, N), whatever B * H is:
+//
+// - by head, when there are enough key/value heads to share out: one task is one key/value
+//   head (all its key blocks), which owns the dQ of its query heads outright and writes it when
+//   done. No reduction, and the same bits for any thread count.
+// - by key block, for a few long heads: the key blocks of one head are shared out, each thread
+//   adds into its own partial dQ^T of that head, and the partials are summed in thread order
+//   before the next head (the same bits from run to run at a given thread count).
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -29,169 +38,263 @@
 
 namespace llm_utils::cpu {
 
+using flash::BlockedTranspose;
 using flash::kKeyBlock;
-using flash::kMinusInf;
 using flash::kQueryBlock;
 
 namespace {
 
+// The by-head schedule needs this many key/value heads per thread to balance its load.
+constexpr int64_t kHeadsPerThreadForHeadSchedule = 4;
+
 struct BackwardInputs {
   const FlashProblem& p;
-  const float* lse;                    // (B, N)
-  RowStats stats;                      // (B, N) each, or none: then P comes from lse
-  const float* dout;                   // (B, N, dv)
-  const flash::BlockedTranspose& qt;   // (B, d, N) = Q^T
-  const flash::BlockedTranspose& kt;   // (B / kv_group, d, M) = K^T
-  const flash::BlockedTranspose& dot;  // (B, dv, N) = dO^T
-  const float* dsum;                   // (B, N) = D
-  bool need_qk;                        // false when only dV is wanted (Linear4/5)
+  const BackwardTensors& t;
+  const BlockedTranspose& qt;   // (B*H, d, N) = Q^T
+  const BlockedTranspose& kt;   // (B*G, d, M) = K^T, when dq or dk is wanted
+  const BlockedTranspose& dot;  // (B*H, dv, N) = dO^T, when dq or dk is wanted
+  const float* dsum;            // (B*H, N) = D
+  bool need_qk;                 // false when only dV is wanted (Linear4/5)
 };
 
+// Per-thread buffers, allocated before the parallel regions.
 struct BackwardScratch {
-  BackwardScratch(int64_t d, int64_t dv)
+  BackwardScratch(int64_t d, int64_t dv, int64_t kv_group, int64_t n, bool need_dq)
       : probs_t(kKeyBlock * kQueryBlock),
         dprobs_t(kKeyBlock * kQueryBlock),
         dk(kKeyBlock * d),
-        dv(kKeyBlock * dv) {}
+        dv(kKeyBlock * dv),
+        lse(kQueryBlock),
+        dq_t(need_dq ? BlockedTranspose(kv_group, n, d) : BlockedTranspose()) {}
   std::vector<float> probs_t;   // (Bc, Br) P^T of one tile
   std::vector<float> dprobs_t;  // (Bc, Br) dP^T, then dS^T
   std::vector<float> dk;        // (Bc, d) accumulator
   std::vector<float> dv;        // (Bc, dv) accumulator
+  std::vector<float> lse;       // (Br) one query block's lse, gathered from its strided rows
+  BlockedTranspose dq_t;        // (H / G, d, N): dQ^T of one key/value head's query heads
 };
 
-// One key block [j0, j0 + bc) of k/v batch element kv, against every query head of its group.
+// Copies rows (rows, cols) from a contiguous accumulator into strided rows.
+void store_rows(const float* src, int64_t rows, int64_t cols, float* dst, int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(src + r * cols, src + (r + 1) * cols, dst + r * dst_stride);
+}
+
+// One key block [j0, j0 + bc) of key/value head kv, against every query head of its group;
+// dQ^T of those heads accumulates into dq_t (H / G, d, N), matrix i for the group's i-th query
+// head, unless dq_t is null (dq not wanted).
 void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, BackwardScratch& s,
-                        flash::BlockedTranspose& dq_t /* (B, d, N), this thread's */, float* dk,
-                        float* dv) {
+                        BlockedTranspose* dq_t) {
   const FlashProblem& p = in.p;
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t bc = std::min(kKeyBlock, p.m - j0);
-  const int64_t b0 = kv * p.kv_group;
-  const float* k_j = p.k_of(b0) + j0 * p.d;   // (bc, d)
-  const float* v_j = p.v_of(b0) + j0 * p.dv;  // (bc, dv)
+  const int64_t group = p.kv_group();
+  const int64_t g0 = p.first_query_head(kv);
+  const int64_t k_rs = p.k.row_stride, v_rs = p.v.row_stride;
+  const float* k_j = p.kv_matrix(p.k, kv) + j0 * k_rs;  // (bc, d), rows k_rs apart
+  const float* v_j = p.kv_matrix(p.v, kv) + j0 * v_rs;  // (bc, dv), rows v_rs apart
   std::fill(s.dk.begin(), s.dk.end(), 0.0f);
   std::fill(s.dv.begin(), s.dv.end(), 0.0f);
 
   // Under a causal mask, queries before the first block returned here see none of these keys.
   const int64_t i_begin = flash::first_query_block_seeing(p, j0);
-  for (int64_t b = b0; b < b0 + p.kv_group; ++b) {
+  for (int64_t g = g0; g < g0 + group; ++g) {
     for (int64_t i0 = i_begin; i0 < p.n; i0 += kQueryBlock) {
       const int64_t br = std::min(kQueryBlock, p.n - i0);
       float* pt = s.probs_t.data();  // (bc, br), leading dimension kQueryBlock
-      mk.gemm(bc, br, p.d, 1.0f, k_j, p.d, in.qt.block(b, i0), in.qt.ld, pt, kQueryBlock, false);
-      masker.apply(pt, kQueryBlock, b, i0, br, j0, bc, true);
-      const int64_t row = b * p.n + i0;
-      const float* centers = in.stats.given() ? in.stats.row_max + row : nullptr;
-      const float* offsets = in.stats.given() ? in.stats.log_sum + row : in.lse + row;
+      mk.gemm(bc, br, p.d, 1.0f, k_j, k_rs, in.qt.block(g, i0), in.qt.ld, pt, kQueryBlock, false);
+      masker.apply(pt, kQueryBlock, g, i0, br, j0, bc, true);
+      const int64_t row = g * p.n + i0;
+      // The row statistics are contiguous; lse is (B, H, N) with its own strides.
+      const float* centers = in.t.stats.given() ? in.t.stats.row_max + row : nullptr;
+      const float* offsets = in.t.stats.given() ? in.t.stats.log_sum + row : s.lse.data();
+      if (!in.t.stats.given()) {
+        const float* lse_g = p.query_matrix(in.t.lse, g);
+        for (int64_t r = 0; r < br; ++r) s.lse[r] = lse_g[(i0 + r) * in.t.lse.row_stride];
+      }
       for (int64_t r = 0; r < bc; ++r) {
         mk.exp_centered_each(pt + r * kQueryBlock, br, exp_scale, centers, offsets);
       }
 
-      const float* dout_i = in.dout + (b * p.n + i0) * p.dv;  // (br, dv)
-      mk.gemm(bc, p.dv, br, 1.0f, pt, kQueryBlock, dout_i, p.dv, s.dv.data(), p.dv, true);
+      const int64_t do_rs = in.t.dout.row_stride;
+      const float* dout_i = p.query_matrix(in.t.dout, g) + i0 * do_rs;  // (br, dv)
+      mk.gemm(bc, p.dv, br, 1.0f, pt, kQueryBlock, dout_i, do_rs, s.dv.data(), p.dv, true);
       if (!in.need_qk) continue;
 
       float* dst = s.dprobs_t.data();  // (bc, br)
-      mk.gemm(bc, br, p.dv, 1.0f, v_j, p.dv, in.dot.block(b, i0), in.dot.ld, dst, kQueryBlock,
+      mk.gemm(bc, br, p.dv, 1.0f, v_j, v_rs, in.dot.block(g, i0), in.dot.ld, dst, kQueryBlock,
               false);
-      const float* d_i = in.dsum + b * p.n + i0;
+      const float* d_i = in.dsum + g * p.n + i0;
       for (int64_t r = 0; r < bc; ++r) {
         mk.softmax_grad(pt + r * kQueryBlock, dst + r * kQueryBlock, d_i, br);
       }
-      const float* q_i = p.q + (b * p.n + i0) * p.d;  // (br, d)
-      mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, p.d, s.dk.data(), p.d, true);
-      mk.gemm(p.d, br, bc, p.scale, in.kt.block(kv, j0), in.kt.ld, dst, kQueryBlock,
-              dq_t.block(b, i0), dq_t.ld, true);
+      const int64_t q_rs = p.q.row_stride;
+      const float* q_i = p.q_of(g) + i0 * q_rs;  // (br, d)
+      mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, q_rs, s.dk.data(), p.d, true);
+      if (dq_t != nullptr) {
+        mk.gemm(p.d, br, bc, p.scale, in.kt.block(kv, j0), in.kt.ld, dst, kQueryBlock,
+                dq_t->block(g - g0, i0), dq_t->ld, true);
+      }
     }
   }
 
-  std::copy(s.dv.begin(), s.dv.begin() + bc * p.dv, dv + (kv * p.m + j0) * p.dv);
-  if (in.need_qk && dk != nullptr) {
-    std::copy(s.dk.begin(), s.dk.begin() + bc * p.d, dk + (kv * p.m + j0) * p.d);
+  store_rows(s.dv.data(), bc, p.dv, p.kv_matrix(in.t.dv, kv) + j0 * in.t.dv.row_stride,
+             in.t.dv.row_stride);
+  if (in.need_qk && in.t.dk.data != nullptr) {
+    store_rows(s.dk.data(), bc, p.d, p.kv_matrix(in.t.dk, kv) + j0 * in.t.dk.row_stride,
+               in.t.dk.row_stride);
+  }
+}
+
+// dq rows of the query heads of key/value head kv = the transposes of `partials` (each
+// (H / G, d, N)), summed in order.
+void write_dq(const FlashProblem& p, const BackwardTensors& t, int64_t kv,
+              const BlockedTranspose* const* partials, int64_t count, int64_t h_begin,
+              int64_t h_end) {
+  const int64_t g0 = p.first_query_head(kv);
+  for (int64_t h = h_begin; h < h_end; ++h) {
+    float* dq = p.query_matrix(t.dq, g0 + h);  // (N, d), rows dq.row_stride apart
+    for (int64_t i = 0; i < p.n; ++i) {
+      float* row = dq + i * t.dq.row_stride;
+      for (int64_t c = 0; c < p.d; ++c) {
+        float acc = 0.0f;
+        for (int64_t k = 0; k < count; ++k) acc += partials[k]->at(h, c, i);
+        row[c] = acc;
+      }
+    }
+  }
+}
+
+// Zero gradients for every key and value (and no query): nothing attended to them.
+void zero_kv_gradients(const FlashProblem& p, const BackwardTensors& t) {
+  for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
+    for (int64_t j = 0; j < p.m; ++j) {
+      float* dv = p.kv_matrix(t.dv, kv) + j * t.dv.row_stride;
+      std::fill(dv, dv + p.dv, 0.0f);
+      if (t.dk.data != nullptr) {
+        float* dk = p.kv_matrix(t.dk, kv) + j * t.dk.row_stride;
+        std::fill(dk, dk + p.d, 0.0f);
+      }
+    }
+  }
+}
+
+// dq = 0 for every query: there are no keys (M = 0).
+void zero_q_gradients(const FlashProblem& p, const BackwardTensors& t) {
+  if (t.dq.data == nullptr) return;
+  for (int64_t g = 0; g < p.query_heads(); ++g) {
+    for (int64_t i = 0; i < p.n; ++i) {
+      float* dq = p.query_matrix(t.dq, g) + i * t.dq.row_stride;
+      std::fill(dq, dq + p.d, 0.0f);
+    }
   }
 }
 
 }  // namespace
 
-void flash_backward(const FlashProblem& p, const float* out, const float* lse, RowStats stats,
-                    const float* dout, float* dq, float* dk, float* dv) {
-  using flash::BlockedTranspose;
-  const bool need_qk = dq != nullptr || dk != nullptr;
-  const BlockedTranspose qt = BlockedTranspose::of(p.q, p.batch, p.n, p.d, p.n * p.d);  // (B, d, N)
-  BlockedTranspose kt, dot;  // (B / kv_group, d, M) and (B, dv, N), when dq or dk is wanted
-  std::vector<float> dsum;   // (B, N)
+void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
+  if (p.no_queries() || p.m == 0) {
+    zero_kv_gradients(p, t);
+    zero_q_gradients(p, t);
+    return;
+  }
+  const bool need_qk = t.dq.data != nullptr || t.dk.data != nullptr;
+  const BlockedTranspose qt = BlockedTranspose::of(p.q, p.batch, p.heads, p.n, p.d);  // Q^T
+  BlockedTranspose kt, dot;  // (B*G, d, M) and (B*H, dv, N), when dq or dk is wanted
+  std::vector<float> dsum;   // (B*H, N)
   if (need_qk) {
-    kt = BlockedTranspose::of(p.k, p.kv_batch(), p.m, p.d, p.k_stride);
-    dot = BlockedTranspose::of(dout, p.batch, p.n, p.dv, p.n * p.dv);
+    kt = BlockedTranspose::of(p.k, p.batch, p.kv_heads, p.m, p.d);
+    dot = BlockedTranspose::of(t.dout, p.batch, p.heads, p.n, p.dv);
     // D_i = rowsum(dO * O): the softmax backward's row dot product, once per query.
-    dsum.resize(static_cast<size_t>(p.batch * p.n));
-    const Microkernels& mk = microkernels();
-    for (int64_t row = 0; row < p.batch * p.n; ++row) {
-      dsum[static_cast<size_t>(row)] = mk.dot(dout + row * p.dv, out + row * p.dv, p.dv);
+    dsum.resize(static_cast<size_t>(p.query_heads() * p.n));
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+    for (int64_t row = 0; row < p.query_heads() * p.n; ++row) {
+      const int64_t g = row / p.n, i = row % p.n;
+      dsum[static_cast<size_t>(row)] =
+          microkernels().dot(p.query_matrix(t.dout, g) + i * t.dout.row_stride,
+                             p.query_matrix(t.out, g) + i * t.out.row_stride, p.dv);
     }
   }
-  const BackwardInputs in{p, lse, stats, dout, qt, kt, dot, dsum.data(), need_qk};
+  const BackwardInputs in{p, t, qt, kt, dot, dsum.data(), need_qk};
 
-  const int64_t k_blocks = flash::blocks(p.m, kKeyBlock);
-  const int64_t tasks = p.kv_batch() * k_blocks;
   const int threads = get_num_threads();
-  // Each thread's partial dQ^T (B, d, N); empty when dq and dk are not wanted.
-  std::vector<BlockedTranspose> dq_t(static_cast<size_t>(threads));
-  if (need_qk) {
-    for (BlockedTranspose& partial : dq_t) partial = BlockedTranspose(p.batch, p.n, p.d);
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    BackwardScratch scratch(p.d, p.dv);
-    BlockedTranspose& my_dq_t = dq_t[static_cast<size_t>(omp_get_thread_num())];
-    // Static round-robin: which key blocks a thread's dq partial holds depends on the thread
-    // count only, so the sum (and dq) is the same from run to run. Round-robin also balances
-    // the causal case, where later key blocks meet fewer queries.
-#pragma omp for schedule(static, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-      backward_key_block(in, t / k_blocks, (t % k_blocks) * kKeyBlock, scratch, my_dq_t, dk, dv);
-    }
-  }
-  if (dq == nullptr) return;
-    // dq (B, N, d) = sum over threads of dq_t (B, d, N), transposed; threads add in a fixed order.
-#pragma omp parallel for collapse(2) schedule(static) num_threads(get_num_threads())
-  for (int64_t b = 0; b < p.batch; ++b) {
-    for (int64_t i = 0; i < p.n; ++i) {
-      for (int64_t c = 0; c < p.d; ++c) {
-        float acc = 0.0f;
-        for (const BlockedTranspose& partial : dq_t) acc += partial.at(b, c, i);
-        dq[(b * p.n + i) * p.d + c] = acc;
+  const bool need_dq = t.dq.data != nullptr;
+  std::vector<BackwardScratch> scratch;
+  scratch.reserve(static_cast<size_t>(threads));
+  for (int i = 0; i < threads; ++i) scratch.emplace_back(p.d, p.dv, p.kv_group(), p.n, need_dq);
+  const int64_t k_blocks = flash::blocks(p.m, kKeyBlock);
+
+  if (p.kv_count() >= kHeadsPerThreadForHeadSchedule * threads) {
+    // By head: each task owns one key/value head and the dq of its query heads.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
+      BackwardScratch& s = scratch[static_cast<size_t>(omp_get_thread_num())];
+      BlockedTranspose* dq_t = need_dq ? &s.dq_t : nullptr;
+      if (need_dq) s.dq_t.zero();
+      for (int64_t j0 = 0; j0 < p.m; j0 += kKeyBlock) backward_key_block(in, kv, j0, s, dq_t);
+      if (need_dq) {
+        const BlockedTranspose* mine = &s.dq_t;
+        write_dq(p, t, kv, &mine, 1, 0, p.kv_group());
       }
+    }
+    return;
+  }
+  // By key block, one key/value head at a time; threads add into their own dq_t partials.
+  std::vector<const BlockedTranspose*> partials;
+  for (const BackwardScratch& s : scratch) partials.push_back(&s.dq_t);
+  for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
+    // Zeroed here rather than by their threads: OpenMP may run the region below on fewer
+    // threads than asked, and a partial no thread used must still add nothing.
+    if (need_dq) {
+      for (BackwardScratch& s : scratch) s.dq_t.zero();
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      BackwardScratch& s = scratch[static_cast<size_t>(omp_get_thread_num())];
+      BlockedTranspose* dq_t = need_dq ? &s.dq_t : nullptr;
+      // Static round-robin: which key blocks a thread's partial holds depends on the thread
+      // count only, so the sum is the same from run to run. Round-robin also balances the
+      // causal case, where later key blocks meet fewer queries.
+#pragma omp for schedule(static, 1)
+      for (int64_t j = 0; j < k_blocks; ++j) backward_key_block(in, kv, j * kKeyBlock, s, dq_t);
+    }
+    if (!need_dq) continue;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t h = 0; h < p.kv_group(); ++h) {
+      write_dq(p, t, kv, partials.data(), static_cast<int64_t>(partials.size()), h, h + 1);
     }
   }
 }
 
-void flash_probabilities(const FlashProblem& p, const float* lse, RowStats stats, float* probs) {
-  // (B / kv_group, d, M) = K^T
-  const flash::BlockedTranspose kt =
-      flash::BlockedTranspose::of(p.k, p.kv_batch(), p.m, p.d, p.k_stride);
+void flash_probabilities(const FlashProblem& p, Strided<const float> lse, RowStats stats,
+                         Strided<float> probs) {
+  if (p.no_queries()) return;
+  // (B*G, d, M) = K^T
+  const BlockedTranspose kt = BlockedTranspose::of(p.k, p.batch, p.kv_heads, p.m, p.d);
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(get_num_threads())
-  for (int64_t t = 0; t < p.batch * q_blocks; ++t) {
+  for (int64_t task = 0; task < p.query_heads() * q_blocks; ++task) {
     const Microkernels& mk = microkernels();
-    const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
+    const int64_t g = task / q_blocks, i0 = (task % q_blocks) * kQueryBlock;
     const int64_t br = std::min(kQueryBlock, p.n - i0);
-    float* rows = probs + (b * p.n + i0) * p.m;  // (br, M)
+    const int64_t ld = probs.row_stride;
+    float* rows = p.query_matrix(probs, g) + i0 * ld;  // (br, M), rows ld apart
     for (int64_t j0 = 0; j0 < p.m; j0 += kKeyBlock) {
-      mk.gemm(br, std::min(kKeyBlock, p.m - j0), p.d, 1.0f, p.q + (b * p.n + i0) * p.d, p.d,
-              kt.block(b / p.kv_group, j0), kt.ld, rows + j0, p.m, false);
+      mk.gemm(br, std::min(kKeyBlock, p.m - j0), p.d, 1.0f, p.q_of(g) + i0 * p.q.row_stride,
+              p.q.row_stride, kt.block(p.kv_of(g), j0), kt.ld, rows + j0, ld, false);
     }
-    masker.apply(rows, p.m, b, i0, br, 0, p.m, false);
+    masker.apply(rows, ld, g, i0, br, 0, p.m, false);
     for (int64_t r = 0; r < br; ++r) {
-      const int64_t at = b * p.n + i0 + r;
+      const int64_t at = g * p.n + i0 + r;
       const float center = stats.given() ? stats.row_max[at] : 0.0f;
-      const float offset = stats.given() ? stats.log_sum[at] : lse[at];
-      float* row = rows + r * p.m;
-      if (offset == kMinusInf) {
+      const float offset =
+          stats.given() ? stats.log_sum[at] : p.query_matrix(lse, g)[(i0 + r) * lse.row_stride];
+      float* row = rows + r * ld;
+      if (offset == flash::kMinusInf) {
         std::fill(row, row + p.m, 0.0f);
       } else {
         mk.exp_centered_sum(row, p.m, exp_scale, center, offset);

@@ -5,15 +5,16 @@
 
 namespace llm_utils::cpu::flash {
 
-BlockedTranspose BlockedTranspose::of(const float* src, int64_t batch, int64_t rows, int64_t cols,
-                                      int64_t src_stride) {
-  BlockedTranspose t(batch, rows, cols);
+BlockedTranspose BlockedTranspose::of(const Strided<const float>& src, int64_t batch, int64_t heads,
+                                      int64_t rows, int64_t cols) {
+  BlockedTranspose t(batch * heads, rows, cols);
   const int64_t per_matrix = t.blocks_;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads())
-  for (int64_t task = 0; task < batch * per_matrix; ++task) {
-    const int64_t b = task / per_matrix, r0 = (task % per_matrix) * kBlock;
-    microkernels().transpose(src + b * src_stride + r0 * cols, std::min(kBlock, rows - r0), cols,
-                             cols, t.block(b, r0), ld);
+  for (int64_t task = 0; task < batch * heads * per_matrix; ++task) {
+    const int64_t i = task / per_matrix, r0 = (task % per_matrix) * kBlock;
+    const float* rows_r0 = src.row(i / heads, i % heads, r0);
+    microkernels().transpose(rows_r0, std::min(kBlock, rows - r0), cols, src.row_stride,
+                             t.block(i, r0), ld);
   }
   return t;
 }

@@ -11,6 +11,8 @@
 
 namespace llm_utils::cpu::flash {
 
+using detail::Strided;
+
 // Query rows per block and keys per block. 64 x 64 float tiles (16 KiB) keep the working set
 // of one block (Q, K^T, V, S and the output accumulator, ~80 KiB at head dim 64) in L2.
 constexpr int64_t kQueryBlock = 64;
@@ -39,14 +41,16 @@ class BlockedTranspose {
       : blocks_(flash::blocks(rows, kBlock)),
         cols_(cols),
         data_(static_cast<size_t>(batch * blocks_ * cols * kBlock), 0.0f) {}
-  /// The transpose of src (batch, rows, cols), the matrices `src_stride` elements apart and
-  /// their rows `cols` apart. Parallel over blocks, so batch 1 uses every thread.
-  static BlockedTranspose of(const float* src, int64_t batch, int64_t rows, int64_t cols,
-                             int64_t src_stride);
+  /// The transpose of each (rows, cols) matrix of src (batch, heads, rows, cols), matrix
+  /// b * heads + h of the result. Parallel over blocks, so one matrix uses every thread.
+  static BlockedTranspose of(const Strided<const float>& src, int64_t batch, int64_t heads,
+                             int64_t rows, int64_t cols);
 
   /// (cols, kBlock) for rows [r0, r0 + kBlock) of matrix b; r0 a multiple of kBlock.
   const float* block(int64_t b, int64_t r0) const { return data_.data() + offset(b, r0); }
   float* block(int64_t b, int64_t r0) { return data_.data() + offset(b, r0); }
+  /// Sets every element to zero.
+  void zero() { std::fill(data_.begin(), data_.end(), 0.0f); }
   /// Element (c, r) of matrix b's transpose: row r, column c of the original.
   float at(int64_t b, int64_t c, int64_t r) const {
     return block(b, r - r % kBlock)[c * ld + r % kBlock];

@@ -7,6 +7,9 @@
 // task produces an output normalised over its own chunk and that chunk's log-sum-exp, and a
 // final pass merges them (split-K, as FlashDecoding does).
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -53,38 +56,40 @@ bool greater_or_nan(float candidate, float current) {
 // tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
 // when given, else from this key block transposed into `kt_tile` (d, Bc). Either way the same
 // GEMM on the same numbers: the same bits as the backward's recomputation.
-void score_tile(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t b, const float* q,
+void score_tile(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t g, const float* q,
                 int64_t br, int64_t j0, int64_t bc, float* kt_tile, float* tile) {
   const Microkernels& mk = microkernels();
   if (kt != nullptr) {
-    mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt->block(b / p.kv_group, j0), kt->ld, tile, kKeyBlock,
-            false);
+    mk.gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, kt->block(p.kv_of(g), j0), kt->ld, tile,
+            kKeyBlock, false);
     return;
   }
-  mk.transpose(p.k_of(b) + j0 * p.d, bc, p.d, p.d, kt_tile, kKeyBlock);
-  mk.gemm(br, bc, p.d, 1.0f, q, p.d, kt_tile, kKeyBlock, tile, kKeyBlock, false);
+  mk.transpose(p.k_of(g) + j0 * p.k.row_stride, bc, p.d, p.k.row_stride, kt_tile, kKeyBlock);
+  mk.gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, kt_tile, kKeyBlock, tile, kKeyBlock, false);
 }
 
-// Where forward_block writes a query block's rows: out (br, dv), and each of lse, row_max and
-// log_sum (br) when not null.
+// Where forward_block writes a query block's rows: out (br, dv) with rows `out_stride` apart,
+// and, each when not null, lse (br) with elements `lse_stride` apart, row_max and log_sum (br).
 struct BlockOutput {
   float* out;
+  int64_t out_stride;
   float* lse;
+  int64_t lse_stride;
   float* row_max;
   float* log_sum;
 };
 
-// Queries [i0, i0 + br) of batch element b against the visible keys in [j_begin, j_limit)
+// Queries [i0, i0 + br) of query head g against the visible keys in [j_begin, j_limit)
 // (j_begin a multiple of kKeyBlock): output rows normalised over those keys and their softmax
 // statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row that sees no key of
 // the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
-void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t b, int64_t i0,
+void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t g, int64_t i0,
                    int64_t j_begin, int64_t j_limit, ForwardScratch& s, const BlockOutput& o) {
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const int64_t br = std::min(kQueryBlock, p.n - i0);
-  const float* q = p.q + (b * p.n + i0) * p.d;  // (br, d)
-  const float* v_b = p.v_of(b);                 // (M, dv)
+  const float* q = p.q_of(g) + i0 * p.q.row_stride;  // (br, d), rows q.row_stride apart
+  const float* v_g = p.v_of(g);                      // (M, dv), rows v.row_stride apart
   // With an additive mask the tile holds prescaled scores and the exponent uses scale 1.
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
 
@@ -96,8 +101,8 @@ void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int
   for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyBlock) {
     const int64_t bc = std::min(kKeyBlock, j_end - j0);
     float* tile = s.scores.data();  // (br, bc), leading dimension kKeyBlock
-    score_tile(p, kt, b, q, br, j0, bc, s.kt_tile.data(), tile);
-    masker.apply(tile, kKeyBlock, b, i0, br, j0, bc, false);
+    score_tile(p, kt, g, q, br, j0, bc, s.kt_tile.data(), tile);
+    masker.apply(tile, kKeyBlock, g, i0, br, j0, bc, false);
     for (int64_t r = 0; r < br; ++r) {
       float* row = tile + r * kKeyBlock;
       const float tile_max = mk.row_max(row, bc);
@@ -120,17 +125,18 @@ void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int
       m = m_new;
     }
     // acc += P_tile V_blk
-    mk.gemm(br, p.dv, bc, 1.0f, tile, kKeyBlock, v_b + j0 * p.dv, p.dv, s.acc.data(), p.dv, true);
+    mk.gemm(br, p.dv, bc, 1.0f, tile, kKeyBlock, v_g + j0 * p.v.row_stride, p.v.row_stride,
+            s.acc.data(), p.dv, true);
   }
 
   for (int64_t r = 0; r < br; ++r) {
     const float l = s.row_sum[static_cast<size_t>(r)];
     const float m = s.row_max[static_cast<size_t>(r)];
-    float* out_row = o.out + r * p.dv;
+    float* out_row = o.out + r * o.out_stride;
     const float* acc_row = s.acc.data() + r * p.dv;
     const bool hidden = l == 0.0f;  // a fully hidden row: zeros, not 0/0
     const float log_l = hidden ? kMinusInf : std::log(l);
-    if (o.lse != nullptr) o.lse[r] = hidden ? kMinusInf : m * exp_scale + log_l;
+    if (o.lse != nullptr) o.lse[r * o.lse_stride] = hidden ? kMinusInf : m * exp_scale + log_l;
     if (o.row_max != nullptr) {
       o.row_max[r] = hidden ? 0.0f : m;
       o.log_sum[r] = log_l;
@@ -163,7 +169,7 @@ KeySplit plan_key_split(const FlashProblem& p, int64_t tasks) {
   return {flash::blocks(p.m, chunk), chunk};
 }
 
-// Per-chunk parts of the output rows: out (S, B*N, dv), row_max and log_sum (S, B*N).
+// Per-chunk parts of the output rows: out (S, B*H*N, dv), row_max and log_sum (S, B*H*N).
 struct SplitParts {
   SplitParts(int64_t splits, int64_t rows, int64_t dv)
       : out(static_cast<size_t>(splits * rows * dv)),
@@ -218,54 +224,79 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
   }
 }
 
+// Rows with no key at all (M = 0): out = 0, lse = -inf, row_max = 0, log_sum = -inf, as for a
+// fully masked row.
+void forward_without_keys(const FlashProblem& p, const ForwardOutputs& o) {
+  for (int64_t g = 0; g < p.query_heads(); ++g) {
+    for (int64_t i = 0; i < p.n; ++i) {
+      float* out_row = p.query_matrix(o.out, g) + i * o.out.row_stride;
+      std::fill(out_row, out_row + p.dv, 0.0f);
+      p.query_matrix(o.lse, g)[i * o.lse.row_stride] = kMinusInf;
+      if (o.stats.given()) {
+        o.stats.row_max[g * p.n + i] = 0.0f;
+        o.stats.log_sum[g * p.n + i] = kMinusInf;
+      }
+    }
+  }
+}
+
 }  // namespace
 
-void flash_forward(const FlashProblem& p, float* out, float* lse, RowStats stats) {
-  // K^T of every k/v batch element (B / kv_group, d, M), unless transposed tile by tile.
+void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
+  if (p.no_queries()) return;
+  if (p.m == 0) {
+    forward_without_keys(p, o);
+    return;
+  }
+  // K^T of every key/value head (B * G, d, M), unless transposed tile by tile.
   flash::BlockedTranspose kt;
   if (p.n > kTileTransposeQueries) {
-    kt = flash::BlockedTranspose::of(p.k, p.kv_batch(), p.m, p.d, p.k_stride);
+    kt = flash::BlockedTranspose::of(p.k, p.batch, p.kv_heads, p.m, p.d);
   }
   const flash::BlockedTranspose* kt_or_null = p.n > kTileTransposeQueries ? &kt : nullptr;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
-  const int64_t tasks = p.batch * q_blocks;
+  const int64_t tasks = p.query_heads() * q_blocks;
   const KeySplit split = plan_key_split(p, tasks);
+  // Every thread's scratch is allocated here, outside the parallel regions, where a failed
+  // allocation is an exception the caller sees rather than std::terminate.
+  const int threads = get_num_threads();
+  std::vector<ForwardScratch> scratch(static_cast<size_t>(threads), ForwardScratch(p.d, p.dv));
+  const auto stats_at = [&o](float* base, int64_t row) {
+    return o.stats.given() ? base + row : nullptr;
+  };
   if (split.splits == 1) {
-#pragma omp parallel num_threads(get_num_threads())
-    {
-      ForwardScratch scratch(p.d, p.dv);
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t b = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
-        const int64_t row = b * p.n + i0;
-        forward_block(p, kt_or_null, b, i0, 0, p.m, scratch,
-                      {out + row * p.dv, lse + row, stats.given() ? stats.row_max + row : nullptr,
-                       stats.given() ? stats.log_sum + row : nullptr});
-      }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t g = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
+      const int64_t row = g * p.n + i0;
+      forward_block(p, kt_or_null, g, i0, 0, p.m,
+                    scratch[static_cast<size_t>(omp_get_thread_num())],
+                    {p.query_matrix(o.out, g) + i0 * o.out.row_stride, o.out.row_stride,
+                     p.query_matrix(o.lse, g) + i0 * o.lse.row_stride, o.lse.row_stride,
+                     stats_at(o.stats.row_max, row), stats_at(o.stats.log_sum, row)});
     }
     return;
   }
-  const int64_t rows = p.batch * p.n;
+  const int64_t rows = p.query_heads() * p.n;
   SplitParts parts(split.splits, rows, p.dv);
-#pragma omp parallel num_threads(get_num_threads())
-  {
-    ForwardScratch scratch(p.d, p.dv);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks * split.splits; ++t) {
-      const int64_t s = t % split.splits, block = t / split.splits;
-      const int64_t b = block / q_blocks, i0 = (block % q_blocks) * kQueryBlock;
-      const size_t at = static_cast<size_t>(s * rows + b * p.n + i0);
-      forward_block(p, kt_or_null, b, i0, s * split.chunk, (s + 1) * split.chunk, scratch,
-                    {parts.out.data() + at * static_cast<size_t>(p.dv), nullptr,
-                     parts.row_max.data() + at, parts.log_sum.data() + at});
-    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t t = 0; t < tasks * split.splits; ++t) {
+    const int64_t s = t % split.splits, block = t / split.splits;
+    const int64_t g = block / q_blocks, i0 = (block % q_blocks) * kQueryBlock;
+    const size_t at = static_cast<size_t>(s * rows + g * p.n + i0);
+    forward_block(p, kt_or_null, g, i0, s * split.chunk, (s + 1) * split.chunk,
+                  scratch[static_cast<size_t>(omp_get_thread_num())],
+                  {parts.out.data() + at * static_cast<size_t>(p.dv), p.dv, nullptr, 0,
+                   parts.row_max.data() + at, parts.log_sum.data() + at});
   }
   const float exp_scale = flash::TileMasker{p}.prescale() ? 1.0f : p.scale;
-#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t row = 0; row < rows; ++row) {
-    merge_row(parts, row, rows, split.splits, p.dv, exp_scale, out + row * p.dv, lse + row,
-              stats.given() ? stats.row_max + row : nullptr,
-              stats.given() ? stats.log_sum + row : nullptr);
+    const int64_t g = row / p.n, i = row % p.n;
+    merge_row(parts, row, rows, split.splits, p.dv, exp_scale,
+              p.query_matrix(o.out, g) + i * o.out.row_stride,
+              p.query_matrix(o.lse, g) + i * o.lse.row_stride, stats_at(o.stats.row_max, row),
+              stats_at(o.stats.log_sum, row));
   }
 }
 

@@ -1,13 +1,17 @@
 #pragma once
-// One attention call on raw pointers, after the public entry points (attention.cpp) or a module
-// checked the shapes: what the reference and the fused kernels both receive.
+// One attention call on raw pointers, after the public entry points (kernels/attention.cpp) or a
+// module checked every shape: what the reference and the fused kernels both receive.
 //
-// Shapes (row-major): q (B, N, d) contiguous; k and v hold B / kv_group batch elements of
-// (M, d) and (M, dv) rows, `k_stride` / `v_stride` elements apart (M * d and M * dv when
-// contiguous; larger for a KV cache with spare capacity). Query batch element b reads k/v
-// element b / kv_group: grouped-query attention when kv_group > 1, heads h of a group
-// consecutive. Outputs are contiguous: out (B, N, dv), lse (B, N); gradients dq as q, dk
-// (B / kv_group, M, d), dv (B / kv_group, M, dv).
+// Every tensor is a set of (batch, head) matrices with contiguous rows and arbitrary batch, head
+// and row strides (Strided), so a module can point q, k and v at the heads of one packed
+// projection (B, N, (H + 2G) * hd) and write the merged (B, N, H * hd) output in place:
+//
+//   q (B, H, N, d)     k (B, G, M, d)     v (B, G, M, dv)     out (B, H, N, dv)     lse (B, H, N)
+//   dout, dq, dk, dv as out, q, k, v.
+//
+// Query head h of batch element b attends to key/value head h / (H / G) of b: grouped-query
+// attention when G < H, the H / G heads of a group consecutive (PyTorch's repeat_interleave).
+// Kernels loop over the B * H query heads as one flattened index g = b * H + h.
 //
 // Scores are S = (Q K^T) / divisor (+ mask), with key j hidden from query i when causal and
 // j > i + query_offset (query i sits at key position i + query_offset, as after a KV cache's
@@ -18,27 +22,45 @@
 
 namespace llm_utils::detail {
 
+/// A (batch, heads, rows, cols) array whose rows are contiguous: row r of matrix (b, h) starts
+/// at data + b * batch_stride + h * head_stride + r * row_stride. For lse-like (B, H, N) arrays
+/// each "row" is one element, row_stride 1.
+template <typename T>
+struct Strided {
+  T* data = nullptr;
+  int64_t batch_stride = 0;
+  int64_t head_stride = 0;
+  int64_t row_stride = 0;
+
+  T* matrix(int64_t b, int64_t h) const { return data + b * batch_stride + h * head_stride; }
+  T* row(int64_t b, int64_t h, int64_t r) const { return matrix(b, h) + r * row_stride; }
+  /// The same array read-only.
+  Strided<const T> as_const() const { return {data, batch_stride, head_stride, row_stride}; }
+  /// A contiguous (batch, heads, rows, cols) array.
+  static Strided contiguous(T* data, int64_t heads, int64_t rows, int64_t cols) {
+    return {data, heads * rows * cols, rows * cols, cols};
+  }
+};
+
 struct AttentionProblem {
-  int64_t batch = 0;  // query batch elements B (batch x heads, flattened)
-  int64_t n = 0;      // queries per batch element
-  int64_t m = 0;      // keys per batch element
-  int64_t d = 0;      // head dim of q and k
-  int64_t dv = 0;     // head dim of v
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  int64_t k_stride = 0;  // elements between k batch elements
-  int64_t v_stride = 0;  // elements between v batch elements
-  int64_t kv_group = 1;  // query batch elements per k/v batch element
+  int64_t batch = 0;     // B
+  int64_t heads = 0;     // H: query heads per batch element
+  int64_t kv_heads = 0;  // G: key/value heads per batch element, a divisor of H
+  int64_t n = 0;         // queries per head
+  int64_t m = 0;         // keys per head
+  int64_t d = 0;         // head dim of q and k
+  int64_t dv = 0;        // head dim of v
+  Strided<const float> q, k, v;
   float divisor = 1.0f;  // scores are divided by it (the reference) or multiplied by `scale`
   float scale = 1.0f;    // 1 / divisor
   bool causal = false;
   int64_t query_offset = 0;  // >= 0; the key position of query 0 for the causal mask
-  // Additive mask in scaled units, nullptr for none. Its element for (b, i, j) is
-  //   mask[(b / mask_heads) * mask_stride_outer + (b % mask_heads) * mask_stride_head
+  // Additive mask in scaled units, nullptr for none. Its element for (g, i, j), g = b * H + h
+  // the flattened query head, is
+  //   mask[(g / mask_heads) * mask_stride_outer + (g % mask_heads) * mask_stride_head
   //        + i * mask_stride_row + j * mask_stride_col],
-  // so a stride of 0 broadcasts that dimension; mask_heads splits b into (outer, head) as a
-  // module flattens (batch, heads).
+  // so a stride of 0 broadcasts that dimension; mask_heads splits g into (outer, head), as H does
+  // for a (B, H, N, M) mask.
   const float* mask = nullptr;
   int64_t mask_heads = 1;
   int64_t mask_stride_outer = 0;
@@ -46,13 +68,38 @@ struct AttentionProblem {
   int64_t mask_stride_row = 0;
   int64_t mask_stride_col = 0;
 
-  int64_t kv_batch() const { return batch / kv_group; }
-  /// The (M, d) keys and (M, dv) values that query batch element b attends to.
-  const float* k_of(int64_t b) const { return k + (b / kv_group) * k_stride; }
-  const float* v_of(int64_t b) const { return v + (b / kv_group) * v_stride; }
-  /// The mask's element (b, 0, 0); index it with mask_index(i, j). Only when mask != nullptr.
-  const float* mask_of(int64_t b) const {
-    return mask + (b / mask_heads) * mask_stride_outer + (b % mask_heads) * mask_stride_head;
+  /// B * H, the flattened query heads g the kernels loop over.
+  int64_t query_heads() const { return batch * heads; }
+  /// B * G, the flattened key/value heads.
+  int64_t kv_count() const { return batch * kv_heads; }
+  /// H / G: query heads per key/value head.
+  int64_t kv_group() const { return heads / kv_heads; }
+  /// The flattened key/value head that query head g attends to.
+  int64_t kv_of(int64_t g) const { return (g / heads) * kv_heads + (g % heads) / kv_group(); }
+  /// The first of the kv_group() consecutive query heads that attend to key/value head kv.
+  int64_t first_query_head(int64_t kv) const {
+    return (kv / kv_heads) * heads + (kv % kv_heads) * kv_group();
+  }
+
+  /// Matrix g of a (B, H, ...) array: q, out, lse, dout, dq.
+  template <typename T>
+  T* query_matrix(const Strided<T>& a, int64_t g) const {
+    return a.matrix(g / heads, g % heads);
+  }
+  /// Matrix kv of a (B, G, ...) array: k, v, dk, dv.
+  template <typename T>
+  T* kv_matrix(const Strided<T>& a, int64_t kv) const {
+    return a.matrix(kv / kv_heads, kv % kv_heads);
+  }
+  /// The (M, d) keys and (M, dv) values query head g attends to; rows k.row_stride apart.
+  const float* k_of(int64_t g) const { return kv_matrix(k, kv_of(g)); }
+  const float* v_of(int64_t g) const { return kv_matrix(v, kv_of(g)); }
+  /// The (N, d) queries of head g, rows q.row_stride apart.
+  const float* q_of(int64_t g) const { return query_matrix(q, g); }
+
+  /// The mask's element (g, 0, 0); index it with mask_index(i, j). Only when mask != nullptr.
+  const float* mask_of(int64_t g) const {
+    return mask + (g / mask_heads) * mask_stride_outer + (g % mask_heads) * mask_stride_head;
   }
   int64_t mask_index(int64_t i, int64_t j) const {
     return i * mask_stride_row + j * mask_stride_col;
@@ -61,6 +108,8 @@ struct AttentionProblem {
   int64_t visible_end(int64_t i) const {
     return causal ? std::min(m, std::max<int64_t>(0, i + query_offset + 1)) : m;
   }
+  /// True when there is nothing to compute: no query head or no query.
+  bool no_queries() const { return batch == 0 || heads == 0 || n == 0; }
 };
 
 /// Per query row softmax statistics that the fused forward can leave for the fused backward and
@@ -68,7 +117,8 @@ struct AttentionProblem {
 /// scaled scores plus mask when a mask is present) and log(l), l = sum_j exp((s_j - m) * scale).
 /// P = exp((s - m) * scale - log l) is then exact near the row max however large the scores,
 /// where exp(s * scale - lse) loses |lse| * 6e-8 to the rounding of lse (PyTorch's own
-/// recomputation from saved probabilities has no such loss). Each (B, N); both or neither.
+/// recomputation from saved probabilities has no such loss). Each contiguous (B * H, N), both or
+/// neither.
 struct RowStats {
   float* row_max = nullptr;
   float* log_sum = nullptr;
@@ -81,5 +131,23 @@ inline RowStats saved_row_stats(const float* row_max, const float* log_sum, bool
   if (!fused_forward) return {};
   return {const_cast<float*>(row_max), const_cast<float*>(log_sum)};
 }
+
+/// The forward's outputs: out (B, H, N, dv) and lse (B, H, N).
+struct ForwardOutputs {
+  Strided<float> out;
+  Strided<float> lse;
+  RowStats stats;  // written when given and the fused kernel runs
+};
+
+/// What the backward reads and writes: the forward's out and lse (and its row statistics, when
+/// the fused forward wrote them), dout; dq, dk may have data == nullptr when not wanted; dv is
+/// required. Each given gradient is overwritten.
+struct BackwardTensors {
+  Strided<const float> out;
+  Strided<const float> lse;
+  RowStats stats;
+  Strided<const float> dout;
+  Strided<float> dq, dk, dv;
+};
 
 }  // namespace llm_utils::detail

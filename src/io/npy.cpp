@@ -331,6 +331,8 @@ std::string serialize_npy(ConstTensorView tensor) {  // NOLINT(performance-unnec
     throw ArgumentError("save_npy: view of shape " + shape_to_string(tensor.shape()) +
                         " has no data");
   }
+  Tensor contiguous_copy;  // a strided view is written in row-major order
+  tensor = contiguous(tensor, contiguous_copy);
 
   // The dict exactly as numpy spells it, trailing ", " included.
   const std::string dict = "{'descr': '" + std::string(kFloat32Descr) +

@@ -8,30 +8,35 @@
 
 namespace llm_utils::detail {
 
-/// A problem over contiguous (B, N, d) q, (B, M, d) k, (B, M, dv) v with the options' scale,
-/// causal offset and mask. The mask's shape must already have been checked.
+/// The scale divisor when none is given: sqrt(d), or 1 for d = 0 (every score is then 0).
+float default_divisor(int64_t d);
+
+/// A problem over q (B, H, N, d), k (B, G, M, d), v (B, G, M, dv) with the options' scale and
+/// causal offset; the options' additive_mask is not read (set one with set_broadcast_mask or
+/// the modules' apply_mask).
+AttentionProblem make_attention_problem(Strided<const float> q, Strided<const float> k,
+                                        Strided<const float> v, int64_t batch, int64_t heads,
+                                        int64_t kv_heads, int64_t n, int64_t m, int64_t d,
+                                        int64_t dv, const AttentionOptions& options);
+
+/// The same over contiguous (B, N, d) q, (B, M, d) k, (B, M, dv) v: one head per batch element.
 AttentionProblem make_attention_problem(const float* q, const float* k, const float* v,
                                         int64_t batch, int64_t n, int64_t m, int64_t d, int64_t dv,
                                         const AttentionOptions& options);
 
-/// Points p's mask at a contiguous (N|1, M|1) or (Bm|1, N|1, M|1) tensor whose shape was
-/// checked against p (attention.hpp's broadcast rules).
-void set_broadcast_mask(AttentionProblem& p, const ConstTensorView& mask);
+/// Which backend runs a problem: `requested`, or for `automatic` the choice by size.
+Backend resolve_backend(const AttentionProblem& p, Backend requested);
 
-/// attention_forward on a checked problem: out (B, N, dv), lse (B, N), and the row statistics
-/// when given and the fused kernel runs. Returns the backend that ran: only after `flash` do the
-/// statistics hold anything, and only then may they be passed on below.
-Backend attention_forward(const AttentionProblem& p, Backend backend, float* out, float* lse,
-                          RowStats stats = {});
+/// attention_forward on a checked problem. Returns the backend that ran: only after `flash` do
+/// the row statistics hold anything, and only then may they be passed on below.
+Backend attention_forward(const AttentionProblem& p, Backend backend, const ForwardOutputs& o);
 
-/// attention_backward on a checked problem (shapes: attention_problem.hpp); dq, dk may be null.
-/// `stats`: those a flash forward wrote for this problem, or none.
-void attention_backward(const AttentionProblem& p, Backend backend, const float* out,
-                        const float* lse, RowStats stats, const float* dout, float* dq, float* dk,
-                        float* dv);
+/// attention_backward on a checked problem (shapes: attention_problem.hpp). `t.stats`: those a
+/// flash forward wrote for this problem, or none.
+void attention_backward(const AttentionProblem& p, Backend backend, const BackwardTensors& t);
 
-/// attention_probabilities on a checked problem: probs (B, N, M). `stats` as for backward.
-void attention_probabilities(const AttentionProblem& p, Backend backend, const float* lse,
-                             RowStats stats, float* probs);
+/// attention_probabilities on a checked problem: probs (B, H, N, M). `stats` as for backward.
+void attention_probabilities(const AttentionProblem& p, Backend backend, Strided<const float> lse,
+                             RowStats stats, Strided<float> probs);
 
 }  // namespace llm_utils::detail

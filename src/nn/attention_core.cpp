@@ -5,10 +5,10 @@
 #include <cmath>
 
 #include "kernels/attention_dispatch.hpp"
+#include "kernels/gemm.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "nn/broadcast_mask.hpp"
-#include "kernels/gemm.hpp"
 
 namespace llm_utils::detail {
 
@@ -20,9 +20,12 @@ AttentionProblem AttentionCore::problem() const {
   kernel_options.causal = options_.causal;
   kernel_options.query_offset = options_.query_offset;
   kernel_options.scale_divisor = options_.scale_divisor;
+  const int64_t kv = g / options_.kv_group;
   AttentionProblem p =
-      make_attention_problem(q_.data(), k_.data(), v_.data(), g, n, m, hd, hd, kernel_options);
-  p.kv_group = options_.kv_group;
+      make_attention_problem(Strided<const float>::contiguous(q_.data(), g, n, hd),
+                             Strided<const float>::contiguous(k_.data(), kv, m, hd),
+                             Strided<const float>::contiguous(v_.data(), kv, m, hd), 1, g, kv, n, m,
+                             hd, hd, kernel_options);
   apply_mask(options_.mask, options_.heads, p);
   return p;
 }
@@ -45,8 +48,10 @@ Tensor AttentionCore::forward(Tensor q, Tensor k, Tensor v, CoreOptions options,
   }
   row_max_ = Tensor({g, n});
   log_sum_ = Tensor({g, n});
-  have_row_stats_ = attention_forward(problem(), backend_, out_.data(), lse_.data(),
-                                      {row_max_.data(), log_sum_.data()}) == Backend::flash;
+  have_row_stats_ = attention_forward(problem(), backend_,
+                                      {Strided<float>::contiguous(out_.data(), g, n, hd),
+                                       Strided<float>::contiguous(lse_.data(), g, n, 1),
+                                       {row_max_.data(), log_sum_.data()}}) == Backend::flash;
   return out_;
 }
 
@@ -57,7 +62,7 @@ void AttentionCore::forward_with_dropout(double dropout, Generator& generator) {
   backend_ = Backend::reference;
   have_row_stats_ = false;
   probs_ = Tensor({g, n, m});
-  attention_probabilities(p, backend_, nullptr, {}, probs_.data());
+  attention_probabilities(p, backend_, {}, {}, Strided<float>::contiguous(probs_.data(), g, n, m));
   // nn.Dropout: keep with probability 1 - p, scale kept weights by 1 / (1 - p) (in float, as
   // PyTorch). One draw per weight, masked ones included, so the stream is easy to state.
   keep_ = Tensor({g, n, m});
@@ -71,8 +76,8 @@ void AttentionCore::forward_with_dropout(double dropout, Generator& generator) {
   for (int64_t i = 0; i < dropped.numel(); ++i) dropped[i] *= keep_[i];
   for (int64_t h = 0; h < g; ++h) {
     // out (N, hd) = dropped (N, M) V (M, hd)
-    kernels::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dropped.data() + h * n * m, m, p.v_of(h), hd,
-               0.0f, out_.data() + h * n * hd, hd);
+    kernels::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dropped.data() + h * n * m, m, p.v_of(h),
+                  hd, 0.0f, out_.data() + h * n * hd, hd);
   }
 }
 
@@ -85,8 +90,17 @@ void AttentionCore::backward(ConstTensorView dout, Tensor& dq, Tensor& dk, Tenso
     return;
   }
   const RowStats stats = saved_row_stats(row_max_.data(), log_sum_.data(), have_row_stats_);
-  attention_backward(problem(), backend_, out_.data(), lse_.data(), stats, dout.data(), dq.data(),
-                     dk.data(), dv.data());
+  const int64_t g = q_.size(0), n = q_.size(1), hd = q_.size(2), m = k_.size(1);
+  const int64_t kv = k_.size(0);
+  BackwardTensors t;
+  t.out = Strided<const float>::contiguous(out_.data(), g, n, hd);
+  t.lse = Strided<const float>::contiguous(lse_.data(), g, n, 1);
+  t.stats = stats;
+  t.dout = Strided<const float>::contiguous(dout.data(), g, n, hd);
+  t.dq = Strided<float>::contiguous(dq.data(), g, n, hd);
+  t.dk = Strided<float>::contiguous(dk.data(), kv, m, hd);
+  t.dv = Strided<float>::contiguous(dv.data(), kv, m, hd);
+  attention_backward(problem(), backend_, t);
 }
 
 void AttentionCore::backward_with_dropout(ConstTensorView dout, Tensor& dq, Tensor& dk,
@@ -101,12 +115,12 @@ void AttentionCore::backward_with_dropout(ConstTensorView dout, Tensor& dq, Tens
     const float* q = q_.data() + h * n * hd;
     const float* dO = dout.data() + h * n * hd;
     // The kv_group heads sharing keys and values add up their dK and dV.
-    const int64_t kv = h / p.kv_group;
-    const float beta = h % p.kv_group == 0 ? 0.0f : 1.0f;
+    const int64_t kv = p.kv_of(h);
+    const float beta = h == p.first_query_head(kv) ? 0.0f : 1.0f;
     for (int64_t i = 0; i < n * m; ++i) dropped[i] = probs[i] * keep[i];
     // forward `out = dropped V`: dV (M, hd) += dropped^T dO, d(dropped) (N, M) = dO V^T.
     kernels::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dropped.data(), m, dO, hd, beta,
-               dv.data() + kv * m * hd, hd);
+                  dv.data() + kv * m * hd, hd);
     kernels::gemm(Trans::no, Trans::yes, n, m, hd, 1.0f, dO, hd, p.v_of(h), hd, 0.0f, dp.data(), m);
     // forward `dropped = P * keep`, then `P = softmax(S)` row-wise with S = Q K^T / divisor
     // (+ mask): dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik) / divisor. Hidden keys have P = 0.
@@ -123,9 +137,9 @@ void AttentionCore::backward_with_dropout(ConstTensorView dout, Tensor& dq, Tens
     }
     // forward `S = Q K^T / divisor`: dQ = dS K, dK += dS^T Q (the divisor already in dS).
     kernels::gemm(Trans::no, Trans::no, n, hd, m, 1.0f, dp.data(), m, p.k_of(h), hd, 0.0f,
-               dq.data() + h * n * hd, hd);
+                  dq.data() + h * n * hd, hd);
     kernels::gemm(Trans::yes, Trans::no, m, hd, n, 1.0f, dp.data(), m, q, hd, beta,
-               dk.data() + kv * m * hd, hd);
+                  dk.data() + kv * m * hd, hd);
   }
 }
 

@@ -46,7 +46,9 @@ Tensor CausalAttention::forward(ConstTensorView x) {
   return in.was_2d ? std::move(out).reshape({n, d}) : out;
 }
 
-Tensor CausalAttention::backward(ConstTensorView grad_output) {
+Tensor CausalAttention::backward(ConstTensorView grad_output_view) {
+  Tensor grad_copy;
+  const ConstTensorView grad_output = contiguous(grad_output_view, grad_copy);
   const std::string where = kName + ".backward";
   if (batch_ == 0) throw StateError(where + ": called before any forward");
   const Shape expected = input_was_2d_ ? Shape{seq_, d_out()} : Shape{batch_, seq_, d_out()};

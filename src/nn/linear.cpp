@@ -4,8 +4,8 @@
 #include <cmath>
 #include <string>
 
-#include "llm_utils/error.hpp"
 #include "kernels/gemm.hpp"
+#include "llm_utils/error.hpp"
 
 namespace llm_utils {
 
@@ -62,6 +62,8 @@ int64_t rows_of(ConstTensorView x, int64_t features, const char* fn, const char*
 
 Tensor Linear::forward(ConstTensorView x) const {
   const int64_t rows = rows_of(x, in_features(), "Linear::forward", "x");
+  Tensor x_copy;
+  x = contiguous(x, x_copy);
   Shape y_shape = x.shape();
   y_shape.back() = out_features();
   Tensor y(y_shape);  // (..., out)
@@ -78,7 +80,7 @@ void Linear::forward_into(const float* x, int64_t rows, float* y) const {
   }
   // y (rows, out) = x (rows, in) W^T (in, out) + y
   kernels::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, weight.data.data(), in,
-             bias ? 1.0f : 0.0f, y, out);
+                bias ? 1.0f : 0.0f, y, out);
 }
 
 Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
@@ -88,11 +90,14 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
     throw ArgumentError("Linear::backward: dy has shape " + shape_to_string(dy.shape()) +
                         ", input x had shape " + shape_to_string(x.shape()));
   }
+  Tensor x_copy, dy_copy;
+  x = contiguous(x, x_copy);
+  dy = contiguous(dy, dy_copy);
   // forward was `y = x W^T + b`, so dW (out, in) = dy^T x and db (out) = column sums of dy.
   if (weight.requires_grad) {
     Tensor dw({out, in});
     kernels::gemm(Trans::yes, Trans::no, out, in, rows, 1.0f, dy.data(), out, x.data(), in, 0.0f,
-               dw.data(), in);
+                  dw.data(), in);
     weight.accumulate_grad(dw);
   }
   if (bias && bias->requires_grad) {
@@ -106,7 +111,7 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
   // ... and dx (rows, in) = dy W.
   Tensor dx(x.shape());
   kernels::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data.data(), in,
-             0.0f, dx.data(), in);
+                0.0f, dx.data(), in);
   return dx;
 }
 

@@ -52,7 +52,9 @@ Tensor MultiHeadAttentionWrapper::forward(ConstTensorView x) {
   return out;
 }
 
-Tensor MultiHeadAttentionWrapper::backward(ConstTensorView grad_output) {
+Tensor MultiHeadAttentionWrapper::backward(ConstTensorView grad_output_view) {
+  Tensor grad_copy;
+  const ConstTensorView grad_output = contiguous(grad_output_view, grad_copy);
   const int64_t d = heads.front().d_out(), width = d * num_heads();
   if (grad_output.dim() < 2 || grad_output.size(-1) != width) {
     throw ArgumentError(kWrapper + ".backward: grad_output must end in a dimension of " +
@@ -215,7 +217,9 @@ Tensor MultiHeadAttention::forward(ConstTensorView x, const AttentionForwardOpti
   return in.was_2d ? std::move(out).reshape({n, d_out()}) : std::move(out).reshape({b, n, d_out()});
 }
 
-Tensor MultiHeadAttention::backward(ConstTensorView grad_output) {
+Tensor MultiHeadAttention::backward(ConstTensorView grad_output_view) {
+  Tensor grad_copy;
+  const ConstTensorView grad_output = contiguous(grad_output_view, grad_copy);
   const std::string where = kMha + ".backward";
   if (last_forward_cached_) {
     throw StateError(where +

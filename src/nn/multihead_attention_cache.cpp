@@ -84,15 +84,20 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x,
   kernel_options.causal = core.causal;
   kernel_options.query_offset = past;
   kernel_options.scale_divisor = core.scale_divisor;
-  detail::AttentionProblem p = detail::make_attention_problem(
-      q.data(), cache_.keys.data(), cache_.values.data(), b * h, n, total, hd, hd, kernel_options);
-  p.k_stride = cache_.capacity * hd;
-  p.v_stride = cache_.capacity * hd;
-  p.kv_group = core.kv_group;
+  using detail::Strided;
+  // The cache holds (B*G, capacity, hd) of which the first `total` rows of each head are used.
+  const Strided<const float> keys{cache_.keys.data(), 0, cache_.capacity * hd, hd};
+  const Strided<const float> values{cache_.values.data(), 0, cache_.capacity * hd, hd};
+  detail::AttentionProblem p =
+      detail::make_attention_problem(Strided<const float>::contiguous(q.data(), b * h, n, hd), keys,
+                                     values, 1, b * h, b * g, n, total, hd, hd, kernel_options);
   detail::apply_mask(core.mask, h, p);
   Tensor heads({b * h, n, hd});  // (B*H, n, hd)
   Tensor lse({b * h, n});        // (B*H, n), unused: nothing to differentiate
-  detail::attention_forward(p, backend_, heads.data(), lse.data());
+  detail::attention_forward(p, backend_,
+                            {Strided<float>::contiguous(heads.data(), b * h, n, hd),
+                             Strided<float>::contiguous(lse.data(), b * h, n, 1),
+                             {}});
 
   batch_ = 0;
   last_forward_cached_ = true;

@@ -20,6 +20,8 @@ void Parameter::accumulate_grad(ConstTensorView g) {
                         ", parameter has shape " + shape_to_string(data.shape()));
   }
   if (!requires_grad) return;
+  Tensor g_copy;
+  g = contiguous(g, g_copy);
   if (!has_grad_) {
     grad_ = Tensor::from_view(g);
     has_grad_ = true;

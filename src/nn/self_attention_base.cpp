@@ -29,7 +29,9 @@ void ensure_shape(Tensor& t, int64_t d0, int64_t d1, int64_t d2 = -1) {
 }
 }  // namespace
 
-Tensor SelfAttentionBase::forward(ConstTensorView x) {
+Tensor SelfAttentionBase::forward(ConstTensorView x_view) {
+  Tensor x_copy;
+  const ConstTensorView x = contiguous(x_view, x_copy);
   const auto where = [this] { return class_name_ + ".forward"; };
   if (x.dim() != 2 && x.dim() != 3) {
     throw ArgumentError(where() + ": x must be (seq_len, d_in) or (batch, seq_len, d_in), got " +
@@ -66,9 +68,11 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   project(input_, queries_, keys_, values_);
   const detail::AttentionProblem problem = detail::make_attention_problem(
       queries_.data(), keys_.data(), values_.data(), batch, seq, seq, d_out_, d_out_, options_);
-  have_row_stats_ =
-      detail::attention_forward(problem, options_.backend, context_.data(), lse_.data(),
-                                {row_max_.data(), log_sum_.data()}) == Backend::flash;
+  have_row_stats_ = detail::attention_forward(
+                        problem, options_.backend,
+                        {detail::Strided<float>::contiguous(context_.data(), 1, seq, d_out_),
+                         detail::Strided<float>::contiguous(lse_.data(), 1, seq, 1),
+                         {row_max_.data(), log_sum_.data()}}) == Backend::flash;
 
   batch_ = batch;
   seq_ = seq;
@@ -81,7 +85,9 @@ Tensor SelfAttentionBase::forward(ConstTensorView x) {
   return out;
 }
 
-Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {
+Tensor SelfAttentionBase::backward(ConstTensorView grad_output_view) {
+  Tensor grad_copy;
+  const ConstTensorView grad_output = contiguous(grad_output_view, grad_copy);
   const std::string where = class_name_ + ".backward";
   if (!has_forward()) throw StateError(where + ": called before any forward");
   if (!backward_ready_) {
@@ -100,9 +106,18 @@ Tensor SelfAttentionBase::backward(ConstTensorView grad_output) {
   }
   Tensor dv({batch_, seq_, d_out_});                                       // (B, N, d_out)
   const ConstTensorView dout(grad_output.data(), {batch_, seq_, d_out_});  // (B, N, d_out)
-  detail::attention_backward(saved_problem(), options_.backend, context_.data(), lse_.data(),
-                             row_stats(), dout.data(), qk ? dq.data() : nullptr,
-                             qk ? dk.data() : nullptr, dv.data());
+  using detail::Strided;
+  detail::BackwardTensors t;
+  t.out = Strided<const float>::contiguous(context_.data(), 1, seq_, d_out_);
+  t.lse = Strided<const float>::contiguous(lse_.data(), 1, seq_, 1);
+  t.stats = row_stats();
+  t.dout = Strided<const float>::contiguous(dout.data(), 1, seq_, d_out_);
+  if (qk) {
+    t.dq = Strided<float>::contiguous(dq.data(), 1, seq_, d_out_);
+    t.dk = Strided<float>::contiguous(dk.data(), 1, seq_, d_out_);
+  }
+  t.dv = Strided<float>::contiguous(dv.data(), 1, seq_, d_out_);
+  detail::attention_backward(saved_problem(), options_.backend, t);
   const Shape flat = {batch_ * seq_, d_out_};
   const ConstTensorView none;
   Tensor dx = project_backward(input_, qk ? ConstTensorView(dq.data(), flat) : none,
@@ -191,8 +206,10 @@ ConstTensorView SelfAttentionBase::values() const {
 const Tensor& SelfAttentionBase::all_attn_weights() const {
   if (!probs_) {
     Tensor probs({batch_, seq_, seq_});  // (B, N, N)
-    detail::attention_probabilities(saved_problem(), options_.backend, lse_.data(), row_stats(),
-                                    probs.data());
+    detail::attention_probabilities(
+        saved_problem(), options_.backend,
+        detail::Strided<const float>::contiguous(lse_.data(), 1, seq_, 1), row_stats(),
+        detail::Strided<float>::contiguous(probs.data(), 1, seq_, seq_));
     probs_ = std::move(probs);
   }
   return *probs_;

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "llm_utils/error.hpp"
 #include "reference/attention_reference.hpp"
 #include "reference/plain_gemm.hpp"
 
@@ -19,11 +20,11 @@ namespace {
 using detail::Trans;
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
-// scores (N, M) = Q_b K_b^T / divisor + mask, with hidden keys at -inf.
-void scores(const AttentionProblem& p, int64_t b, float* s) {
-  gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q + b * p.n * p.d, p.d, p.k_of(b), p.d,
-             0.0f, s, p.m);
-  const float* mask = p.mask != nullptr ? p.mask_of(b) : nullptr;
+// scores (N, M) = Q_g K_g^T / divisor + mask, with hidden keys at -inf.
+void scores(const AttentionProblem& p, int64_t g, float* s) {
+  gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q_of(g), p.q.row_stride, p.k_of(g),
+       p.k.row_stride, 0.0f, s, p.m);
+  const float* mask = p.mask != nullptr ? p.mask_of(g) : nullptr;
   for (int64_t i = 0; i < p.n; ++i) {
     const int64_t visible_end = p.visible_end(i);
     for (int64_t j = 0; j < p.m; ++j) {
@@ -38,17 +39,23 @@ void scores(const AttentionProblem& p, int64_t b, float* s) {
 // P (N, M) recomputed exactly as the forward computed it (the scores, then the softmax with
 // the row max subtracted), so the backward sees the same bits PyTorch's autograd saves. Using
 // exp(S - lse) instead would differ in the last bits, which saturated softmax rows amplify.
-void probabilities(const AttentionProblem& p, int64_t b, float* s) {
-  scores(p, b, s);
+void probabilities(const AttentionProblem& p, int64_t g, float* s) {
+  scores(p, g, s);
   softmax_rows_inplace(TensorView(s, {p.n, p.m}));
+}
+
+// Sets the (rows, cols) matrix at `c` (rows `ld` apart) to zero.
+void zero_matrix(float* c, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) std::fill(c + r * ld, c + r * ld + cols, 0.0f);
 }
 
 }  // namespace
 
-void attention_forward(const AttentionProblem& p, float* out, float* lse) {
+void attention_forward(const AttentionProblem& p, const ForwardOutputs& o) {
   std::vector<float> s(static_cast<size_t>(p.n * p.m));  // (N, M) scores, then P
-  for (int64_t b = 0; b < p.batch; ++b) {
-    scores(p, b, s.data());
+  for (int64_t g = 0; g < p.query_heads(); ++g) {
+    scores(p, g, s.data());
+    float* lse = p.query_matrix(o.lse, g);  // (N), elements o.lse.row_stride apart
     // The softmax of each row, as softmax_rows_inplace computes it, keeping its max and sum:
     // lse_i = max + log(sum exp(S - max)).
     for (int64_t i = 0; i < p.n; ++i) {
@@ -59,9 +66,9 @@ void attention_forward(const AttentionProblem& p, float* out, float* lse) {
         row_max = row[j] > row_max ? row[j] : row_max;
         nan |= std::isnan(row[j]);
       }
-      float& row_lse = lse[b * p.n + i];
+      float& row_lse = lse[i * o.lse.row_stride];
       if (nan || row_max == kMinusInf) {
-        // NaN anywhere: the row is NaN; no visible key: zeros, not 0/0.
+        // NaN anywhere: the row is NaN; no visible key (or no key at all): zeros, not 0/0.
         const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
         std::fill(row, row + p.m, fill);
         row_lse = nan ? fill : kMinusInf;
@@ -76,31 +83,39 @@ void attention_forward(const AttentionProblem& p, float* out, float* lse) {
       for (int64_t j = 0; j < p.m; ++j) row[j] *= inv_sum;
       row_lse = row_max + std::log(sum);
     }
-    // out (N, dv) = P V
-    gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v_of(b), p.dv, 0.0f,
-               out + b * p.n * p.dv, p.dv);
+    // out (N, dv) = P V (k = M = 0 sets it to zero)
+    gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v_of(g), p.v.row_stride, 0.0f,
+         p.query_matrix(o.out, g), o.out.row_stride);
   }
 }
 
-void attention_backward(const AttentionProblem& p, const float* dout, float* dq, float* dk,
-                        float* dv) {
+void attention_backward(const AttentionProblem& p, const BackwardTensors& t) {
+  // Keys no query attends to (none at all when there is no query head) get zero gradients; the
+  // loop below overwrites them otherwise.
+  if (p.no_queries()) {
+    for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
+      zero_matrix(p.kv_matrix(t.dv, kv), p.m, p.dv, t.dv.row_stride);
+      if (t.dk.data != nullptr) zero_matrix(p.kv_matrix(t.dk, kv), p.m, p.d, t.dk.row_stride);
+    }
+    return;
+  }
   std::vector<float> probs(static_cast<size_t>(p.n * p.m));  // (N, M) P
   std::vector<float> ds(static_cast<size_t>(p.n * p.m));     // (N, M) dP, then dS
-  for (int64_t b = 0; b < p.batch; ++b) {
-    probabilities(p, b, probs.data());
-    const float* dout_b = dout + b * p.n * p.dv;
-    const float* v_b = p.v_of(b);
-    // The kv_group query heads of one k/v element add up their dK and dV: the first one
+  for (int64_t g = 0; g < p.query_heads(); ++g) {
+    probabilities(p, g, probs.data());
+    const float* dout_g = p.query_matrix(t.dout, g);  // (N, dv), rows dout.row_stride apart
+    const int64_t do_rs = t.dout.row_stride;
+    // The kv_group query heads of one key/value head add up their dK and dV: the first one
     // overwrites, the rest accumulate (beta = 1).
-    const int64_t kv = b / p.kv_group;
-    const float beta = b % p.kv_group == 0 ? 0.0f : 1.0f;
+    const int64_t kv = p.kv_of(g);
+    const float beta = g == p.first_query_head(kv) ? 0.0f : 1.0f;
     // forward was `out = P V`, so dV = P^T dout ...
-    gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_b, p.dv, beta,
-               dv + kv * p.m * p.dv, p.dv);
-    if (dq == nullptr && dk == nullptr) continue;
+    gemm(Trans::yes, Trans::no, p.m, p.dv, p.n, 1.0f, probs.data(), p.m, dout_g, do_rs, beta,
+         p.kv_matrix(t.dv, kv), t.dv.row_stride);
+    if (t.dq.data == nullptr && t.dk.data == nullptr) continue;
     // ... and dP (N, M) = dout V^T.
-    gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_b, p.dv, v_b, p.dv, 0.0f,
-               ds.data(), p.m);
+    gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_g, do_rs, p.v_of(g), p.v.row_stride,
+         0.0f, ds.data(), p.m);
     // forward was `P = softmax(S)`, so dS = P * (dP - rowsum(dP * P)); S was raw / divisor (the
     // mask is a constant), so d raw = dS / divisor.
     for (int64_t i = 0; i < p.n; ++i) {
@@ -111,28 +126,42 @@ void attention_backward(const AttentionProblem& p, const float* dout, float* dq,
       for (int64_t j = 0; j < p.m; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_dot) / p.divisor;
     }
     // forward was `raw = Q K^T`, so dQ = d raw K and dK = d raw^T Q.
-    if (dq != nullptr) {
-      gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k_of(b), p.d, 0.0f,
-                 dq + b * p.n * p.d, p.d);
+    if (t.dq.data != nullptr) {
+      gemm(Trans::no, Trans::no, p.n, p.d, p.m, 1.0f, ds.data(), p.m, p.k_of(g), p.k.row_stride,
+           0.0f, p.query_matrix(t.dq, g), t.dq.row_stride);
     }
-    if (dk != nullptr) {
-      gemm(Trans::yes, Trans::no, p.m, p.d, p.n, 1.0f, ds.data(), p.m, p.q + b * p.n * p.d,
-                 p.d, beta, dk + kv * p.m * p.d, p.d);
+    if (t.dk.data != nullptr) {
+      gemm(Trans::yes, Trans::no, p.m, p.d, p.n, 1.0f, ds.data(), p.m, p.q_of(g), p.q.row_stride,
+           beta, p.kv_matrix(t.dk, kv), t.dk.row_stride);
     }
   }
 }
 
-void attention_probabilities(const AttentionProblem& p, float* probs) {
-  for (int64_t b = 0; b < p.batch; ++b) probabilities(p, b, probs + b * p.n * p.m);
+void attention_probabilities(const AttentionProblem& p, Strided<float> probs) {
+  std::vector<float> s(static_cast<size_t>(p.n * p.m));  // (N, M)
+  for (int64_t g = 0; g < p.query_heads(); ++g) {
+    probabilities(p, g, s.data());
+    float* out = p.query_matrix(probs, g);
+    for (int64_t i = 0; i < p.n; ++i) {
+      std::copy(s.data() + i * p.m, s.data() + (i + 1) * p.m, out + i * probs.row_stride);
+    }
+  }
 }
 
 }  // namespace reference
 
 void softmax_rows_inplace(TensorView scores) {
+  if (scores.dim() != 2 || (scores.size(1) > 1 && scores.stride(1) != 1)) {
+    throw ArgumentError(
+        "softmax_rows_inplace: scores must be a (rows, cols) matrix with "
+        "contiguous rows, got shape " +
+        shape_to_string(scores.shape()) + " and strides " + shape_to_string(scores.strides()));
+  }
   const int64_t rows = scores.size(0);
   const int64_t cols = scores.size(1);
+  const int64_t ld = scores.stride(0);
   for (int64_t i = 0; i < rows; ++i) {
-    float* row = scores.data() + i * cols;
+    float* row = scores.data() + i * ld;
     float row_max = -std::numeric_limits<float>::infinity();
     bool row_has_nan = false;
     for (int64_t j = 0; j < cols; ++j) {
