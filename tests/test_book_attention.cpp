@@ -89,7 +89,7 @@ class BookParity : public ::testing::TestWithParam<std::tuple<std::string, Backe
 
 TEST_P(BookParity, InitialWeightsAreBitIdentical) {
   for (auto& [name, p] : module_.named_parameters()) {
-    EXPECT_TRUE(bit_equal(p->data, golden_["init." + name])) << name;
+    EXPECT_TRUE(bit_equal(p.data(), golden_["init." + name])) << name;
   }
 }
 
@@ -105,8 +105,8 @@ TEST_P(BookParity, GradientsMatchAutograd) {
   };
   EXPECT_TRUE(close(module_.backward(golden_["grad_out"]), golden_["grad_x"])) << "grad_x";
   for (auto& [name, p] : module_.named_parameters()) {
-    ASSERT_TRUE(p->has_grad()) << name;
-    EXPECT_TRUE(close(p->grad(), golden_["grad." + name])) << name;
+    ASSERT_TRUE(p.has_grad()) << name;
+    EXPECT_TRUE(close(p.grad(), golden_["grad." + name])) << name;
   }
 }
 
@@ -281,20 +281,22 @@ void check_dropout_gradients(const char* cls) {
   const Tensor out = m.forward(x);
   const Tensor g = random_input(out.shape(), 8);
   const Tensor dx = m.backward(g);
-  const auto check = [&](Tensor& t, const Tensor& analytic, const std::string& what) {
+  // t and analytic contiguous: x and the parameters' data and gradients.
+  const auto check = [&](TensorView t, ConstTensorView analytic, const std::string& what) {
     const float eps = 1e-2f;
     for (int64_t i = 0; i < t.numel(); ++i) {
-      const float saved = t[i];
-      t[i] = saved + eps;
+      const float saved = t.data()[i];
+      t.data()[i] = saved + eps;
       const double up = loss(g);
-      t[i] = saved - eps;
+      t.data()[i] = saved - eps;
       const double down = loss(g);
-      t[i] = saved;
-      EXPECT_NEAR(analytic[i], (up - down) / (2.0 * eps), 2e-3) << cls << " " << what << " " << i;
+      t.data()[i] = saved;
+      EXPECT_NEAR(analytic.data()[i], (up - down) / (2.0 * eps), 2e-3)
+          << cls << " " << what << " " << i;
     }
   };
   check(x, dx, "x");
-  for (auto& [name, p] : m.named_parameters()) check(p->data, p->grad(), name);
+  for (auto& [name, p] : m.named_parameters()) check(p.data(), p.grad(), name);
 }
 
 TEST(Dropout, BackwardMatchesFiniteDifferencesCausalAttention) {
@@ -377,7 +379,7 @@ TEST(Errors, StateDictWithAnotherMaskOrMissingKey) {
   EXPECT_NE(error_of([&] { ca.load_state_dict(sd); }).find("'mask' is not the causal mask"),
             std::string::npos);
   StateDict partial;
-  partial.insert("W_query.weight", ca.W_query.weight.data);
+  partial.insert("W_query.weight", Tensor::from_view(ca.W_query.weight.data()));
   EXPECT_EQ(error_of([&] { ca.load_state_dict(partial); }),
             "CausalAttention.load_state_dict: missing key 'W_key.weight'");
 }

@@ -46,7 +46,7 @@ Result run_job(const Job& job) {
   const Tensor dout = gen.uniform(r.tensors[0].shape(), -1.0, 1.0);
   r.tensors.push_back(m->backward(dout));
   for (const auto& [name, p] : m->named_parameters()) {
-    if (p->has_grad()) r.tensors.push_back(p->grad());
+    if (p.has_grad()) r.tensors.push_back(Tensor::from_view(p.grad()));
   }
   return r;
 }

@@ -88,7 +88,7 @@ void check_gradients(const std::string& cls) {
   Tensor dx = m->backward(g);
 
   DoubleForward f{cls == "SelfAttention_Params", batch, seq, d_in, d_out, {}};
-  for (auto& [name, p] : m->named_parameters()) f.params[name] = to_double(p->data);
+  for (auto& [name, p] : m->named_parameters()) f.params[name] = to_double(p.data());
   const bool frozen = cls == "SelfAttention_Linear4" || cls == "SelfAttention_Linear5";
   Vec xd = to_double(x), gd = to_double(g);
   Vec probs(static_cast<size_t>(batch * seq * seq));
@@ -115,13 +115,13 @@ void check_gradients(const std::string& cls) {
   }
   for (auto& [name, p] : m->named_parameters()) {
     Vec& w = f.params[name];
-    if (!p->has_grad()) {
+    if (!p.has_grad()) {
       // No gradient reaches it; with the weights held fixed its true derivative is 0 as well.
       for (double& slot : w) EXPECT_NEAR(numeric(slot), 0.0, 1e-7) << name;
       continue;
     }
     for (size_t i = 0; i < w.size(); ++i) {
-      expect_close(p->grad()[static_cast<int64_t>(i)], numeric(w[i]),
+      expect_close(p.grad().data()[static_cast<int64_t>(i)], numeric(w[i]),
                    name + "[" + std::to_string(i) + "]");
     }
   }

@@ -77,22 +77,22 @@ TEST(MhaExtensions, GroupedQueryAttentionIsMultiHeadAttentionWithRepeatedKeyValu
       for (int64_t r = 0; r < 16; ++r) {
         const int64_t src = (r / hd / per_group) * hd + r % hd;
         for (int64_t c = 0; c < 12; ++c)
-          to->weight.data.at({r, c}) = from->weight.data.at({src, c});
-        to->bias->data[r] = from->bias->data[src];
+          to->weight.data().at({r, c}) = from->weight.data().at({src, c});
+        to->bias->data().at({r}) = from->bias->data().at({src});
       }
     }
     for (auto [from, to] :
          {std::pair{&gqa.W_query, &mha.W_query}, std::pair{&gqa.out_proj, &mha.out_proj}}) {
-      to->weight.data = from->weight.data;
-      to->bias->data = from->bias->data;
+      to->weight.copy_from(from->weight.data());
+      to->bias->copy_from(from->bias->data());
     }
     Generator g(4);
     const Tensor x = g.uniform({2, 70, 12}, -1, 1), dout = g.uniform({2, 70, 16}, -1, 1);
     EXPECT_TRUE(all_close(gqa.forward(x), mha.forward(x), 1e-5, 1e-6));
     EXPECT_TRUE(all_close(gqa.backward(dout), mha.backward(dout), 1e-5, 1e-6));
     // A shared key/value head's gradient is the sum over the query heads it serves.
-    const Tensor& shared = gqa.W_key.weight.grad();
-    const Tensor& repeated = mha.W_key.weight.grad();
+    const ConstTensorView shared = gqa.W_key.weight.grad();
+    const ConstTensorView repeated = mha.W_key.weight.grad();
     Tensor summed(shared.shape());
     for (int64_t r = 0; r < 16; ++r) {
       const int64_t dst = (r / hd / per_group) * hd + r % hd;

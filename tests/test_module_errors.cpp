@@ -65,9 +65,9 @@ TEST(ModuleErrors, InspectionBeforeForward) {
   EXPECT_ERROR_CONTAINS(StateError, m.attnQueries2ScoresL(), "no forward has run yet");
   m.forward(Tensor({2, 4, 3}));
   EXPECT_ERROR_CONTAINS(ArgumentError, m.attnValues2ContextL(2), "batch index 2 is out of range");
-  EXPECT_EQ(m.attnValues2ContextL(1).weight.data.shape(), (Shape{4, 4}));
+  EXPECT_EQ(m.attnValues2ContextL(1).weight.shape(), (Shape{4, 4}));
   EXPECT_EQ(&m.model(1), &m.attnValues2ContextL(1));
-  EXPECT_FALSE(m.attnValues2ContextL(0).weight.requires_grad);
+  EXPECT_FALSE(m.attnValues2ContextL(0).weight.requires_grad());
 }
 
 TEST(ModuleErrors, GradIsNoneUntilReached) {
@@ -95,14 +95,14 @@ TEST(ModuleGradients, AccumulateAndZero) {
   Tensor g = Tensor::full({3, 2}, 0.5f);
   m.forward(x);
   m.backward(g);
-  const Tensor once = m.W_key.weight.grad();
+  const Tensor once = Tensor::from_view(m.W_key.weight.grad());
   m.backward(g);
   for (int64_t i = 0; i < once.numel(); ++i) {
-    EXPECT_FLOAT_EQ(m.W_key.weight.grad()[i], 2.0f * once[i]);
+    EXPECT_FLOAT_EQ(m.W_key.weight.grad().data()[i], 2.0f * once[i]);
   }
   m.zero_grad(/*set_to_none=*/false);
   EXPECT_TRUE(m.W_key.weight.has_grad());
-  for (float v : m.W_key.weight.grad()) EXPECT_EQ(v, 0.0f);
+  for (float v : Tensor::from_view(m.W_key.weight.grad())) EXPECT_EQ(v, 0.0f);
   m.zero_grad();
   EXPECT_FALSE(m.W_key.weight.has_grad());
 }

@@ -103,7 +103,7 @@ void expect_inputs_up_to_1e4_are_fine(Backend backend) {
         const Tensor dx = m->backward(Tensor::full(y.shape(), 1.0f));
         EXPECT_TRUE(all_finite(dx));
         for (const auto& [name, p] : m->named_parameters()) {
-          if (p->has_grad()) EXPECT_TRUE(all_finite(p->grad())) << name;
+          if (p.has_grad()) EXPECT_TRUE(all_finite(p.grad())) << name;
         }
       }
     }
@@ -155,8 +155,8 @@ TEST(NumericsHardening, FusedKernelMatchesTheReferenceForInputsUpTo1e4) {
     auto pa = a->named_parameters();
     auto pb = b->named_parameters();
     for (size_t i = 0; i < pa.size(); ++i) {
-      if (pa[i].second->has_grad()) {
-        EXPECT_LE(parity_error(pb[i].second->grad(), pa[i].second->grad()), 1e-5) << pa[i].first;
+      if (pa[i].second.has_grad()) {
+        EXPECT_LE(parity_error(pb[i].second.grad(), pa[i].second.grad()), 1e-5) << pa[i].first;
       }
     }
   }

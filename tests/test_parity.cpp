@@ -50,7 +50,7 @@ class Parity : public ::testing::TestWithParam<std::tuple<std::string, Backend>>
 
 TEST_P(Parity, InitialWeightsAreBitIdentical) {
   for (auto& [name, p] : module_->named_parameters()) {
-    EXPECT_TRUE(bit_equal(p->data, golden_["init." + name])) << name;
+    EXPECT_TRUE(bit_equal(p.data(), golden_["init." + name])) << name;
   }
 }
 
@@ -98,9 +98,9 @@ TEST_P(Parity, GradientsMatchAutograd) {
   const std::vector<std::string> none = split_commas(golden_.meta.at("none_grads"));
   for (auto& [name, p] : module_->named_parameters()) {
     const bool expect_none = std::find(none.begin(), none.end(), name) != none.end();
-    ASSERT_EQ(p->has_grad(), !expect_none) << name;
+    ASSERT_EQ(p.has_grad(), !expect_none) << name;
     if (!expect_none) {
-      EXPECT_TRUE(gradient_matches(p->grad(), golden_["grad." + name], golden_["grad64." + name]))
+      EXPECT_TRUE(gradient_matches(p.grad(), golden_["grad." + name], golden_["grad64." + name]))
           << name;
     }
   }
@@ -113,7 +113,7 @@ TEST_P(Parity, DerivedLayersMatchTheOriginalsStateDict) {
     if (auto* l4 = dynamic_cast<SelfAttention_Linear4*>(module_.get())) {
       for (int64_t b = 0; b < golden_["x"].size(0); ++b) {
         EXPECT_TRUE(
-            parity(l4->attnValues2ContextL(b).weight.data, golden_["attn_weights"].select(b)));
+            parity(l4->attnValues2ContextL(b).weight.data(), golden_["attn_weights"].select(b)));
       }
     }
     return;

@@ -58,8 +58,8 @@ TEST_F(GeneratorParity, LinearInitMatchesTorch) {
     Linear layer(c.fan_in, c.fan_out, true, &g);
     const std::string key = "linear.seed" + std::to_string(c.seed) + "." +
                             std::to_string(c.fan_in) + "x" + std::to_string(c.fan_out);
-    EXPECT_TRUE(bit_equal(layer.weight.data, golden()[key + ".weight"])) << key;
-    EXPECT_TRUE(bit_equal(layer.bias->data, golden()[key + ".bias"])) << key;
+    EXPECT_TRUE(bit_equal(layer.weight.data(), golden()[key + ".weight"])) << key;
+    EXPECT_TRUE(bit_equal(layer.bias->data(), golden()[key + ".bias"])) << key;
   }
 }
 

@@ -47,7 +47,7 @@ void print_matrix(std::ostream& out, llm_utils::ConstTensorView m,
   for (int64_t i = 0; i < rows; ++i) {
     out << indent;
     if (!row_labels.empty()) out << padded(row_labels[static_cast<size_t>(i)], label_width);
-    for (int64_t j = 0; j < cols; ++j) out << cell(m.data()[i * cols + j]);
+    for (int64_t j = 0; j < cols; ++j) out << cell(m.at({i, j}));
     out << "\n";
   }
 }
@@ -67,7 +67,7 @@ llm_utils::Tensor side_by_side(const std::vector<llm_utils::ConstTensorView>& pa
   int64_t offset = 0;
   for (const auto& p : parts) {
     for (int64_t i = 0; i < rows; ++i) {
-      for (int64_t j = 0; j < p.size(1); ++j) out.at({i, offset + j}) = p.data()[i * p.size(1) + j];
+      for (int64_t j = 0; j < p.size(1); ++j) out.at({i, offset + j}) = p.at({i, j});
     }
     offset += p.size(1);
   }
@@ -81,7 +81,7 @@ llm_utils::Tensor matmul(llm_utils::ConstTensorView a, llm_utils::ConstTensorVie
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < cols; ++j) {
       float acc = 0.0f;
-      for (int64_t k = 0; k < inner; ++k) acc += a.data()[i * inner + k] * b.data()[k * cols + j];
+      for (int64_t k = 0; k < inner; ++k) acc += a.at({i, k}) * b.at({k, j});
       out.at({i, j}) = acc;
     }
   }
@@ -122,18 +122,18 @@ void demo_params(std::ostream& out, const llm_utils::Tensor& x) {
   llm_utils::SelfAttention_Params m(3, 2);
   print_named_matrices(
       out, "weights:",
-      {{"W_query", m.W_query.data}, {"W_key", m.W_key.data}, {"W_value", m.W_value.data}});
+      {{"W_query", m.W_query.data()}, {"W_key", m.W_key.data()}, {"W_value", m.W_value.data()}});
   const llm_utils::Tensor context = m(x);
-  print_qkv(out, matmul(x, m.W_query.data), matmul(x, m.W_key.data), m.values());
+  print_qkv(out, matmul(x, m.W_query.data()), matmul(x, m.W_key.data()), m.values());
   print_results(out, m, context);
 }
 
 void demo_linear(std::ostream& out, const llm_utils::Tensor& x,
                  llm_utils::SelfAttentionLinearProjections& m) {
   print_named_matrices(out, "weights, nn.Linear layout (d_out x d_in), applied as x @ W^T:",
-                       {{"W_query.weight", m.W_query.weight.data},
-                        {"W_key.weight", m.W_key.weight.data},
-                        {"W_value.weight", m.W_value.weight.data}});
+                       {{"W_query.weight", m.W_query.weight.data()},
+                        {"W_key.weight", m.W_key.weight.data()},
+                        {"W_value.weight", m.W_value.weight.data()}});
   const llm_utils::Tensor context = m(x);
   print_qkv(out, m.W_query(x), m.W_key(x), m.values());
   print_results(out, m, context);
@@ -167,7 +167,7 @@ void demo(std::ostream& out) {
   llm_utils::SelfAttention_Linear4 linear4(3, 2);
   const llm_utils::Tensor context4 = linear4(x);
   out << "  attnValues2ContextL.weight (6 x 6), the attention weights of this input:\n";
-  print_matrix(out, linear4.attnValues2ContextL().weight.data, kTokens, kTokens);
+  print_matrix(out, linear4.attnValues2ContextL().weight.data(), kTokens, kTokens);
   out << "  context vectors = attnValues2ContextL(values^T)^T, the same as in 2:\n";
   print_matrix(out, context4, kTokens, numbered("z", 2));
   out << "\n";
@@ -180,7 +180,7 @@ void demo(std::ostream& out) {
   llm_utils::SelfAttention_Linear5 linear5(3, 2);
   const llm_utils::Tensor context5 = linear5(x);
   out << "  attnQueries2ScoresL.weight (6 x 2), the keys of this input:\n";
-  print_matrix(out, linear5.attnQueries2ScoresL().weight.data, kTokens, {"key1", "key2"});
+  print_matrix(out, linear5.attnQueries2ScoresL().weight.data(), kTokens, {"key1", "key2"});
   out << "  context vectors, the same again:\n";
   print_matrix(out, context5, kTokens, numbered("z", 2));
   out << "\nAll four agree with PyTorch running the original llm_utils.selfAttn code on the same "

@@ -1,6 +1,5 @@
 // selfattn run: one forward pass of a module on a .npy input, weights from a seed or a file.
 
-#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -38,42 +37,8 @@ struct RunOptions {
   double dropout = 0.0;
 };
 
-// What `run` needs of CausalAttention, MultiHeadAttentionWrapper and MultiHeadAttention.
-struct BookModule {
-  std::string class_name;
-  std::function<llm_utils::Tensor(llm_utils::ConstTensorView)> forward;
-  std::function<llm_utils::StateDict()> state_dict;
-  std::function<void(const llm_utils::StateDict&)> load_state_dict;
-};
-
 bool is_book_module(const std::string& name) {
   return name == "causal" || name == "mha-wrapper" || name == "mha";
-}
-
-template <typename M>
-BookModule wrap(std::shared_ptr<M> m, std::string class_name, const std::string& backend) {
-  m->set_backend(llm_utils::parse_backend(backend));
-  return {std::move(class_name), [m](llm_utils::ConstTensorView x) { return m->forward(x); },
-          [m] { return m->state_dict(); },
-          [m](const llm_utils::StateDict& sd) { m->load_state_dict(sd); }};
-}
-
-BookModule make_book_module(const RunOptions& o) {
-  if (o.module == "causal") {
-    return wrap(std::make_shared<llm_utils::CausalAttention>(o.d_in, o.d_out, o.context_length,
-                                                             o.dropout, o.qkv_bias),
-                "CausalAttention", o.backend);
-  }
-  if (o.module == "mha-wrapper") {
-    return wrap(std::make_shared<llm_utils::MultiHeadAttentionWrapper>(
-                    o.d_in, o.d_out, o.context_length, o.dropout, o.num_heads, o.qkv_bias),
-                "MultiHeadAttentionWrapper", o.backend);
-  }
-  llm_utils::MultiHeadAttentionOptions options;
-  options.num_kv_groups = o.num_kv_groups;
-  return wrap(std::make_shared<llm_utils::MultiHeadAttention>(
-                  o.d_in, o.d_out, o.context_length, o.dropout, o.num_heads, o.qkv_bias, options),
-              "MultiHeadAttention", o.backend);
 }
 
 // Sizes a state dict of the book's classes gives: the wrapper's are under heads.<h>.
@@ -100,26 +65,21 @@ void infer_book_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
   }
 }
 
-// The book's classes: no attention weights to write, weights named as their PyTorch modules'.
-void run_book_module(RunOptions o, const llm_utils::Tensor& x,
-                     const std::optional<llm_utils::StateDict>& weights, std::ostream& out) {
-  if (!o.attn_weights.empty()) {
-    throw llm_utils::ArgumentError("--attn-weights is not available for --module " + o.module);
+// The attention weights a module keeps for inspection: (N, N) or (B, N, N) for the one-head
+// classes, (H, N, N) or (B, H, N, N) for MultiHeadAttention.
+llm_utils::ConstTensorView attention_weights_of(const llm_utils::Module& m,
+                                                const std::string& name) {
+  if (const auto* s = dynamic_cast<const llm_utils::SelfAttentionBase*>(&m)) {
+    return s->attn_weights();
   }
-  if (o.context_length == 0 && x.dim() >= 2) o.context_length = x.size(-2);
-  llm_utils::manual_seed(o.seed.value_or(llm_utils::Generator::kDefaultSeed));
-  BookModule module = make_book_module(o);
-  if (weights) module.load_state_dict(*weights);
-  const llm_utils::Tensor y = module.forward(x);
-  OutputFiles files = {{o.output, llm_utils::io::serialize_npy(y)}};
-  if (!o.save_weights.empty()) {
-    files.emplace_back(o.save_weights,
-                       llm_utils::io::serialize_safetensors(
-                           module.state_dict(), {{"format", "pt"}, {"module", module.class_name}}));
+  if (const auto* c = dynamic_cast<const llm_utils::CausalAttention*>(&m)) {
+    return c->attn_weights();
   }
-  llm_utils::io::write_files(files);
-  out << module.class_name << ": " << llm_utils::shape_to_string(x.shape()) << " -> "
-      << llm_utils::shape_to_string(y.shape()) << ", wrote " << o.output << "\n";
+  if (const auto* h = dynamic_cast<const llm_utils::MultiHeadAttention*>(&m)) {
+    return h->attn_weights();
+  }
+  throw llm_utils::ArgumentError("--attn-weights is not available for --module " + name +
+                                 " (its heads are modules of their own)");
 }
 
 void run(RunOptions o, std::ostream& out) {
@@ -140,10 +100,19 @@ void run(RunOptions o, std::ostream& out) {
   }
   // Read the input before building anything, so a bad file fails first and fast.
   const llm_utils::Tensor x = llm_utils::io::load_npy(o.input);
-  if (is_book_module(o.module)) return run_book_module(o, x, weights, out);
+  if (o.context_length == 0 && x.dim() >= 2) o.context_length = x.size(-2);
 
   llm_utils::manual_seed(o.seed.value_or(llm_utils::Generator::kDefaultSeed));
-  auto module = llm_utils::make_self_attention(o.module, o.d_in, o.d_out, o.qkv_bias);
+  llm_utils::ModuleSpec spec;
+  spec.name = o.module;
+  spec.d_in = o.d_in;
+  spec.d_out = o.d_out;
+  spec.qkv_bias = o.qkv_bias;
+  spec.context_length = o.context_length;
+  spec.dropout = o.dropout;
+  spec.num_heads = o.num_heads;
+  spec.num_kv_groups = o.num_kv_groups;
+  const std::unique_ptr<llm_utils::Module> module = llm_utils::make_module(spec);
   module->set_backend(llm_utils::parse_backend(o.backend));
   if (weights) module->load_state_dict(*weights);
 
@@ -151,7 +120,8 @@ void run(RunOptions o, std::ostream& out) {
   // All outputs are written as one step: a failure on any leaves none behind.
   OutputFiles files = {{o.output, llm_utils::io::serialize_npy(y)}};
   if (!o.attn_weights.empty()) {
-    files.emplace_back(o.attn_weights, llm_utils::io::serialize_npy(module->attn_weights()));
+    files.emplace_back(o.attn_weights,
+                       llm_utils::io::serialize_npy(attention_weights_of(*module, o.module)));
   }
   if (!o.save_weights.empty()) {
     files.emplace_back(o.save_weights, llm_utils::io::serialize_safetensors(

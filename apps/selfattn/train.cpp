@@ -177,7 +177,7 @@ void train(const TrainFlags& o, std::ostream& out) {
       << fmt("%.0f", progress.steps_per_second(o.steps)) << " steps/s\n";
   std::vector<std::string> trained, untouched;
   for (const auto& [pname, p] : student->named_parameters()) {
-    (p->has_grad() ? trained : untouched).push_back(pname);
+    (p.has_grad() ? trained : untouched).push_back(pname);
   }
   out << "  trained: " << join(trained) << "\n";
   if (!untouched.empty()) out << "  no gradient, unchanged: " << join(untouched) << "\n";

@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   }
   check(last < first, "training lowers the loss");
   // Every parameter received a gradient (in Linear4/Linear5 only W_value would).
-  for (const auto& [name, p] : sa.named_parameters()) check(p->has_grad(), name + " has a grad");
+  for (const auto& [name, p] : sa.named_parameters()) check(p.has_grad(), name + " has a grad");
 
   // 3. Weights under PyTorch's names, in a safetensors file that
   //    `SelfAttention_Linear(3, 2).load_state_dict(safetensors.torch.load_file(path))` reads.

@@ -17,6 +17,7 @@
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "llm_utils/nn/linear.hpp"
+#include "llm_utils/nn/module.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
 #include "llm_utils/nn/optim.hpp"
 #include "llm_utils/nn/parameter.hpp"

@@ -62,6 +62,8 @@ class BasicTensorView {
   int64_t stride(int64_t d) const;
   /// Whether the elements lie row-major, one after another (sizes 0 and 1 ignore their stride).
   bool is_contiguous() const;
+  /// Element access by multi-index through the strides, bounds-checked (throws ArgumentError).
+  T& at(std::initializer_list<int64_t> index) const;
   /// The `i`-th slice along the first dimension (a batch element), as a view of rank dim()-1.
   BasicTensorView select(int64_t i) const;
   /// Elements [start, start + length) of dimension `d`, as PyTorch's `narrow`.

@@ -15,8 +15,9 @@ Code written for the original runs with torch swapped for numpy::
     dx = sa.backward(np.ones_like(ctx))     # what loss.backward() would give x
 
 Contents: ``selfAttn`` (the four classes), ``optim`` (SGD, AdamW), ``safetensors`` (save_file,
-load_file), and here ``manual_seed``, ``rand``, ``Generator``, ``set_num_threads`` and the
-book's later classes ``CausalAttention``, ``MultiHeadAttentionWrapper``, ``MultiHeadAttention``.
+load_file), and here ``manual_seed``, ``rand``, ``Generator``, ``set_num_threads``, the
+book's later classes ``CausalAttention``, ``MultiHeadAttentionWrapper``, ``MultiHeadAttention``,
+and ``Module``, the base all seven share (``help(llm_utils.Module)``).
 
 Errors from the library arrive as ValueError (bad shapes and arguments), OSError (files) and
 RuntimeError (calls in the wrong state, e.g. backward before forward), with its message.
@@ -33,6 +34,7 @@ from ._core import (
     Generator,
     IncompatibleKeys,
     Linear,
+    Module,
     MultiHeadAttention,
     MultiHeadAttentionWrapper,
     Parameter,
@@ -47,7 +49,7 @@ from ._core import (
 )
 from . import optim, safetensors, selfAttn  # noqa: E402  (submodules, after _core)
 
-for _cls in (Backend, CausalAttention, Generator, Linear, MultiHeadAttention,
+for _cls in (Backend, CausalAttention, Generator, Linear, Module, MultiHeadAttention,
              MultiHeadAttentionWrapper, Parameter, SelfAttentionBase):
     _cls.__module__ = __name__
 del _cls
@@ -76,6 +78,7 @@ __all__ = [
     "Generator",
     "IncompatibleKeys",
     "Linear",
+    "Module",
     "MultiHeadAttention",
     "MultiHeadAttentionWrapper",
     "Parameter",

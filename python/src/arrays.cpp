@@ -8,6 +8,7 @@
 
 #include "bindings.hpp"
 #include "llm_utils/error.hpp"
+#include "llm_utils/nn/parameter.hpp"
 
 namespace llm_utils::python {
 
@@ -42,28 +43,30 @@ py::array to_numpy(Tensor&& t) {
 py::array copy_to_numpy(ConstTensorView v, bool writable) {
   py::array_t<float> out(v.shape());
   if (v.numel() > 0) {
-    std::memcpy(out.mutable_data(), v.data(), static_cast<size_t>(v.numel()) * sizeof(float));
+    Tensor copy;
+    const ConstTensorView c = contiguous(v, copy);
+    std::memcpy(out.mutable_data(), c.data(), static_cast<size_t>(c.numel()) * sizeof(float));
   }
   if (!writable) out.attr("setflags")(py::arg("write") = false);
   return out;
 }
 
-py::array alias_numpy(Tensor& t, py::handle owner) {
-  // With a non-array base pybind11 marks the array writable; the base keeps `owner` alive.
-  return py::array_t<float>(t.shape(), t.data(), owner);
+py::array alias_parameter(const ParameterRef& p) {
+  auto owned = std::make_unique<ParameterRef>(p);
+  py::capsule base(owned.get(), [](void* ref) { delete static_cast<ParameterRef*>(ref); });
+  ParameterRef* raw = owned.release();  // the capsule owns it now
+  // With a non-array base pybind11 marks the array writable.
+  return py::array_t<float>(raw->shape(), raw->data().data(), base);
 }
 
-void assign_in_place(Tensor& dst, py::handle src, const std::string& what) {
+void assign_parameter(ParameterRef p, py::handle src, const std::string& what) {
   const FloatArray a = as_float32(src, what);
   const ConstTensorView v = view_of(a);
-  if (v.shape() != dst.shape()) {
-    throw py::value_error(what + ": expected shape " + shape_to_string(dst.shape()) + ", got " +
+  if (v.shape() != p.shape()) {
+    throw py::value_error(what + ": expected shape " + shape_to_string(p.shape()) + ", got " +
                           shape_to_string(v.shape()));
   }
-  // memmove: the source may be dst itself (`sa.W_query = sa.W_query`).
-  if (dst.numel() > 0) {
-    std::memmove(dst.data(), v.data(), static_cast<size_t>(dst.numel()) * sizeof(float));
-  }
+  p.copy_from(v);  // tolerates the parameter's own memory (`sa.W_query = sa.W_query`)
 }
 
 std::string fspath(py::handle path) {

@@ -12,7 +12,8 @@
 
 namespace llm_utils {
 class Linear;
-}
+class ParameterRef;
+}  // namespace llm_utils
 
 namespace llm_utils::python {
 
@@ -32,14 +33,15 @@ ConstTensorView view_of(const FloatArray& a);
 
 /// Moves `t` into a new numpy array that owns it: no copy.
 py::array to_numpy(Tensor&& t);
-/// A new numpy array holding a copy of `v`; read-only when `writable` is false.
+/// A new numpy array holding a copy of `v` (strided or not), C order; read-only when `writable`
+/// is false.
 py::array copy_to_numpy(ConstTensorView v, bool writable = true);
-/// A writable numpy array over `t`'s storage. `owner` is the Python object that keeps `t` alive
-/// (the module, or an object that keeps the module alive); the array holds a reference to it.
-py::array alias_numpy(Tensor& t, py::handle owner);
-/// Copies the array-like `src` into `dst` in place (aliases of `dst` see the new values).
+/// A writable numpy array over the parameter's storage, which it keeps alive (the array's base
+/// holds a reference to the parameter, not to its module).
+py::array alias_parameter(const ParameterRef& p);
+/// Copies the array-like `src` into the parameter in place (aliases see the new values).
 /// Shapes must agree: ValueError naming `what` otherwise.
-void assign_in_place(Tensor& dst, py::handle src, const std::string& what);
+void assign_parameter(ParameterRef p, py::handle src, const std::string& what);
 
 /// PyTorch's repr of a linear layer: `Linear(in_features=3, out_features=2, bias=False)`.
 std::string linear_repr(const Linear& layer);
@@ -81,6 +83,7 @@ LLM_UTILS_TYPED_ARG(Any, "Any")
 void bind_errors(py::module_& m);
 void bind_random(py::module_& m);
 void bind_parameter(py::module_& m);
+void bind_module_base(py::module_& m);
 void bind_modules(py::module_& m);
 void bind_book_modules(py::module_& m);
 void bind_optim(py::module_& m);

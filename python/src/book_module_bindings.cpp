@@ -10,188 +10,33 @@
 
 #include "bindings.hpp"
 #include "llm_utils/attention.hpp"
+#include "llm_utils/error.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
 
 namespace llm_utils::python {
 namespace {
 
-template <typename M>
-py::array forward(M& m, const ArrayLike& x, const std::string& where) {
-  const FloatArray a = as_float32(x.obj, where);
-  Tensor out;
-  {
-    py::gil_scoped_release release;
-    out = m.forward(view_of(a));
-  }
-  return to_numpy(std::move(out));
-}
-
-template <typename M>
-py::array backward(M& m, const ArrayLike& grad_output, const std::string& where) {
-  const FloatArray a = as_float32(grad_output.obj, where);
-  Tensor dx;
-  {
-    py::gil_scoped_release release;
-    dx = m.backward(view_of(a));
-  }
-  return to_numpy(std::move(dx));
-}
-
-StateDict to_state_dict(py::handle mapping, const std::string& where) {
-  if (!py::hasattr(mapping, "keys")) {
-    throw py::type_error(where + ": expected a mapping of name -> array, got " +
-                         py::repr(py::type::handle_of(mapping)).cast<std::string>());
-  }
-  const py::dict d(py::reinterpret_borrow<py::object>(mapping));
-  StateDict out;
-  for (auto [key, value] : d) {
-    if (!py::isinstance<py::str>(key)) {
-      throw py::type_error(where + ": keys must be str, got " + py::repr(key).cast<std::string>());
-    }
-    const std::string name = key.cast<std::string>();
-    const FloatArray a = as_float32(value, where + ": '" + name + "'");
-    out.insert(name, Tensor::from_view(view_of(a)));
-  }
-  return out;
-}
-
-// The library's load assigns new tensors, which would leave numpy arrays aliasing the old ones
-// dangling: load into stand-ins, then copy the values into the original buffers (as the
-// selfAttn classes' binding does).
-template <typename M>
-void load_in_place(M& m, const StateDict& state, bool strict) {
-  NamedParameters params = m.named_parameters();
-  std::vector<Tensor> kept;
-  kept.reserve(params.size());
-  for (auto& entry : params) {
-    kept.push_back(std::move(entry.second->data));
-    entry.second->data = Tensor::from_view(kept.back());
-  }
-  const auto put_back = [&] {
-    for (size_t i = 0; i < params.size(); ++i) params[i].second->data = std::move(kept[i]);
-  };
-  try {
-    m.load_state_dict(state, strict);
-  } catch (...) {
-    put_back();
-    throw;
-  }
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& loaded = params[i].second->data;
-    std::memcpy(kept[i].data(), loaded.data(), static_cast<size_t>(loaded.numel()) * sizeof(float));
-  }
-  put_back();
-}
-
-Backend to_backend(py::handle backend) {
-  if (py::isinstance<Backend>(backend)) return backend.cast<Backend>();
-  if (py::isinstance<py::str>(backend)) return parse_backend(backend.cast<std::string>());
-  throw py::type_error("set_backend: expected 'reference', 'flash', 'auto' or a Backend, got " +
-                       py::repr(backend).cast<std::string>());
-}
-
 py::object linear_of(py::object self, Linear& layer) {
   return py::cast(&layer, py::return_value_policy::reference_internal, self);
 }
 
-// forward(x) and __call__(x), for the classes without forward options.
-template <typename M>
-void bind_forward(py::class_<M>& cls, const std::string& name) {
-  cls.def(
-         "forward",
-         [name](M& m, const ArrayLike& x) { return forward(m, x, name + ".forward: x"); },
-         py::arg("x"),
-         "x (seq_len, d_in) or (batch, seq_len, d_in), seq_len <= context_length -> context\n"
-         "vectors, float32. In training mode with dropout > 0 the attention weights are dropped.")
-      .def(
-          "__call__",
-          [name](M& m, const ArrayLike& x) { return forward(m, x, name + ".forward: x"); },
-          py::arg("x"), "``module(x)`` calls ``module.forward(x)``.");
+// Attributes a forward sets do not exist before it: AttributeError, as hasattr() expects.
+template <typename F>
+py::object after_forward(F&& get) {
+  try {
+    return get();
+  } catch (const StateError& e) {
+    throw py::attribute_error(e.what());
+  }
 }
 
-// What the three classes share: backward, train/eval, parameters and state dicts.
-template <typename M>
-void bind_common(py::class_<M>& cls, const std::string& name, py::object incompatible_keys) {
-  cls.def(
-         "backward",
-         [name](M& m, const ArrayLike& g) {
-           return backward(m, g, name + ".backward: grad_output");
-         },
-         py::arg("grad_output"),
-         "grad_output (the shape forward returned) -> the gradient with respect to x, through\n"
-         "the same dropout mask as the forward; parameter gradients accumulate.")
-      .def("zero_grad", &M::zero_grad, py::arg("set_to_none") = true,
-           "Clears every parameter gradient: to None by default, else to zeros.")
+template <typename T>
+void bind_copy(py::class_<T, Module>& cls) {
+  cls.def("__copy__", [](const T& m) { return T(m); })
       .def(
-          "train",
-          [](py::object self, bool mode) {
-            self.cast<M&>().train(mode);
-            return self;
-          },
-          py::arg("mode") = true, "Training mode (dropout applies), as nn.Module; returns self.")
-      .def(
-          "eval",
-          [](py::object self) {
-            self.cast<M&>().eval();
-            return self;
-          },
-          "Evaluation mode (no dropout), as nn.Module; returns self.")
-      .def_property_readonly("training", &M::training, "True in training mode (the default).")
-      .def(
-          "named_parameters",
-          [](py::object self, const std::string& prefix, bool /*recurse*/) {
-            py::list out;
-            for (auto& [n, p] : self.cast<M&>().named_parameters()) {
-              out.append(
-                  py::make_tuple(prefix.empty() ? n : prefix + "." + n,
-                                 py::cast(p, py::return_value_policy::reference_internal, self)));
-            }
-            return py::iter(out);
-          },
-          py::arg("prefix") = "", py::arg("recurse") = true,
-          "An iterator of (name, Parameter) under PyTorch's names, in PyTorch's order.")
-      .def(
-          "parameters",
-          [](py::object self, bool /*recurse*/) {
-            py::list out;
-            for (auto& [n, p] : self.cast<M&>().named_parameters()) {
-              out.append(py::cast(p, py::return_value_policy::reference_internal, self));
-            }
-            return py::iter(out);
-          },
-          py::arg("recurse") = true, "An iterator of the Parameters, for llm_utils.optim.")
-      .def(
-          "state_dict",
-          [](const M& m) {
-            py::dict out;
-            for (const auto& [n, t] : m.state_dict()) out[py::str(n)] = copy_to_numpy(t);
-            return out;
-          },
-          "PyTorch's state dict: the ``mask`` buffer(s) and the parameters, float32 copies.")
-      .def(
-          "load_state_dict",
-          [name, incompatible_keys](M& m, const ArrayMapping& state, bool strict) {
-            const StateDict sd = to_state_dict(state.obj, name + ".load_state_dict");
-            load_in_place(m, sd, strict);
-            const StateDict own = m.state_dict();
-            py::list missing, unexpected;
-            for (const auto& [key, t] : own) {
-              if (!sd.contains(key)) missing.append(key);
-            }
-            for (const auto& [key, t] : sd) {
-              if (!own.contains(key)) unexpected.append(key);
-            }
-            return incompatible_keys(missing, unexpected);
-          },
-          py::arg("state_dict"), py::arg("strict") = true,
-          "Copies a mapping (name -> array) into the parameters, all or nothing; the ``mask``\n"
-          "buffer may be present and must be the causal one. ValueError naming the key on a\n"
-          "missing or unknown (when strict) key or a wrong shape. Returns (missing_keys,\n"
-          "unexpected_keys).")
-      .def(
-          "set_backend", [](M& m, const BackendLike& b) { m.set_backend(to_backend(b.obj)); },
-          py::arg("backend"), "Chooses the attention kernel: 'reference', 'flash' or 'auto'.");
+          "__deepcopy__", [](const T& m, const Any& /*memo*/) { return T(m); }, py::arg("memo"),
+          "A module with copies of the parameters, gradients and saved forward state.");
 }
 
 // A mask argument: None, a boolean array (attn_mask: True = may attend, as SDPA; key padding:
@@ -215,9 +60,7 @@ AttentionMask mask_from(py::handle obj, bool true_is_padding, const std::string&
 }  // namespace
 
 void bind_book_modules(py::module_& m) {
-  const py::object incompatible_keys = m.attr("IncompatibleKeys");
-
-  py::class_<CausalAttention> causal(m, "CausalAttention", R"doc(
+  py::class_<CausalAttention, Module> causal(m, "CausalAttention", R"doc(
 The book's causal self-attention (chapter 3.5): token i attends to tokens 0..i only, with
 dropout on the attention weights in training mode (scaled by 1 / (1 - dropout); masks drawn from
 our generator, reproducible from the seed, not PyTorch's bits).
@@ -258,11 +101,17 @@ Example::
       .def_property_readonly("context_length", &CausalAttention::context_length,
                              "The longest sequence forward accepts.")
       .def_property_readonly("dropout", &CausalAttention::dropout,
-                             "The dropout probability on the attention weights.");
-  bind_forward(causal, "CausalAttention");
-  bind_common(causal, "CausalAttention", incompatible_keys);
+                             "The dropout probability on the attention weights.")
+      .def_property_readonly(
+          "attn_weights",
+          [](const CausalAttention& s) {
+            return after_forward([&] { return py::object(copy_to_numpy(s.attn_weights())); });
+          },
+          "The attention weights of the last forward, before dropout: (seq_len, seq_len) or\n"
+          "(batch, seq_len, seq_len) (beyond the book, which keeps none).");
+  bind_copy(causal);
 
-  py::class_<MultiHeadAttentionWrapper> wrapper(m, "MultiHeadAttentionWrapper", R"doc(
+  py::class_<MultiHeadAttentionWrapper, Module> wrapper(m, "MultiHeadAttentionWrapper", R"doc(
 The book's stack of ``num_heads`` CausalAttention heads (chapter 3.6.1), built in order, their
 outputs concatenated: (..., seq_len, d_out * num_heads).
 
@@ -284,12 +133,13 @@ keyword-only.
             return out;
           },
           "The CausalAttention heads, in order.")
-      .def_property_readonly("num_heads", &MultiHeadAttentionWrapper::num_heads,
-                             "Number of heads.");
-  bind_forward(wrapper, "MultiHeadAttentionWrapper");
-  bind_common(wrapper, "MultiHeadAttentionWrapper", incompatible_keys);
+      .def_property_readonly("num_heads", &MultiHeadAttentionWrapper::num_heads, "Number of heads.")
+      .def_property_readonly(
+          "d_out", [](const MultiHeadAttentionWrapper& w) { return w.heads.front().d_out(); },
+          "Output features per head (the output has d_out * num_heads).");
+  bind_copy(wrapper);
 
-  py::class_<MultiHeadAttention> mha(m, "MultiHeadAttention", R"doc(
+  py::class_<MultiHeadAttention, Module> mha(m, "MultiHeadAttention", R"doc(
 The book's multi-head attention (chapter 3.6.2): one set of projections split into ``num_heads``
 heads of ``d_out // num_heads`` features, causal attention per head, heads merged and passed
 through ``out_proj = Linear(d_out, d_out)``. Dropout as CausalAttention.
@@ -349,12 +199,6 @@ Example::
           "float. use_cache: append this call's keys and values to the KV cache and attend over\n"
           "all cached tokens (inference: eval() first if dropout > 0; no backward follows).\n"
           "A query whose keys are all hidden gets a zero row.")
-      .def(
-          "__call__",
-          [](py::object self, py::args args, py::kwargs kwargs) {
-            return self.attr("forward")(*args, **kwargs);
-          },
-          "``module(x, ...)`` calls ``module.forward(x, ...)``.")
       .def("reset_cache", &MultiHeadAttention::reset_cache,
            "Empties the KV cache (before a new sequence).")
       .def_property_readonly("cache_size", &MultiHeadAttention::cache_size,
@@ -390,8 +234,16 @@ Example::
       .def_property_readonly("context_length", &MultiHeadAttention::context_length,
                              "The longest sequence forward accepts.")
       .def_property_readonly("dropout", &MultiHeadAttention::dropout,
-                             "The dropout probability on the attention weights.");
-  bind_common(mha, "MultiHeadAttention", incompatible_keys);
+                             "The dropout probability on the attention weights.")
+      .def_property_readonly(
+          "attn_weights",
+          [](const MultiHeadAttention& s) {
+            return after_forward([&] { return py::object(copy_to_numpy(s.attn_weights())); });
+          },
+          "The attention weights of the last forward without the KV cache, before dropout:\n"
+          "(num_heads, seq_len, seq_len) or (batch, num_heads, seq_len, seq_len) (beyond the\n"
+          "book, which keeps none).");
+  bind_copy(mha);
 }
 
 }  // namespace llm_utils::python

@@ -11,6 +11,7 @@ PYBIND11_MODULE(_core, m) {
   lp::bind_errors(m);
   lp::bind_random(m);
   lp::bind_parameter(m);
+  lp::bind_module_base(m);
   lp::bind_modules(m);
   lp::bind_book_modules(m);
   lp::bind_optim(m);

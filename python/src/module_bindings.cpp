@@ -13,26 +13,6 @@
 namespace llm_utils::python {
 namespace {
 
-py::array forward(SelfAttentionBase& m, const ArrayLike& x) {
-  const FloatArray a = as_float32(x.obj, m.class_name() + ".forward: x");
-  Tensor out;
-  {
-    py::gil_scoped_release release;
-    out = m.forward(view_of(a));
-  }
-  return to_numpy(std::move(out));
-}
-
-py::array backward(SelfAttentionBase& m, const ArrayLike& grad_output) {
-  const FloatArray a = as_float32(grad_output.obj, m.class_name() + ".backward: grad_output");
-  Tensor dx;
-  {
-    py::gil_scoped_release release;
-    dx = m.backward(view_of(a));
-  }
-  return to_numpy(std::move(dx));
-}
-
 // Attributes the original sets in forward do not exist before it: AttributeError, so that
 // hasattr() answers as it does on the original.
 template <typename F>
@@ -54,102 +34,6 @@ int64_t last_seq_len(const SelfAttentionBase& m) {
 int64_t last_batch_element(const SelfAttentionBase& m) {
   const ConstTensorView c = m.context_vec();
   return c.dim() == 3 ? c.size(0) - 1 : 0;
-}
-
-bool is_derived_key(const SelfAttentionBase& m, const std::string& key) {
-  const bool l4 = dynamic_cast<const SelfAttention_Linear4*>(&m) != nullptr;
-  const bool l5 = dynamic_cast<const SelfAttention_Linear5*>(&m) != nullptr;
-  return (l4 && (key == "attnValues2ContextL.weight" || key == "model.weight")) ||
-         (l5 && key == "attnQueries2ScoresL.weight");
-}
-
-py::iterator named_parameters(SelfAttentionBase& m, const std::string& prefix, bool /*recurse*/) {
-  const py::object self = self_object(m);
-  py::list out;
-  for (auto& [name, p] : m.named_parameters()) {
-    out.append(py::make_tuple(prefix.empty() ? name : prefix + "." + name,
-                              py::cast(p, py::return_value_policy::reference_internal, self)));
-  }
-  return py::iter(out);
-}
-
-py::iterator parameters(SelfAttentionBase& m, bool /*recurse*/) {
-  const py::object self = self_object(m);
-  py::list out;
-  for (auto& [name, p] : m.named_parameters()) {
-    out.append(py::cast(p, py::return_value_policy::reference_internal, self));
-  }
-  return py::iter(out);
-}
-
-py::dict state_dict(const SelfAttentionBase& m, bool include_derived) {
-  py::dict out;
-  for (const auto& [name, t] : m.state_dict(include_derived)) out[py::str(name)] = copy_to_numpy(t);
-  return out;
-}
-
-StateDict to_state_dict(py::handle mapping, const std::string& where) {
-  if (!py::hasattr(mapping, "keys")) {
-    throw py::type_error(where + ": expected a mapping of name -> array, got " +
-                         py::repr(py::type::handle_of(mapping)).cast<std::string>());
-  }
-  const py::dict d(py::reinterpret_borrow<py::object>(mapping));  // any Mapping
-  StateDict out;
-  for (auto [key, value] : d) {
-    if (!py::isinstance<py::str>(key)) {
-      throw py::type_error(where + ": keys must be str, got " + py::repr(key).cast<std::string>());
-    }
-    const std::string name = key.cast<std::string>();
-    const FloatArray a = as_float32(value, where + ": '" + name + "'");
-    out.insert(name, Tensor::from_view(view_of(a)));
-  }
-  return out;
-}
-
-// The library's load assigns new tensors to the parameters, which would leave numpy arrays that
-// alias p.data pointing at freed memory. So the module loads into stand-ins while the original
-// buffers are set aside, and the loaded values are then copied into those buffers, which go back.
-void load_in_place(SelfAttentionBase& m, const StateDict& state, bool strict) {
-  NamedParameters params = m.named_parameters();
-  std::vector<Tensor> kept;
-  kept.reserve(params.size());
-  for (auto& entry : params) {
-    kept.push_back(std::move(entry.second->data));
-    entry.second->data = Tensor::from_view(kept.back());
-  }
-  const auto put_back = [&] {
-    for (size_t i = 0; i < params.size(); ++i) params[i].second->data = std::move(kept[i]);
-  };
-  try {
-    m.load_state_dict(state, strict);
-  } catch (...) {
-    put_back();  // all or nothing: the library changed nothing, neither do we
-    throw;
-  }
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& loaded = params[i].second->data;
-    std::memcpy(kept[i].data(), loaded.data(), static_cast<size_t>(loaded.numel()) * sizeof(float));
-  }
-  put_back();
-}
-
-// PyTorch's (missing_keys, unexpected_keys) of a load; both empty after a strict one.
-py::object load_state_dict(SelfAttentionBase& m, const ArrayMapping& state, bool strict,
-                           const py::object& incompatible_keys) {
-  const StateDict sd = to_state_dict(state.obj, m.class_name() + ".load_state_dict");
-  load_in_place(m, sd, strict);
-  py::list missing, unexpected;
-  std::vector<std::string> names;
-  for (const auto& entry : m.named_parameters()) {
-    names.push_back(entry.first);
-    if (!sd.contains(entry.first)) missing.append(entry.first);
-  }
-  for (const auto& [key, t] : sd) {
-    bool known = is_derived_key(m, key);
-    for (const auto& n : names) known = known || n == key;
-    if (!known) unexpected.append(key);
-  }
-  return incompatible_keys(missing, unexpected);
 }
 
 std::string module_repr(const SelfAttentionBase& m) {
@@ -178,43 +62,17 @@ std::string module_repr(const SelfAttentionBase& m) {
   return out + ")";
 }
 
-void set_backend(SelfAttentionBase& m, const BackendLike& arg) {
-  const py::handle backend = arg.obj;
-  if (py::isinstance<Backend>(backend)) {
-    m.set_backend(backend.cast<Backend>());
-  } else if (py::isinstance<py::str>(backend)) {
-    m.set_backend(parse_backend(backend.cast<std::string>()));
-  } else {
-    throw py::type_error("set_backend: expected 'reference', 'flash', 'auto' or a Backend, got " +
-                         py::repr(backend).cast<std::string>());
-  }
-}
-
 constexpr const char* kBaseDoc = R"doc(
-What the four self-attention classes share (PyTorch's ``nn.Module`` conventions):
+What the four self-attention classes share beyond ``llm_utils.Module``:
 
-- ``module(x)`` / ``module.forward(x)``: x is (seq_len, d_in) or (batch, seq_len, d_in), any
-  array numpy can convert (a C-contiguous float32 array is used without a copy; other real
-  dtypes, torch CPU tensors and lists are converted to float32). Returns a float32 array
-  (seq_len, d_out) or (batch, seq_len, d_out).
-- ``backward(grad_output)``: the gradient of a loss with respect to x; parameter gradients
-  accumulate (``+=``) as autograd's do. ``zero_grad()`` clears them (to None).
 - ``values``, ``attn_weights``, ``context_vec``: copies of what the last forward computed, with
   the rank of its input. Before any forward they do not exist (AttributeError).
-- ``named_parameters()`` / ``parameters()``: learnable parameters under PyTorch's names, in
-  PyTorch's order, for the optimizers in ``llm_utils.optim``.
-- ``state_dict()`` / ``load_state_dict(d)``: dicts of float32 arrays under PyTorch's names;
-  loading is all or nothing and keeps arrays that alias the parameters valid.
-
-Errors: ValueError for bad shapes and arguments, RuntimeError for calls in the wrong state
-(backward before forward), with the library's message.
-
-One module must not be used from two threads at once; separate modules may run concurrently
-(the GIL is released while computing).
+- ``state_dict(include_derived=False)``: with ``include_derived``, after a 2-D forward, also
+  the derived layer weights the original's Linear4/Linear5 state dict holds then.
 )doc";
 
-template <typename T>
-void bind_copy(py::class_<T, SelfAttentionBase>& cls) {
+template <typename T, typename Base>
+void bind_copy(py::class_<T, Base>& cls) {
   cls.def("__copy__", [](const T& m) { return T(m); })
       .def(
           "__deepcopy__", [](const T& m, const Any& /*memo*/) { return T(m); }, py::arg("memo"),
@@ -281,50 +139,20 @@ py::class_<T, SelfAttentionBase> bind_linear_class(py::module_& m, const char* n
 }  // namespace
 
 void bind_modules(py::module_& m) {
-  py::object incompatible_keys =
-      py::module_::import("collections")
-          .attr("namedtuple")("IncompatibleKeys", py::make_tuple("missing_keys", "unexpected_keys"),
-                              py::arg("module") = "llm_utils");
-  m.attr("IncompatibleKeys") = incompatible_keys;
-
-  py::class_<SelfAttentionBase>(m, "SelfAttentionBase", kBaseDoc)
-      .def("forward", &forward, py::arg("x"),
-           "x (seq_len, d_in) or (batch, seq_len, d_in) -> context vectors (seq_len, d_out) or\n"
-           "(batch, seq_len, d_out), float32.")
+  py::class_<SelfAttentionBase, Module>(m, "SelfAttentionBase", kBaseDoc)
       .def(
-          "__call__",
-          [](SelfAttentionBase& m, const ArrayLike& x) {
-            return self_object(m).attr("forward")(x.obj);
+          "state_dict",
+          [](const SelfAttentionBase& self, bool include_derived) {
+            py::dict out;
+            for (const auto& [name, t] : self.state_dict(include_derived)) {
+              out[py::str(name)] = copy_to_numpy(t);
+            }
+            return out;
           },
-          py::arg("x"), "``module(x)`` calls ``module.forward(x)``, as nn.Module does.")
-      .def("backward", &backward, py::arg("grad_output"),
-           "grad_output (the shape forward returned) -> the gradient with respect to x (the\n"
-           "shape of x). Accumulates parameter gradients; W_query and W_key of Linear4/Linear5\n"
-           "get none, exactly as in PyTorch on the original. RuntimeError before any forward or\n"
-           "after load_state_dict.")
-      .def("zero_grad", &SelfAttentionBase::zero_grad, py::arg("set_to_none") = true,
-           "Clears every parameter gradient: to None by default, else to zeros.")
-      .def("named_parameters", &named_parameters, py::arg("prefix") = "", py::arg("recurse") = true,
-           "An iterator of (name, Parameter) under PyTorch's names ('W_query.weight', ...), in\n"
-           "PyTorch's order. Only the learnable parameters; ``recurse`` is accepted for\n"
-           "compatibility.")
-      .def("parameters", &parameters, py::arg("recurse") = true,
-           "An iterator of the Parameters, in named_parameters() order: what the optimizers take.")
-      .def("state_dict", &state_dict, py::arg("include_derived") = false,
-           "The parameters as a dict of float32 array copies under PyTorch's names. With\n"
-           "``include_derived``, after a 2-D forward, also the derived layer weights the\n"
-           "original's Linear4/Linear5 state dict holds then.")
-      .def(
-          "load_state_dict",
-          [incompatible_keys](SelfAttentionBase& self, const ArrayMapping& state, bool strict) {
-            return load_state_dict(self, state, strict, incompatible_keys);
-          },
-          py::arg("state_dict"), py::arg("strict") = true,
-          "Copies the arrays of a mapping (name -> array-like, numpy or torch) into the\n"
-          "parameters, all or nothing: a missing key, an unknown key (when ``strict``) or a\n"
-          "wrong shape raises ValueError naming the key and changes nothing. The derived keys\n"
-          "of Linear4/Linear5 are accepted and ignored. Arrays aliasing the parameters see the\n"
-          "new values. Returns (missing_keys, unexpected_keys), as PyTorch.")
+          py::arg("include_derived") = false,
+          "The parameters as a dict of float32 array copies under PyTorch's names. With\n"
+          "``include_derived``, after a 2-D forward, also the derived layer weights the\n"
+          "original's Linear4/Linear5 state dict holds then.")
       .def_property_readonly(
           "values",
           [](const SelfAttentionBase& s) {
@@ -344,14 +172,6 @@ void bind_modules(py::module_& m) {
             return after_forward([&] { return py::object(copy_to_numpy(s.context_vec())); });
           },
           "The context vectors of the last forward (what it returned).")
-      .def("set_backend", &set_backend, py::arg("backend"),
-           "Chooses the attention kernel: 'reference', 'flash', 'auto' (or a Backend).\n"
-           "ValueError on another name.")
-      .def_property_readonly(
-          "backend",
-          [](const SelfAttentionBase& s) { return std::string(backend_name(s.backend())); },
-          "The attention kernel in use: 'reference', 'flash' or 'auto'.")
-      .def_property_readonly("d_in", &SelfAttentionBase::d_in, "Input features per token.")
       .def_property_readonly("d_out", &SelfAttentionBase::d_out, "Output features per token.")
       .def("__repr__", &module_repr);
 
@@ -376,29 +196,16 @@ Example::
            py::kw_only(), py::arg("generator") = nullptr,
            "Draws W_query, W_key, W_value with torch.rand's stream, in that order.")
       .def_property(
-          "W_query",
-          [](py::object self) {
-            return alias_numpy(self.cast<SelfAttention_Params&>().W_query.data, self);
-          },
-          [](SelfAttention_Params& s, py::handle v) {
-            assign_in_place(s.W_query.data, v, "W_query");
-          },
+          "W_query", [](const SelfAttention_Params& s) { return alias_parameter(s.W_query); },
+          [](SelfAttention_Params& s, py::handle v) { assign_parameter(s.W_query, v, "W_query"); },
           "(d_in, d_out) float32 array over the module's memory; assigning copies in.")
       .def_property(
-          "W_key",
-          [](py::object self) {
-            return alias_numpy(self.cast<SelfAttention_Params&>().W_key.data, self);
-          },
-          [](SelfAttention_Params& s, py::handle v) { assign_in_place(s.W_key.data, v, "W_key"); },
+          "W_key", [](const SelfAttention_Params& s) { return alias_parameter(s.W_key); },
+          [](SelfAttention_Params& s, py::handle v) { assign_parameter(s.W_key, v, "W_key"); },
           "(d_in, d_out), as W_query.")
       .def_property(
-          "W_value",
-          [](py::object self) {
-            return alias_numpy(self.cast<SelfAttention_Params&>().W_value.data, self);
-          },
-          [](SelfAttention_Params& s, py::handle v) {
-            assign_in_place(s.W_value.data, v, "W_value");
-          },
+          "W_value", [](const SelfAttention_Params& s) { return alias_parameter(s.W_value); },
+          [](SelfAttention_Params& s, py::handle v) { assign_parameter(s.W_value, v, "W_value"); },
           "(d_in, d_out), as W_query.");
   bind_copy(params);
 

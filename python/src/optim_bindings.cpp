@@ -12,8 +12,8 @@
 namespace llm_utils::python {
 namespace {
 
-// The library's optimizers hold raw pointers to the parameters; the Python objects kept in
-// `params` keep the modules that own them alive for as long as the optimizer lives.
+// The library's optimizers hold ParameterRefs, which keep the parameters alive; `params` keeps
+// the Python objects they came from, for the `params` attribute.
 template <typename Optimizer>
 struct PyOptimizer {
   py::list params;
@@ -28,14 +28,14 @@ NamedParameters collect(py::iterable iterable, const char* who, py::list& keep) 
                            ": parameter groups (dicts) are not supported; pass "
                            "module.parameters()");
     }
-    if (!py::isinstance<Parameter>(item)) {
+    if (!py::isinstance<ParameterRef>(item)) {
       throw py::type_error(std::string(who) +
                            ": params must be Parameters, as module.parameters() yields, got " +
                            py::repr(py::type::handle_of(item)).cast<std::string>());
     }
-    auto* p = item.cast<Parameter*>();
+    const ParameterRef p = item.cast<ParameterRef>();
     for (const auto& entry : out) {
-      if (entry.second == p) {
+      if (entry.second.same_as(p)) {
         throw py::value_error(std::string(who) + ": a parameter appears more than once");
       }
     }

@@ -333,3 +333,79 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), {})
     assert "(6, 6) (6, 2) (6, 2)" in capsys.readouterr().out
     assert (tmp_path / "w.safetensors").exists()
+
+
+# ---------------------------------------------------------------- the shared Module core
+
+BOOK_CLASSES = {
+    "CausalAttention": lambda: llm_utils.CausalAttention(3, 4, 6, 0.0),
+    "MultiHeadAttentionWrapper": lambda: llm_utils.MultiHeadAttentionWrapper(3, 4, 6, 0.0, 2),
+    "MultiHeadAttention": lambda: llm_utils.MultiHeadAttention(3, 4, 6, 0.0, 2),
+}
+
+
+def all_modules():
+    llm_utils.manual_seed(50)
+    return [build(name, 3, 4, False, seed=51)[0] for name in CLASSES] + [
+        make() for make in BOOK_CLASSES.values()]
+
+
+def test_every_class_is_a_module():
+    for m in all_modules():
+        assert isinstance(m, llm_utils.Module), type(m)
+        x = random_input(np.random.default_rng(0), (2, 5, 3))
+        y = m(x)
+        dx = m.backward(np.ones_like(y))
+        assert dx.shape == x.shape
+        frozen_qk = type(m).__name__ in ("SelfAttention_Linear4", "SelfAttention_Linear5")
+        for name, p in m.named_parameters():
+            assert (p.grad is not None) == (not frozen_qk or name.startswith("W_value")), name
+        clone = copy.deepcopy(m)
+        assert type(clone) is type(m)
+        next(clone.parameters()).data[...] = 0
+        np.testing.assert_array_equal(m(x), y)
+
+
+def test_named_parameters_recurse_false_keeps_the_modules_own():
+    llm_utils.manual_seed(52)
+    assert [n for n, _ in SelfAttention_Params(3, 2).named_parameters(recurse=False)] == [
+        "W_query", "W_key", "W_value"]
+    # The Linear classes' parameters all belong to their W_query, W_key, W_value layers, as
+    # in PyTorch.
+    assert list(SelfAttention_Linear(3, 2).named_parameters(recurse=False)) == []
+    assert list(llm_utils.MultiHeadAttention(3, 4, 6, 0.0, 2).parameters(recurse=False)) == []
+    names = [n for n, _ in SelfAttention_Linear(3, 2, qkv_bias=True).named_parameters("sa")]
+    assert names[0] == "sa.W_query.weight" and len(names) == 6
+
+
+def test_parameters_and_their_arrays_outlive_the_module():
+    llm_utils.manual_seed(53)
+    m = llm_utils.MultiHeadAttention(3, 4, 6, 0.0, 2)
+    p = next(m.parameters())
+    alias = m.W_query.weight
+    opt = llm_utils.optim.SGD(m.parameters(), lr=0.1)
+    y = m(random_input(np.random.default_rng(1), (1, 4, 3)))
+    m.backward(np.ones_like(y))
+    before = alias.copy()
+    del m
+    gc.collect()
+    opt.step()  # the parameters live on in the optimizer, the Parameter and the array
+    assert not np.array_equal(alias, before)
+    np.testing.assert_array_equal(p.data, alias)
+    assert p == opt.params[0] and hash(p) == hash(opt.params[0])
+
+
+def test_book_modules_keep_attention_weights():
+    llm_utils.manual_seed(54)
+    x = random_input(np.random.default_rng(2), (2, 5, 3))
+    ca = llm_utils.CausalAttention(3, 4, 6, 0.0)
+    with pytest.raises(AttributeError, match="no forward has run yet"):
+        ca.attn_weights
+    ca(x)
+    w = ca.attn_weights
+    assert w.shape == (2, 5, 5)
+    np.testing.assert_allclose(w.sum(-1), 1, rtol=1e-6)
+    assert np.all(np.triu(w[0], 1) == 0)  # causal: nothing above the diagonal
+    mha = llm_utils.MultiHeadAttention(3, 4, 6, 0.0, 2)
+    mha(x[0])
+    assert mha.attn_weights.shape == (2, 5, 5)  # (heads, N, N) for 2-D input

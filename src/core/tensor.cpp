@@ -107,6 +107,28 @@ bool BasicTensorView<T>::is_contiguous() const {
 }
 
 template <typename T>
+T& BasicTensorView<T>::at(std::initializer_list<int64_t> index) const {
+  if (index.size() != shape_.size()) {
+    throw ArgumentError("at: index has " + std::to_string(index.size()) +
+                        " coordinates, view has rank " + std::to_string(shape_.size()) +
+                        " (shape = " + shape_to_string(shape_) + ")");
+  }
+  const Shape strides = this->strides();
+  int64_t offset = 0;
+  size_t d = 0;
+  for (int64_t i : index) {
+    if (i < 0 || i >= shape_[d]) {
+      throw ArgumentError("at: coordinate " + std::to_string(i) + " of dimension " +
+                          std::to_string(d) +
+                          " is out of range (shape = " + shape_to_string(shape_) + ")");
+    }
+    offset += i * strides[d];
+    ++d;
+  }
+  return data_[offset];
+}
+
+template <typename T>
 BasicTensorView<T> BasicTensorView<T>::select(int64_t i) const {
   if (shape_.empty()) throw ArgumentError("select: cannot select from a rank-0 view");
   if (i < 0 || i >= shape_[0]) {

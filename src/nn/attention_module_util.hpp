@@ -1,14 +1,15 @@
 #pragma once
-// Checks and tensor shuffles shared by CausalAttention, MultiHeadAttentionWrapper and
-// MultiHeadAttention (private to the library).
+// What the attention modules' files share (private to the library): argument checks, the book's
+// mask buffer, and the state entries and packed-projection weights of Linear layers.
 
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "llm_utils/nn/state_dict.hpp"
+#include "llm_utils/nn/linear.hpp"
+#include "llm_utils/nn/module.hpp"
 #include "llm_utils/tensor.hpp"
+#include "nn/attention_layer.hpp"
 
 namespace llm_utils::detail {
 
@@ -20,27 +21,11 @@ void check_module_args(const std::string& cls, int64_t d_in, int64_t d_out, int6
 /// The book's buffer: triu(ones(n, n), diagonal=1), float 0/1.
 Tensor causal_mask_buffer(int64_t n);
 
-struct InputShape {
-  int64_t batch;
-  int64_t seq;
-  bool was_2d;
-};
-/// x must be (N, d_in) or (B, N, d_in) with B >= 1 and 1 <= N <= context_length.
-InputShape check_input(const std::string& where, ConstTensorView x, int64_t d_in,
-                       int64_t context_length);
+/// `<prefix>.weight` and, when the layer has one, `<prefix>.bias`.
+void add_linear_entries(std::vector<StateEntry>& out, const std::string& prefix,
+                        const Linear& layer);
 
-/// (B*N, H*hd) -> (B*H, N, hd): the book's `view(b, n, H, hd).transpose(1, 2)`, made contiguous.
-Tensor split_heads(ConstTensorView x, int64_t batch, int64_t seq, int64_t heads);
-/// (B*H, N, hd) -> (B*N, H*hd): the book's `transpose(1, 2).contiguous().view(b, n, d_out)`.
-Tensor merge_heads(ConstTensorView x, int64_t batch, int64_t seq, int64_t heads);
-
-/// Where each state-dict key loads into.
-using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
-/// Loads every target from `state`, all or nothing: a missing key, an unexpected key (when
-/// `strict`), a wrong shape, or a mask buffer (a target named `mask` or `*.mask`) that is not
-/// the causal one throws ArgumentError naming the key, leaving the targets unchanged. A
-/// missing mask buffer is fine: it is derived from context_length.
-void load_named(const std::string& where, const StateDict& state, bool strict,
-                const NamedTensors& targets);
+/// The projection weights of three Linear layers, for the attention layer.
+QkvWeights linear_qkv_weights(const Linear& query, const Linear& key, const Linear& value);
 
 }  // namespace llm_utils::detail

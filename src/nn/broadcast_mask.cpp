@@ -87,10 +87,10 @@ BroadcastMask merge_masks(const std::string& where, const AttentionMask& attn_ma
   return with_strides(std::move(sum), dims);
 }
 
-void apply_mask(const BroadcastMask& mask, int64_t heads, AttentionProblem& p) {
+void apply_mask(const BroadcastMask& mask, AttentionProblem& p) {
   if (!mask.present) return;
   p.mask = mask.values.data();
-  p.mask_heads = heads;
+  p.mask_heads = p.heads;
   p.mask_stride_outer = mask.strides[0];
   p.mask_stride_head = mask.strides[1];
   p.mask_stride_row = mask.strides[2];

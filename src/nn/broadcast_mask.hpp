@@ -7,9 +7,17 @@
 
 #include "detail/attention_problem.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
-#include "llm_utils/nn/causal_attention.hpp"
+#include "llm_utils/tensor.hpp"
 
 namespace llm_utils::detail {
+
+/// An additive mask broadcast over (B, H, N, M) for the kernels: contiguous `values` of shape
+/// (Bm, Hm, Nm, Mm), each dimension full or 1, read through `strides` (0 where broadcast).
+struct BroadcastMask {
+  Tensor values;
+  int64_t strides[4] = {0, 0, 0, 0};  // B, H, N, M
+  bool present = false;
+};
 
 /// The sizes a mask must broadcast to: batch B, heads H, queries N, keys M.
 struct MaskExtent {
@@ -22,7 +30,7 @@ struct MaskExtent {
 BroadcastMask merge_masks(const std::string& where, const AttentionMask& attn_mask,
                           const AttentionMask& key_padding, const MaskExtent& extent);
 
-/// Points the problem (batch = B * heads) at the mask; nothing when it is absent.
-void apply_mask(const BroadcastMask& mask, int64_t heads, AttentionProblem& p);
+/// Points the problem (B batch elements of p.heads heads) at the mask; nothing when it is absent.
+void apply_mask(const BroadcastMask& mask, AttentionProblem& p);
 
 }  // namespace llm_utils::detail

@@ -24,29 +24,41 @@ double linear_init_bias_bound(int64_t fan_in) {
   return fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
 }
 
-Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator* generator) {
+namespace {
+Parameter draw_weight(int64_t in_features, int64_t out_features, Generator* generator) {
   if (in_features <= 0 || out_features <= 0) {
     throw ArgumentError("Linear: in_features and out_features must be positive, got in_features=" +
                         std::to_string(in_features) +
                         ", out_features=" + std::to_string(out_features));
   }
   Generator& gen = generator != nullptr ? *generator : default_generator();
-  const double w_bound = linear_init_weight_bound(in_features);
-  weight = Parameter(gen.uniform({out_features, in_features}, -w_bound, w_bound));
-  if (bias) {
-    const double b_bound = linear_init_bias_bound(in_features);
-    this->bias = Parameter(gen.uniform({out_features}, -b_bound, b_bound));
-  }
+  const double bound = linear_init_weight_bound(in_features);
+  return Parameter(gen.uniform({out_features, in_features}, -bound, bound));
 }
+
+std::optional<Parameter> draw_bias(int64_t in_features, int64_t out_features, bool bias,
+                                   Generator* generator) {
+  if (!bias) return std::nullopt;
+  Generator& gen = generator != nullptr ? *generator : default_generator();
+  const double bound = linear_init_bias_bound(in_features);
+  return Parameter(gen.uniform({out_features}, -bound, bound));
+}
+}  // namespace
+
+// The weight is drawn before the bias: members initialise in declaration order.
+Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator* generator)
+    : weight(draw_weight(in_features, out_features, generator)),
+      bias(draw_bias(in_features, out_features, bias, generator)) {}
+
+Linear::Linear(Parameter weight, std::optional<Parameter> bias)
+    : weight(std::move(weight)), bias(std::move(bias)) {}
 
 Linear Linear::from_weight(Tensor weight, bool requires_grad) {
   if (weight.dim() != 2) {
     throw ArgumentError("Linear::from_weight: weight must be (out_features, in_features), got " +
                         shape_to_string(weight.shape()));
   }
-  Linear layer;
-  layer.weight = Parameter(std::move(weight), requires_grad);
-  return layer;
+  return Linear(Parameter(std::move(weight), requires_grad), std::nullopt);
 }
 
 namespace {
@@ -74,12 +86,11 @@ Tensor Linear::forward(ConstTensorView x) const {
 void Linear::forward_into(const float* x, int64_t rows, float* y) const {
   const int64_t in = in_features(), out = out_features();
   if (bias) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::copy(bias->data.begin(), bias->data.end(), y + r * out);
-    }
+    const ConstTensorView b = bias->data();  // (out)
+    for (int64_t r = 0; r < rows; ++r) std::copy(b.data(), b.data() + out, y + r * out);
   }
   // y (rows, out) = x (rows, in) W^T (in, out) + y
-  kernels::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, weight.data.data(), in,
+  kernels::gemm(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, weight.data().data(), in,
                 bias ? 1.0f : 0.0f, y, out);
 }
 
@@ -94,13 +105,13 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
   x = contiguous(x, x_copy);
   dy = contiguous(dy, dy_copy);
   // forward was `y = x W^T + b`, so dW (out, in) = dy^T x and db (out) = column sums of dy.
-  if (weight.requires_grad) {
+  if (weight.requires_grad()) {
     Tensor dw({out, in});
     kernels::gemm(Trans::yes, Trans::no, out, in, rows, 1.0f, dy.data(), out, x.data(), in, 0.0f,
                   dw.data(), in);
     weight.accumulate_grad(dw);
   }
-  if (bias && bias->requires_grad) {
+  if (bias && bias->requires_grad()) {
     Tensor db({out});
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < out; ++j) db[j] += dy.data()[r * out + j];
@@ -110,7 +121,7 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
   if (!need_dx) return {};
   // ... and dx (rows, in) = dy W.
   Tensor dx(x.shape());
-  kernels::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data.data(), in,
+  kernels::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data().data(), in,
                 0.0f, dx.data(), in);
   return dx;
 }

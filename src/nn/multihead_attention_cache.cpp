@@ -1,40 +1,31 @@
-// MultiHeadAttention's inference path with a KV cache: each call appends its tokens' keys and
-// values and attends its queries over everything cached. The new queries sit at positions
-// size .. size + n - 1, so the causal mask is the kernels' with query_offset = size; a decode
-// step (n = 1) costs O(size * d) and the fused kernel splits it over the key length.
+// MultiHeadAttention's inference path with a KV cache: each call projects its tokens' keys and
+// values straight into their slots of the cache and attends its queries over everything cached.
+// The new queries sit at positions size .. size + n - 1, so the causal mask is the kernels' with
+// query_offset = size; a decode step (n = 1) costs O(size * d) and the fused kernel splits it
+// over the key length.
 
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/attention_dispatch.hpp"
+#include "kernels/gemm.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
+#include "nn/attention_layer.hpp"
 #include "nn/attention_module_util.hpp"
 #include "nn/broadcast_mask.hpp"
 
 namespace llm_utils {
-namespace {
 
-// Copies rows [0, tokens) of each of `heads` (capacity_from, hd) blocks into blocks of
-// capacity_to rows.
-void copy_cached_rows(const Tensor& from, int64_t heads, int64_t tokens, int64_t capacity_from,
-                      int64_t hd, Tensor& to, int64_t capacity_to) {
-  for (int64_t h = 0; h < heads; ++h) {
-    std::memcpy(to.data() + h * capacity_to * hd, from.data() + h * capacity_from * hd,
-                sizeof(float) * static_cast<size_t>(tokens * hd));
-  }
-}
+using kernels::Trans;
 
-}  // namespace
-
-Tensor MultiHeadAttention::forward_cached(ConstTensorView x,
+Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
                                           const AttentionForwardOptions& options) {
   const std::string where = "MultiHeadAttention.forward(use_cache)";
-  if (training_ && dropout_ > 0.0) {
+  if (training() && dropout_ > 0.0) {
     throw StateError(where + ": dropout=" + std::to_string(dropout_) +
                      " is active in training mode; call eval() before decoding with the KV cache");
   }
-  const detail::InputShape in = detail::check_input(where, x, d_in(), context_length());
   const int64_t b = in.batch, n = in.seq, h = num_heads_, g = num_kv_groups_, hd = head_dim();
   if (cache_.size > 0 && b != cache_.batch) {
     throw ArgumentError(where + ": x has batch " + std::to_string(b) +
@@ -47,62 +38,75 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x,
                         " tokens and x adds " + std::to_string(n) + ", more than context_length=" +
                         std::to_string(context_length()) + "; call reset_cache()");
   }
-  detail::CoreOptions core = core_options();
-  core.mask =
+  detail::BroadcastMask mask =
       detail::merge_masks(where, options.attn_mask, options.key_padding_mask, {b, h, n, total});
 
   // Everything is checked: from here on the call succeeds (short of memory).
-  const Tensor input = Tensor::from_view(x).reshape({b * n, d_in()});         // (B*n, d_in)
-  const Tensor q = detail::split_heads(W_query.forward(input), b, n, h);      // (B*H, n, hd)
-  const Tensor k_new = detail::split_heads(W_key.forward(input), b, n, g);    // (B*G, n, hd)
-  const Tensor v_new = detail::split_heads(W_value.forward(input), b, n, g);  // (B*G, n, hd)
-
+  const int64_t kv_width = 2 * g * hd;  // a cached token: G key heads, then G value heads
   if (past == 0) cache_.batch = b;
-  if (total > cache_.capacity || cache_.keys.empty() || cache_.keys.size(0) != b * g) {
+  if (total > cache_.capacity || cache_.kv.size(0) != b) {
     // Grow geometrically (at most to context_length), so decoding copies O(total) rows overall.
     const int64_t capacity =
         std::min(context_length(), std::max({total, 2 * cache_.capacity, int64_t{16}}));
-    Tensor keys({b * g, capacity, hd}), values({b * g, capacity, hd});  // (B*G, capacity, hd)
-    if (past > 0) {
-      copy_cached_rows(cache_.keys, b * g, past, cache_.capacity, hd, keys, capacity);
-      copy_cached_rows(cache_.values, b * g, past, cache_.capacity, hd, values, capacity);
+    Tensor kv({b, capacity, kv_width});  // (B, capacity, 2 * G * hd)
+    for (int64_t i = 0; i < b && past > 0; ++i) {
+      std::memcpy(kv.data() + i * capacity * kv_width,
+                  cache_.kv.data() + i * cache_.capacity * kv_width,
+                  sizeof(float) * static_cast<size_t>(past * kv_width));
     }
-    cache_.keys = std::move(keys);
-    cache_.values = std::move(values);
+    cache_.kv = std::move(kv);
     cache_.capacity = capacity;
   }
-  for (int64_t kv = 0; kv < b * g; ++kv) {
-    const size_t bytes = sizeof(float) * static_cast<size_t>(n * hd);
-    std::memcpy(cache_.keys.data() + (kv * cache_.capacity + past) * hd, k_new.data() + kv * n * hd,
-                bytes);
-    std::memcpy(cache_.values.data() + (kv * cache_.capacity + past) * hd,
-                v_new.data() + kv * n * hd, bytes);
+  // The packed projection [Wq; Wk; Wv]: queries into q, keys and values into the cache rows
+  // past .. past + n of each batch element (W_packed's rows past H * hd are [Wk; Wv]).
+  layer_->clear_saved();  // this call's state replaces the last forward's (no backward follows)
+  layer_->pack(detail::linear_qkv_weights(W_query, W_key, W_value));
+  const Tensor& w = layer_->packed_weight();   // ((H + 2G) * hd, d_in)
+  const Tensor& bias = layer_->packed_bias();  // ((H + 2G) * hd) or empty
+  const int64_t d_model = d_in(), q_width = h * hd;
+  const auto project = [&](const float* x_rows, int64_t rows, int64_t first, int64_t width,
+                           float* y, int64_t ldy) {
+    if (!bias.empty()) {
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy(bias.data() + first, bias.data() + first + width, y + r * ldy);
+      }
+    }
+    // y (rows, width) = x (rows, d_in) W[first : first + width]^T (+ bias)
+    kernels::gemm(Trans::no, Trans::yes, rows, width, d_model, 1.0f, x_rows, d_model,
+                  w.data() + first * d_model, d_model, bias.empty() ? 0.0f : 1.0f, y, ldy);
+  };
+  Tensor q({b * n, q_width});  // (B*n, H*hd)
+  project(x.data(), b * n, 0, q_width, q.data(), q_width);
+  for (int64_t i = 0; i < b; ++i) {
+    project(x.data() + i * n * d_model, n, q_width, kv_width,
+            cache_.kv.data() + (i * cache_.capacity + past) * kv_width, kv_width);
   }
   cache_.size = total;
 
   AttentionOptions kernel_options;
-  kernel_options.causal = core.causal;
+  kernel_options.causal = causal_;
   kernel_options.query_offset = past;
-  kernel_options.scale_divisor = core.scale_divisor;
+  kernel_options.scale_divisor = scale_divisor_;
   using detail::Strided;
-  // The cache holds (B*G, capacity, hd) of which the first `total` rows of each head are used.
-  const Strided<const float> keys{cache_.keys.data(), 0, cache_.capacity * hd, hd};
-  const Strided<const float> values{cache_.values.data(), 0, cache_.capacity * hd, hd};
+  const int64_t kv_batch_stride = cache_.capacity * kv_width;
+  const Strided<const float> keys{cache_.kv.data(), kv_batch_stride, hd, kv_width};
+  const Strided<const float> values{cache_.kv.data() + g * hd, kv_batch_stride, hd, kv_width};
   detail::AttentionProblem p =
-      detail::make_attention_problem(Strided<const float>::contiguous(q.data(), b * h, n, hd), keys,
-                                     values, 1, b * h, b * g, n, total, hd, hd, kernel_options);
-  detail::apply_mask(core.mask, h, p);
-  Tensor heads({b * h, n, hd});  // (B*H, n, hd)
-  Tensor lse({b * h, n});        // (B*H, n), unused: nothing to differentiate
-  detail::attention_forward(p, backend_,
-                            {Strided<float>::contiguous(heads.data(), b * h, n, hd),
-                             Strided<float>::contiguous(lse.data(), b * h, n, 1),
+      detail::make_attention_problem(detail::heads_view(q.data(), n, q_width, 0, hd).as_const(),
+                                     keys, values, b, h, g, n, total, hd, hd, kernel_options);
+  detail::apply_mask(mask, p);
+  Tensor context({b * n, q_width});  // (B*n, H*hd): the heads' outputs side by side
+  Tensor lse({b, h, n});             // unused: nothing to differentiate
+  detail::attention_forward(p, backend(),
+                            {detail::heads_view(context.data(), n, q_width, 0, hd),
+                             Strided<float>::contiguous(lse.data(), h, n, 1),
                              {}});
-
-  batch_ = 0;
-  last_forward_cached_ = true;
-  Tensor out = out_proj.forward(detail::merge_heads(heads, b, n, h));  // (B*n, d_out)
-  return in.was_2d ? std::move(out).reshape({n, d_out()}) : std::move(out).reshape({b, n, d_out()});
+  forbid_backward(
+      "the last forward used the KV cache, which is for inference; run forward without "
+      "use_cache to train");
+  Tensor out({b * n, d_out()});  // (B*n, d_out)
+  out_proj.forward_into(context.data(), b * n, out.data());
+  return out;
 }
 
 }  // namespace llm_utils

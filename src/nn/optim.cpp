@@ -11,10 +11,17 @@
 namespace llm_utils {
 namespace {
 
-std::vector<Parameter*> pointers(const NamedParameters& params) {
-  std::vector<Parameter*> out;
+std::vector<ParameterRef> references(const NamedParameters& params, const char* who) {
+  std::vector<ParameterRef> out;
   out.reserve(params.size());
-  for (const auto& entry : params) out.push_back(entry.second);
+  for (const auto& [name, p] : params) {
+    for (const ParameterRef& seen : out) {
+      if (seen.same_as(p)) {
+        throw ArgumentError(std::string(who) + ": parameter '" + name + "' appears more than once");
+      }
+    }
+    out.push_back(p);
+  }
   return out;
 }
 
@@ -25,7 +32,7 @@ void require(bool ok, const std::string& message) {
 }  // namespace
 
 SGD::SGD(const NamedParameters& params, SGDOptions options)
-    : params_(pointers(params)), momentum_buffers_(params_.size()), options_(options) {
+    : params_(references(params, "SGD")), momentum_buffers_(params_.size()), options_(options) {
   require(options.lr >= 0.0, "SGD: invalid learning rate lr=" + std::to_string(options.lr));
   require(options.momentum >= 0.0,
           "SGD: invalid momentum value " + std::to_string(options.momentum));
@@ -41,10 +48,10 @@ void SGD::step() {
   const auto one_minus_dampening = static_cast<float>(1.0 - options_.dampening);
   const auto neg_lr = static_cast<float>(-options_.lr);
   for (size_t i = 0; i < params_.size(); ++i) {
-    Parameter& p = *params_[i];
+    ParameterRef& p = params_[i];
     if (!p.has_grad()) continue;
-    const int64_t n = p.data.numel();
-    float* w = p.data.data();
+    const int64_t n = p.numel();
+    float* w = p.data().data();
     const float* g = p.grad().data();
     Tensor d_p({n});  // d_p = grad (negated if maximize) + weight_decay * param
     for (int64_t j = 0; j < n; ++j) {
@@ -66,11 +73,11 @@ void SGD::step() {
 }
 
 void SGD::zero_grad(bool set_to_none) {
-  for (Parameter* p : params_) p->zero_grad(set_to_none);
+  for (ParameterRef& p : params_) p.zero_grad(set_to_none);
 }
 
 AdamW::AdamW(const NamedParameters& params, AdamWOptions options)
-    : params_(pointers(params)), state_(params_.size()), options_(options) {
+    : params_(references(params, "AdamW")), state_(params_.size()), options_(options) {
   require(options.lr >= 0.0, "AdamW: invalid learning rate lr=" + std::to_string(options.lr));
   require(options.eps >= 0.0, "AdamW: invalid epsilon value eps=" + std::to_string(options.eps));
   require(options.beta1 >= 0.0 && options.beta1 < 1.0,
@@ -84,9 +91,9 @@ AdamW::AdamW(const NamedParameters& params, AdamWOptions options)
 void AdamW::step() {
   const AdamWOptions& o = options_;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Parameter& p = *params_[i];
+    ParameterRef& p = params_[i];
     if (!p.has_grad()) continue;
-    const int64_t n = p.data.numel();
+    const int64_t n = p.numel();
     State& s = state_[i];
     if (s.step == 0) {
       s.exp_avg = Tensor({n});
@@ -94,7 +101,7 @@ void AdamW::step() {
       if (o.amsgrad) s.max_exp_avg_sq = Tensor({n});
     }
     s.step += 1;
-    float* w = p.data.data();
+    float* w = p.data().data();
     const float* g = p.grad().data();
     // Python computes these scalars in double; the tensor kernels round them to float.
     const auto decay = static_cast<float>(1.0 - o.lr * o.weight_decay);
@@ -124,7 +131,7 @@ void AdamW::step() {
 }
 
 void AdamW::zero_grad(bool set_to_none) {
-  for (Parameter* p : params_) p->zero_grad(set_to_none);
+  for (ParameterRef& p : params_) p.zero_grad(set_to_none);
 }
 
 }  // namespace llm_utils

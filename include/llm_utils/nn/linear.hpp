@@ -30,14 +30,15 @@ class Linear {
   /// A layer around a given weight (out, in), no bias, without drawing anything.
   static Linear from_weight(Tensor weight, bool requires_grad = true);
 
-  int64_t in_features() const { return weight.data.size(1); }
-  int64_t out_features() const { return weight.data.size(0); }
+  int64_t in_features() const { return weight.shape()[1]; }
+  int64_t out_features() const { return weight.shape()[0]; }
 
   /// x: (..., in_features) -> (..., out_features).
   Tensor forward(ConstTensorView x) const;
   Tensor operator()(ConstTensorView x) const { return forward(x); }
   /// The raw form of forward: y (rows, out_features) = x (rows, in_features) W^T + b, both
   /// contiguous, y overwritten. No checks and no allocation, for callers that own the shapes.
+  /// The weights' shapes are fixed for the layer's life (parameter.hpp), so they are too.
   void forward_into(const float* x, int64_t rows, float* y) const;
   /// Given the forward's input x (..., in) and dy (..., out): accumulates weight and bias
   /// gradients and, when `need_dx`, returns dx (..., in); otherwise an empty tensor.
@@ -47,7 +48,7 @@ class Linear {
   std::optional<Parameter> bias;  ///< (out_features), absent when built with bias = false
 
  private:
-  Linear() = default;
+  Linear(Parameter weight, std::optional<Parameter> bias);
 };
 
 /// The bound PyTorch's default Linear init uses for a weight with `fan_in` inputs.

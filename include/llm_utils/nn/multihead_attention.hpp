@@ -33,12 +33,14 @@
 #include <optional>
 #include <vector>
 
+#include "llm_utils/detail/value_ptr.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
+#include "llm_utils/nn/module.hpp"
 
 namespace llm_utils {
 
-class MultiHeadAttentionWrapper {
+class MultiHeadAttentionWrapper : public Module {
  public:
   /// Throws ArgumentError on non-positive sizes or dropout outside [0, 1).
   MultiHeadAttentionWrapper(int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
@@ -47,25 +49,21 @@ class MultiHeadAttentionWrapper {
 
   int64_t num_heads() const { return static_cast<int64_t>(heads.size()); }
 
-  /// x: (N, d_in) or (B, N, d_in) -> (..., N, d_out * num_heads), head h in columns
-  /// [h * d_out, (h + 1) * d_out).
-  Tensor forward(ConstTensorView x);
-  Tensor operator()(ConstTensorView x) { return forward(x); }
-  Tensor backward(ConstTensorView grad_output);
-  void zero_grad(bool set_to_none = true);
+  /// Propagate to every head.
+  void train(bool mode = true) override;
+  void set_backend(Backend backend) override;
+  /// Each head's entries under `heads.<h>.`, head by head (`heads.0.mask`,
+  /// `heads.0.W_query.weight`,
+  /// ...), as PyTorch.
+  std::vector<StateEntry> state_entries() const override;
 
-  void train(bool mode = true);
-  void eval() { train(false); }
-  bool training() const { return heads.front().training(); }
-  void set_backend(Backend backend);
-
-  /// `heads.<h>.W_query.weight`, ...
-  NamedParameters named_parameters();
-  /// `heads.<h>.mask`, `heads.<h>.W_query.weight`, ... per head, as PyTorch.
-  StateDict state_dict() const;
-  void load_state_dict(const StateDict& state, bool strict = true);
-
+  /// The heads, in order; forward's output holds head h in columns [h * d_out, (h + 1) * d_out).
+  /// Their parameters and masks appear as `heads.<h>.W_query.weight`, `heads.<h>.mask`, ...
   std::vector<CausalAttention> heads;
+
+ protected:
+  Tensor forward_rows(ConstTensorView x, const Input& in) override;
+  Tensor backward_rows(ConstTensorView dy) override;
 };
 
 /// What MultiHeadAttention adds to the book's class (none of it changes the book's numbers when
@@ -98,7 +96,7 @@ struct AttentionForwardOptions {
   bool use_cache = false;
 };
 
-class MultiHeadAttention {
+class MultiHeadAttention : public Module {
  public:
   /// Throws ArgumentError on non-positive sizes, d_out not divisible by num_heads, or dropout
   /// outside [0, 1).
@@ -109,9 +107,12 @@ class MultiHeadAttention {
   MultiHeadAttention(int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
                      int64_t num_heads, bool qkv_bias, const MultiHeadAttentionOptions& options,
                      Generator* generator = nullptr);
+  MultiHeadAttention(const MultiHeadAttention& other);
+  MultiHeadAttention(MultiHeadAttention&& other) noexcept;
+  ~MultiHeadAttention() override;
 
-  int64_t d_in() const { return W_query.in_features(); }
-  int64_t d_out() const { return W_query.out_features(); }
+  int64_t d_in() const { return in_features(); }
+  int64_t d_out() const { return out_features(); }
   int64_t num_heads() const { return num_heads_; }
   int64_t num_kv_groups() const { return num_kv_groups_; }
   int64_t head_dim() const { return d_out() / num_heads_; }
@@ -119,72 +120,60 @@ class MultiHeadAttention {
   double dropout() const { return dropout_; }
   bool causal() const { return causal_; }
 
-  /// x: (N, d_in) or (B, N, d_in), 1 <= N <= context_length -> (N, d_out) or (B, N, d_out).
-  Tensor forward(ConstTensorView x) { return forward(x, AttentionForwardOptions{}); }
+  using Module::forward;
   /// With masks and/or the KV cache. Throws ArgumentError on misshapen masks, on a cached call
-  /// whose batch differs from the cache's or that would hold more than context_length tokens.
+  /// whose batch differs from the cache's or that would hold more than context_length tokens;
+  /// a call that throws changes nothing (the cache included).
   Tensor forward(ConstTensorView x, const AttentionForwardOptions& options);
-  Tensor operator()(ConstTensorView x) { return forward(x); }
-  /// As CausalAttention::backward; out_proj's weight and bias get gradients too. Throws
-  /// StateError after a cached forward.
-  Tensor backward(ConstTensorView grad_output);
-  void zero_grad(bool set_to_none = true);
 
   /// Tokens in the KV cache (0 before the first cached forward and after reset_cache()).
   int64_t cache_size() const { return cache_.size; }
   /// Empties the KV cache (keeping its memory for the next sequence).
   void reset_cache() { cache_.size = 0; }
 
-  void train(bool mode = true) { training_ = mode; }
-  void eval() { training_ = false; }
-  bool training() const { return training_; }
-  void set_backend(Backend backend) { backend_ = backend; }
-  Backend backend() const { return backend_; }
-
-  /// W_query.*, W_key.*, W_value.*, out_proj.weight, out_proj.bias.
-  NamedParameters named_parameters();
-  /// `mask` first, then the parameters, as PyTorch. The KV cache is not part of it.
-  StateDict state_dict() const;
-  /// All or nothing, as CausalAttention's; empties the KV cache, which the old weights made.
-  void load_state_dict(const StateDict& state, bool strict = true);
-
+  /// The last (uncached) forward's attention weights before dropout, with the rank of its
+  /// input: (H, N, N) or (B, H, N, N). Computed on first use. StateError before a forward.
+  ConstTensorView attn_weights() const;
   /// The last forward's dropout multipliers (B * num_heads, N, N); empty when none ran.
-  const Tensor& dropout_mask() const { return core_.dropout_mask(); }
+  const Tensor& dropout_mask() const;
+
+  /// `mask`, then W_query.*, W_key.*, W_value.*, out_proj.weight, out_proj.bias, as PyTorch. The
+  /// KV cache is not part of it.
+  std::vector<StateEntry> state_entries() const override;
 
   Linear W_query;
   Linear W_key;    ///< (num_kv_groups * head_dim, d_in) weight
   Linear W_value;  ///< (num_kv_groups * head_dim, d_in) weight
   Linear out_proj;
-  Tensor mask;  ///< (context_length, context_length): 1 above the diagonal, the book's buffer
+  /// (context_length, context_length): 1 above the diagonal, the book's buffer
+  const Tensor mask;
+
+ protected:
+  Tensor forward_rows(ConstTensorView x, const Input& in) override;
+  Tensor backward_rows(ConstTensorView dy) override;
+  void after_load() override { reset_cache(); }
 
  private:
-  /// Keys and values of the tokens seen so far, per key/value head, with room to grow.
+  /// Keys and values of the tokens seen so far, as one projection writes them: token t of
+  /// batch element b holds its G key heads then its G value heads, (2 * G * head_dim) floats.
   struct KVCache {
     int64_t batch = 0;
     int64_t size = 0;      // tokens held
-    int64_t capacity = 0;  // tokens that fit before the tensors grow
-    Tensor keys;           // (B * num_kv_groups, capacity, head_dim)
-    Tensor values;         // (B * num_kv_groups, capacity, head_dim)
+    int64_t capacity = 0;  // tokens that fit before the tensor grows
+    Tensor kv;             // (B, capacity, 2 * G * head_dim)
   };
-  Tensor forward_cached(ConstTensorView x, const AttentionForwardOptions& options);
-  detail::CoreOptions core_options() const;
+  Tensor forward_uncached(ConstTensorView x, const Input& in,
+                          const AttentionForwardOptions& options);
+  Tensor forward_cached(ConstTensorView x, const Input& in, const AttentionForwardOptions& options);
 
   int64_t num_heads_;
   int64_t num_kv_groups_;
   double dropout_;
   std::optional<float> scale_divisor_;  // from options.scale; none: the book's sqrt(head_dim)
   bool causal_;
-  bool training_ = true;
-  Backend backend_ = Backend::automatic;
   Generator* generator_;  // null: the default generator
-  detail::AttentionCore core_;
+  detail::ValuePtr<detail::AttentionLayer> layer_;
   KVCache cache_;
-  int64_t batch_ = 0;  // 0: no forward to differentiate (none yet, weights loaded, or cached)
-  int64_t seq_ = 0;
-  bool input_was_2d_ = false;
-  bool last_forward_cached_ = false;
-  Tensor input_;   // (B*N, d_in)
-  Tensor merged_;  // (B*N, d_out) heads' context vectors, out_proj's input
 };
 
 }  // namespace llm_utils

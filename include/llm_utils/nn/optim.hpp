@@ -4,6 +4,9 @@
 /// code paths of PyTorch 1.13) and defaults. Parameters whose gradient is None
 /// (`has_grad() == false`) are skipped entirely, weight decay included, as in PyTorch.
 ///
+/// An optimizer keeps ParameterRefs (parameter.hpp): it stays valid when the module it was
+/// built from is moved, and keeps the parameters alive if the module is destroyed.
+///
 /// Example:
 /// \code
 ///   llm_utils::AdamW opt(module.named_parameters(), {.lr = 1e-2});
@@ -32,15 +35,15 @@ struct SGDOptions {
 
 class SGD {
  public:
-  /// Throws ArgumentError on lr < 0, momentum < 0, weight_decay < 0, or nesterov without
-  /// momentum > 0 and dampening == 0 (PyTorch's checks).
+  /// Throws ArgumentError on lr < 0, momentum < 0, weight_decay < 0, nesterov without
+  /// momentum > 0 and dampening == 0 (PyTorch's checks), or a parameter given twice.
   SGD(const NamedParameters& params, SGDOptions options);
   void step();
   void zero_grad(bool set_to_none = true);
   const SGDOptions& options() const { return options_; }
 
  private:
-  std::vector<Parameter*> params_;
+  std::vector<ParameterRef> params_;
   std::vector<Tensor> momentum_buffers_;  // per parameter, empty until its first step
   SGDOptions options_;
 };
@@ -57,7 +60,8 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  /// Throws ArgumentError on lr < 0, eps < 0, betas outside [0, 1), weight_decay < 0.
+  /// Throws ArgumentError on lr < 0, eps < 0, betas outside [0, 1), weight_decay < 0, or a
+  /// parameter given twice.
   AdamW(const NamedParameters& params, AdamWOptions options);
   void step();
   void zero_grad(bool set_to_none = true);
@@ -70,7 +74,7 @@ class AdamW {
     Tensor exp_avg_sq;      // same shape as the parameter
     Tensor max_exp_avg_sq;  // amsgrad only
   };
-  std::vector<Parameter*> params_;
+  std::vector<ParameterRef> params_;
   std::vector<State> state_;
   AdamWOptions options_;
 };

@@ -1,0 +1,124 @@
+#pragma once
+// The one forward and backward of every attention module but the wrapper (which stacks
+// CausalAttention): the three projections as ONE GEMM against their packed weights, attention
+// read in place from the packed output's heads, the heads' context vectors written straight into
+// one merged (B*N, H*hd) matrix. MultiHeadAttention adds out_proj after it; the four selfAttn
+// classes and CausalAttention are its one-head case.
+//
+//   x (B*N, d_in)  --GEMM-->  qkv (B*N, W),  W = (H + 2G) * hd:  [q heads | k heads | v heads]
+//   (one GEMM against the packed weights for large inputs, one per projection for small ones)
+//   q (B, H, N, hd), k and v (B, G, N, hd): strided views of qkv (row stride W)
+//   context (B*N, H*hd) = attention(q, k, v), written by the kernels through (B, H, N, hd) views
+//
+// With dropout (training mode, p > 0) the attention weights are materialised and dropped
+// (attention_layer_dropout.cpp); otherwise the kernels run (fused or reference).
+
+#include <cstdint>
+#include <optional>
+
+#include "detail/attention_problem.hpp"
+#include "llm_utils/attention.hpp"
+#include "llm_utils/nn/parameter.hpp"
+#include "llm_utils/random.hpp"
+#include "llm_utils/tensor.hpp"
+#include "nn/broadcast_mask.hpp"
+
+namespace llm_utils::detail {
+
+/// The projection weights as a module holds them; read (and packed) at every forward, since
+/// optimizers change them in place.
+struct QkvWeights {
+  /// true: Linear weights (width, d_in), y = x W^T + b. false: bare (d_in, width) matrices,
+  /// y = x @ W (SelfAttention_Params, which has no bias).
+  bool linear_layout = true;
+  ParameterRef weight[3];  // query (H*hd wide), key and value (G*hd wide each)
+  ParameterRef bias[3];    // undefined when the layer has none
+};
+
+struct LayerShape {
+  int64_t d_in;
+  int64_t heads;     // H
+  int64_t kv_heads;  // G, dividing H
+  int64_t head_dim;  // hd
+  int64_t qkv_width() const { return (heads + 2 * kv_heads) * head_dim; }
+};
+
+/// What one forward computes beyond the weights.
+struct LayerCall {
+  bool causal = false;
+  std::optional<float> scale_divisor;  // none: sqrt(head_dim)
+  BroadcastMask mask;                  // over (B, H, N, N)
+  double dropout = 0.0;                // > 0: the materialised, dropped path
+  Generator* generator = nullptr;      // draws the dropout mask; null: the default generator
+  Backend backend = Backend::automatic;
+};
+
+class AttentionLayer {
+ public:
+  explicit AttentionLayer(LayerShape shape) : shape_(shape) {}
+
+  /// x (B*N, d_in) -> context (B*N, H*hd), kept here (context()). Saves what backward needs.
+  void forward(ConstTensorView x, int64_t batch, int64_t seq, const QkvWeights& w, LayerCall call);
+  /// dcontext (B*N, H*hd) of the last forward -> dx (B*N, d_in); accumulates the gradients of
+  /// the weights that require them. `through_qk` false: the attention weights are constants
+  /// (Linear4/5), so only the value path is differentiated and q, k get no gradient.
+  Tensor backward(ConstTensorView dcontext, const QkvWeights& w, bool through_qk);
+
+  const LayerShape& shape() const { return shape_; }
+  int64_t batch() const { return batch_; }
+  int64_t seq() const { return seq_; }
+  /// (B*N, H*hd), the heads' context vectors side by side.
+  const Tensor& context() const { return context_; }
+  /// Columns [first * hd, (first + count) * hd) of qkv as (B, count, N, hd): the heads of the
+  /// queries (first 0), keys (first H) or values (first H + G).
+  ConstTensorView heads_of_qkv(int64_t first, int64_t count) const;
+  /// (B, H, N, N) attention weights of the last forward, before dropout: recomputed from the
+  /// saved statistics the first time they are asked for.
+  const Tensor& attention_weights() const;
+  /// The last forward's dropout multipliers (B*H, N, N): 0 or 1 / (1 - p); empty without dropout.
+  const Tensor& dropout_mask() const { return keep_; }
+
+  /// The packed projection: W (W, d_in) rows [Wq; Wk; Wv] (Linear layout) or (d_in, W) columns
+  /// [Wq | Wk | Wv], and the biases (W) (empty without). Packed by each forward; the KV-cache
+  /// forward packs them with pack().
+  void pack(const QkvWeights& w);
+  const Tensor& packed_weight() const { return packed_weight_; }
+  const Tensor& packed_bias() const { return packed_bias_; }
+  /// Forgets the saved forward (a KV-cache step replaced it).
+  void clear_saved();
+
+ private:
+  AttentionProblem problem() const;
+  /// Whether the projections of `rows` rows run as one GEMM against the packed weight.
+  bool one_projection_gemm(int64_t rows) const;
+  void forward_with_dropout(const AttentionProblem& p);
+  void backward_with_dropout(const AttentionProblem& p, const BackwardTensors& t) const;
+  /// The projections' backward over columns [c0, c1) of dqkv (B*N, W): accumulates the
+  /// weight and bias gradients there, returns dx.
+  Tensor projection_backward(const Tensor& dqkv, int64_t c0, int64_t c1, const QkvWeights& w);
+
+  LayerShape shape_;
+  LayerCall call_;
+  int64_t batch_ = 0, seq_ = 0;
+  Backend backend_used_ = Backend::reference;
+  Tensor x_;              // (B*N, d_in) the input
+  Tensor packed_weight_;  // (W, d_in) or (d_in, W): the weights the forward used
+  Tensor packed_bias_;    // (W), or empty
+  Tensor qkv_;            // (B*N, W)
+  Tensor context_;        // (B*N, H*hd)
+  Tensor lse_;            // (B, H, N) log-sum-exp of each row of scores (kernel path)
+  Tensor row_max_;        // (B*H, N) the fused kernel's row statistics (kernel path)
+  Tensor log_sum_;        // (B*H, N)
+  bool have_row_stats_ = false;
+  Tensor probs_;                           // (B*H, N, N) softmax before dropout (dropout path only)
+  Tensor keep_;                            // (B*H, N, N) dropout multipliers (dropout path only)
+  mutable std::optional<Tensor> weights_;  // (B, H, N, N), once asked for
+};
+
+/// Strided views of a (B*N, width) matrix's column block [c0, c0 + count * hd) as
+/// (B, count, N, hd) heads, for the kernels.
+Strided<float> heads_view(float* rows, int64_t seq, int64_t width, int64_t c0, int64_t hd);
+Strided<const float> heads_view(const float* rows, int64_t seq, int64_t width, int64_t c0,
+                                int64_t hd);
+
+}  // namespace llm_utils::detail
