@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= 2
 PYTHON := /usr/bin/python3
 
-DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev \
+DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libdnnl-dev libgtest-dev libgmock-dev \
 	libbenchmark-dev nlohmann-json3-dev libcli11-dev pybind11-dev python3-dev python3-numpy \
 	python3-torch python3-pytest libpng-dev libstb-dev fonts-dejavu-core
 
@@ -69,7 +69,8 @@ test-hardening: test-asan test-fuzz test-tsan
 # uninstrumented interpreter, the install test) carry the label no_sanitize.
 # Clang's -fopenmp means LLVM's libomp; OpenBLAS's OpenMP build would bring GCC's libgomp in as
 # a second OpenMP runtime, so these builds link the default (pthreads) OpenBLAS.
-SANITIZER_BLAS := -DLLM_UTILS_OPENBLAS_OPENMP=OFF
+# oneDNN is built against libgomp too, so these builds run every GEMM on OpenBLAS.
+SANITIZER_BLAS := -DLLM_UTILS_OPENBLAS_OPENMP=OFF -DLLM_UTILS_ONEDNN=OFF
 sanitize-build: deps-hardening
 	cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
 	  -DLLM_UTILS_SANITIZE=address,undefined -DLLM_UTILS_FUZZ=ON -DPython3_EXECUTABLE=$(PYTHON) \

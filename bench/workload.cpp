@@ -1,13 +1,13 @@
 #include "workload.hpp"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "kernels/gemm.hpp"
 
 namespace llm_utils::bench {
 
@@ -168,10 +168,10 @@ Timing time_runs(WorkloadRunner& runner, int repeats) {
 
 double sgemm_gflops(int64_t n, int repeats) {
   std::vector<float> a(static_cast<size_t>(n * n), 0.5f), b(a), c(a);
-  const int ni = static_cast<int>(n);
+  // The GEMM the projections run on (oneDNN's, or CBLAS in a build without it).
   const auto gemm = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, a.data(), ni, b.data(),
-                ni, 0.0f, c.data(), ni);
+    kernels::gemm(kernels::Trans::no, kernels::Trans::no, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                  0.0f, c.data(), n);
   };
   gemm();
   // The best of the runs: the rate this machine reaches; on a shared VM the others only add

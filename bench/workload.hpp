@@ -52,7 +52,8 @@ struct Timing {
 };
 Timing time_runs(WorkloadRunner& runner, int repeats);
 
-/// GFLOP/s of OpenBLAS SGEMM on (n x n) @ (n x n), the best of `repeats`, current threads.
+/// GFLOP/s of the projections' SGEMM (oneDNN, or CBLAS without it) on (n x n) @ (n x n), the best
+/// of `repeats`, current threads.
 double sgemm_gflops(int64_t n, int repeats);
 
 /// Peak resident memory of this process so far, in MiB.

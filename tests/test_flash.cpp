@@ -335,5 +335,64 @@ TEST(Microkernels, ExpRoundsTheScaledScoreBeforeSubtractingTheOffset) {
   }
 }
 
+// online_softmax against the step written out with each ISA's row primitives: every row kind
+// (scores that raise the max, that do not, fully hidden so far, hidden in this tile, a NaN).
+TEST(Microkernels, OnlineSoftmaxMatchesTheStepWrittenOutOnEveryIsa) {
+  Environment restore;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const int64_t rows = 70, cols = 37, ld = 40, acc_cols = 19;  // 70: a row block and a tail
+  Generator g(17);
+  const Tensor scores = g.uniform({rows, ld}, -4.0, 4.0);
+  const Tensor acc0 = g.uniform({rows, acc_cols}, -1.0, 1.0);
+  std::vector<float> m0(rows), l0(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    m0[r] = r % 5 == 0 ? -kInf : static_cast<float>(r % 7) - 2.0f;  // some above every score
+    l0[r] = m0[r] == -kInf ? 0.0f : 1.5f;
+  }
+  for (Isa isa : available_isas()) {
+    SCOPED_TRACE(cpu::isa_name(isa));
+    cpu::force_isa(isa);
+    const auto& mk = cpu::microkernels();
+    Tensor s = scores, acc = acc0;
+    for (int64_t j = 0; j < cols; ++j) s.at({3, j}) = -kInf;  // hidden so far and now: skipped
+    for (int64_t j = 0; j < cols; ++j) s.at({4, j}) = -kInf;  // hidden here, seen before
+    s.at({6, 2}) = std::numeric_limits<float>::quiet_NaN();
+    Tensor expected_s = s, expected_acc = acc;
+    std::vector<float> m = m0, l = l0, em = m0, el = l0;
+    const float scale = 0.7f;
+    mk.online_softmax(s.data(), ld, rows, cols, scale, m.data(), l.data(), acc.data(), acc_cols,
+                      acc_cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = expected_s.data() + r * ld;
+      const float tile_max = mk.row_max(row, cols);
+      const float m_new = tile_max > em[r] || std::isnan(tile_max) ? tile_max : em[r];
+      if (m_new == -kInf) {
+        std::fill(row, row + cols, 0.0f);
+        continue;
+      }
+      const float c = em[r] == -kInf ? 0.0f : std::exp((em[r] - m_new) * scale);
+      el[r] = el[r] * c + mk.exp_centered_sum(row, cols, scale, m_new, 0.0f);
+      for (int64_t k = 0; k < acc_cols; ++k) expected_acc.at({r, k}) *= c;
+      em[r] = m_new;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      SCOPED_TRACE("row " + std::to_string(r));
+      if (r == 6) {  // the NaN row
+        EXPECT_TRUE(std::isnan(m[r]) && std::isnan(l[r]));
+        continue;
+      }
+      EXPECT_EQ(m[r], em[r]);
+      EXPECT_NEAR(l[r], el[r], 1e-6 * std::fabs(el[r]));
+      for (int64_t j = 0; j < cols; ++j) EXPECT_EQ(s.at({r, j}), expected_s.at({r, j})) << j;
+      for (int64_t k = 0; k < acc_cols; ++k) {
+        EXPECT_NEAR(acc.at({r, k}), expected_acc.at({r, k}), 1e-6) << k;
+      }
+      if (em[r] == m0[r]) {  // the max did not move: the accumulator keeps its bits
+        for (int64_t k = 0; k < acc_cols; ++k) EXPECT_EQ(acc.at({r, k}), acc0.at({r, k})) << k;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llm_utils

@@ -86,7 +86,8 @@ void bench(BenchOptions o, std::ostream& out) {
                   "\"sgemm_gflops\": %.2f, \"percent_of_sgemm\": %.1f, "
                   "\"fma_peak_gflops\": %.2f, \"fma_peak_isa\": \"%s\", "
                   "\"percent_of_peak\": %.1f, "
-                  "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f}\n",
+                  "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f, \"blas\": \"%s\", "
+                  "\"kernel_isa\": \"%s\"}\n",
                   w.module.c_str(), static_cast<long long>(w.batch), static_cast<long long>(w.seq),
                   static_cast<long long>(w.d_in), static_cast<long long>(w.d_out),
                   static_cast<long long>(w.num_heads), static_cast<long long>(w.num_kv_groups),
@@ -94,14 +95,15 @@ void bench(BenchOptions o, std::ostream& out) {
                   w.backward_only ? "true" : "false", w.decode ? "true" : "false",
                   llm_utils::backend_name(used), threads, o.repeat, t.median_ms, t.min_ms, gflops,
                   sgemm, 100.0 * gflops / sgemm, peak, llm_utils::bench::fma_peak_isa(),
-                  percent_of_peak, tokens_per_s, rss);
+                  percent_of_peak, tokens_per_s, rss, llm_utils::blas_description().c_str(),
+                  llm_utils::kernel_isa().c_str());
   } else {
     std::snprintf(
         line, sizeof line,
         "%s%s %s, backend %s, %d thread%s, %d runs\n"
         "  median %s (min %s), %.1f GFLOP/s = %.0f%% of SGEMM (%.1f GFLOP/s "
         "at %lld^3)%s\n  = %.0f%% of the FP32 FMA peak (%.1f GFLOP/s, %s, measured)\n"
-        "  peak resident memory %.1f MiB\n",
+        "  peak resident memory %.1f MiB\n  BLAS: %s; fused kernels: %s\n",
         w.module.c_str(), pass_name(w), sizes(w).c_str(), llm_utils::backend_name(used), threads,
         threads == 1 ? "" : "s", o.repeat, duration(t.median_ms).c_str(),
         duration(t.min_ms).c_str(), gflops, 100.0 * gflops / sgemm, sgemm,
@@ -109,7 +111,8 @@ void bench(BenchOptions o, std::ostream& out) {
         w.decode
             ? (", " + std::to_string(static_cast<long long>(tokens_per_s)) + " tokens/s").c_str()
             : "",
-        percent_of_peak, peak, llm_utils::bench::fma_peak_isa(), rss);
+        percent_of_peak, peak, llm_utils::bench::fma_peak_isa(), rss,
+        llm_utils::blas_description().c_str(), llm_utils::kernel_isa().c_str());
   }
   out << line;
 }

@@ -24,6 +24,7 @@
 #include "llm_utils/nn/self_attention.hpp"
 #include "llm_utils/nn/state_dict.hpp"
 #include "llm_utils/random.hpp"
+#include "llm_utils/runtime.hpp"
 #include "llm_utils/tensor.hpp"
 #include "llm_utils/threads.hpp"
 #include "llm_utils/version.hpp"

@@ -88,8 +88,9 @@ using ConstTensorView = BasicTensorView<const float>;
 /// Copying copies the data; moving is cheap.
 class Tensor {
  public:
-  /// An empty tensor of shape [0].
-  Tensor() : Tensor(Shape{0}) {}
+  /// An empty tensor of shape [0], with no storage (data() is null): cheap to make, as the
+  /// placeholder of a tensor not computed yet.
+  Tensor() : shape_{0} {}
   /// A tensor of the given shape filled with zeros.
   explicit Tensor(Shape shape);
   /// A tensor of the given shape holding `values` (row-major); sizes must agree.

@@ -49,10 +49,6 @@ struct ForwardScratch {
   std::vector<float> row_sum;  // (Br) running sum of exp
 };
 
-bool greater_or_nan(float candidate, float current) {
-  return candidate > current || std::isnan(candidate);
-}
-
 // tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
 // when given, else from this key block transposed into `kt_tile` (d, Bc). Either way the same
 // GEMM on the same numbers: the same bits as the backward's recomputation.
@@ -103,27 +99,9 @@ void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int
     float* tile = s.scores.data();  // (br, bc), leading dimension kKeyBlock
     score_tile(p, kt, g, q, br, j0, bc, s.kt_tile.data(), tile);
     masker.apply(tile, kKeyBlock, g, i0, br, j0, bc, false);
-    for (int64_t r = 0; r < br; ++r) {
-      float* row = tile + r * kKeyBlock;
-      const float tile_max = mk.row_max(row, bc);
-      float& m = s.row_max[static_cast<size_t>(r)];
-      const float m_new = greater_or_nan(tile_max, m) ? tile_max : m;
-      if (m_new == kMinusInf) {
-        // Every key so far is hidden from this query: nothing to add.
-        std::fill(row, row + bc, 0.0f);
-        continue;
-      }
-      // Differences before the scale: exact near the max, however large the scores are.
-      const float correction = m == kMinusInf ? 0.0f : std::exp((m - m_new) * exp_scale);
-      const float tile_sum = mk.exp_centered_sum(row, bc, exp_scale, m_new, 0.0f);
-      float& l = s.row_sum[static_cast<size_t>(r)];
-      l = l * correction + tile_sum;
-      if (correction != 1.0f) {
-        float* acc_row = s.acc.data() + r * p.dv;
-        for (int64_t c = 0; c < p.dv; ++c) acc_row[c] *= correction;
-      }
-      m = m_new;
-    }
+    // Differences before the scale inside: exact near the max, however large the scores are.
+    mk.online_softmax(tile, kKeyBlock, br, bc, exp_scale, s.row_max.data(), s.row_sum.data(),
+                      s.acc.data(), p.dv, p.dv);
     // acc += P_tile V_blk
     mk.gemm(br, p.dv, bc, 1.0f, tile, kKeyBlock, v_g + j0 * p.v.row_stride, p.v.row_stride,
             s.acc.data(), p.dv, true);

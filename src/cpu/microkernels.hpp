@@ -48,6 +48,17 @@ struct Microkernels {
 
   /// The softmax backward for one key-major row: dp[j] = p[j] * (dp[j] - dsum[j]).
   void (*softmax_grad)(const float* p, float* dp, const float* dsum, int64_t n);
+
+  /// The online-softmax step of the fused forward on one tile of scores s (rows x cols,
+  /// leading dimension ld), each row r with its running max m[r] and sum l[r]:
+  ///   m' = max(m, max_j s_rj) (NaN if a score is NaN),  s_rj = exp((s_rj - m') * scale)
+  ///   (rounded as exp_centered_sum),  c = exp((m - m') * scale) (0 while m is -inf),
+  ///   l = l * c + sum_j s_rj,  acc_r *= c (acc (rows x acc_cols), leading dimension ld_acc;
+  ///   skipped when c is 1),  m = m'.
+  /// A row whose m' is -inf (no key visible yet) gets s = 0 and keeps m, l and acc. c is 1 exactly
+  /// when m' = m.
+  void (*online_softmax)(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                         float* l, float* acc, int64_t ld_acc, int64_t acc_cols);
 };
 
 /// The best table this CPU supports, unless force_isa() chose another.

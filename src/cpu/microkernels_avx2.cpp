@@ -22,6 +22,7 @@
 #include <limits>
 
 #include "cpu/microkernels.hpp"
+#include "cpu/online_softmax.hpp"
 
 namespace llm_utils::cpu {
 namespace avx2_impl {
@@ -309,6 +310,12 @@ void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
   for (; j < n; ++j) dp[j] = p[j] * (dp[j] - dsum[j]);
 }
 
+void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                    float* l, float* acc, int64_t ld_acc, int64_t acc_cols) {
+  online_softmax_by_rows(row_max, exp_centered_sum, s, ld, rows, cols, scale, m, l, acc, ld_acc,
+                         acc_cols);
+}
+
 }  // namespace
 }  // namespace avx2_impl
 
@@ -320,7 +327,8 @@ const Microkernels& avx2_microkernels() {
                                   avx2_impl::row_max,
                                   avx2_impl::exp_centered_sum,
                                   avx2_impl::exp_centered_each,
-                                  avx2_impl::softmax_grad};
+                                  avx2_impl::softmax_grad,
+                                  avx2_impl::online_softmax};
   return table;
 }
 

@@ -249,6 +249,60 @@ void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
   }
 }
 
+// Fused over the tile: the rows' maxima first, then the new maxima and the corrections of 16 rows
+// at a time with the vector exp (no scalar exp per row), then each row's exponentials, sum and
+// accumulator scaling; no call per row. The exponentials are exp_centered_sum's, bit for bit.
+void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                    float* l, float* acc, int64_t ld_acc, int64_t acc_cols) {
+  constexpr int64_t kMaxRows = 64;  // the fused kernels' query block
+  float m_new[kMaxRows], correction[kMaxRows];
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows) {
+    const int64_t n = std::min(kMaxRows, rows - r0);
+    float* s0 = s + r0 * ld;
+    for (int64_t r = 0; r < n; ++r) m_new[r] = row_max(s0 + r * ld, cols);
+    const __m512 vscale = _mm512_set1_ps(scale);
+    const __m512 vminus_inf = _mm512_set1_ps(minus_inf);
+    for (int64_t r = 0; r < n; r += kLanes) {
+      const __mmask16 mask = tail_mask(n - r);
+      const __m512 old_max = _mm512_maskz_loadu_ps(mask, m + r0 + r);
+      const __m512 tile_max = _mm512_maskz_loadu_ps(mask, m_new + r);
+      // m' = tile max where it is greater, or NaN; else the old max.
+      const __mmask16 take = _mm512_cmp_ps_mask(tile_max, old_max, _CMP_GT_OQ) |
+                             _mm512_cmp_ps_mask(tile_max, tile_max, _CMP_UNORD_Q);
+      const __m512 new_max = _mm512_mask_blend_ps(take, old_max, tile_max);
+      const __mmask16 was_empty = _mm512_cmp_ps_mask(old_max, vminus_inf, _CMP_EQ_OQ);
+      // exp((m - m') * scale), 0 where m was -inf (and where m' is, whose rows are skipped).
+      const __m512 c = _mm512_mask_blend_ps(
+          was_empty, exp_ps(_mm512_mul_ps(_mm512_sub_ps(old_max, new_max), vscale)),
+          _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(m_new + r, mask, new_max);
+      _mm512_mask_storeu_ps(correction + r, mask, c);
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      float* row = s0 + r * ld;
+      const float mr = m_new[r];
+      if (mr == minus_inf) {
+        // Every key so far is hidden from this query: nothing to add.
+        std::fill(row, row + cols, 0.0f);
+        continue;
+      }
+      const float c = correction[r];
+      l[r0 + r] = l[r0 + r] * c + exp_centered_sum(row, cols, scale, mr, 0.0f);
+      if (c != 1.0f) {
+        float* acc_row = acc + (r0 + r) * ld_acc;
+        const __m512 vc = _mm512_set1_ps(c);
+        for (int64_t j = 0; j < acc_cols; j += kLanes) {
+          const __mmask16 mask = tail_mask(acc_cols - j);
+          _mm512_mask_storeu_ps(acc_row + j, mask,
+                                _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, acc_row + j), vc));
+        }
+      }
+      m[r0 + r] = mr;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace avx512_impl
 
@@ -260,7 +314,8 @@ const Microkernels& avx512_microkernels() {
                                   avx512_impl::row_max,
                                   avx512_impl::exp_centered_sum,
                                   avx512_impl::exp_centered_each,
-                                  avx512_impl::softmax_grad};
+                                  avx512_impl::softmax_grad,
+                                  avx512_impl::online_softmax};
   return table;
 }
 

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "cpu/microkernels.hpp"
+#include "cpu/online_softmax.hpp"
 
 namespace llm_utils::cpu {
 namespace portable_impl {
@@ -90,6 +91,12 @@ void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - dsum[j]);
 }
 
+void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                    float* l, float* acc, int64_t ld_acc, int64_t acc_cols) {
+  online_softmax_by_rows(row_max, exp_centered_sum, s, ld, rows, cols, scale, m, l, acc, ld_acc,
+                         acc_cols);
+}
+
 }  // namespace
 }  // namespace portable_impl
 
@@ -101,7 +108,8 @@ const Microkernels& portable_microkernels() {
                                   portable_impl::row_max,
                                   portable_impl::exp_centered_sum,
                                   portable_impl::exp_centered_each,
-                                  portable_impl::softmax_grad};
+                                  portable_impl::softmax_grad,
+                                  portable_impl::online_softmax};
   return table;
 }
 

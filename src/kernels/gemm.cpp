@@ -1,7 +1,16 @@
 #include "kernels/gemm.hpp"
 
+#if LLM_UTILS_HAVE_ONEDNN
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+#include <string>
+
 #include "blas/cblas_gemm.hpp"
 #include "cpu/microkernels.hpp"
+#include "llm_utils/error.hpp"
+#include "llm_utils/threads.hpp"
 
 namespace llm_utils::kernels {
 namespace {
@@ -40,6 +49,25 @@ void tiny_gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, fl
   mk.gemm(m, n, k, alpha, a, lda, b, ldb, c, ldc, /*accumulate=*/true);
 }
 
+#if LLM_UTILS_HAVE_ONEDNN
+// oneDNN's SGEMM, row-major as ours. It sizes its OpenMP team by the calling thread's
+// omp_get_max_threads(), which set_num_threads() set only in the thread that called it: set it
+// here too, so the count holds in every thread, as for the fused kernels.
+void onednn_gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                 int64_t ldc) {
+  const int threads = get_num_threads();
+  if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
+  const dnnl_status_t status =
+      dnnl_sgemm(trans_a == Trans::yes ? 'T' : 'N', trans_b == Trans::yes ? 'T' : 'N', m, n, k,
+                 alpha, a, lda, b, ldb, beta, c, ldc);
+  if (status != dnnl_success) {
+    throw Error("gemm: oneDNN's sgemm failed (status " + std::to_string(status) + ") on " +
+                std::to_string(m) + " x " + std::to_string(n) + " x " + std::to_string(k));
+  }
+}
+#endif
+
 }  // namespace
 
 void gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -49,7 +77,23 @@ void gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float a
     tiny_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+#if LLM_UTILS_HAVE_ONEDNN
+  if (m > 0 && n > 0 && k > 0) {
+    onednn_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+#endif
   blas::sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+std::string gemm_description() {
+#if LLM_UTILS_HAVE_ONEDNN
+  const dnnl_version_t* v = dnnl_version();
+  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+         std::to_string(v->patch) + " SGEMM";
+#else
+  return "CBLAS SGEMM";
+#endif
 }
 
 int64_t tiny_gemm_volume() {

@@ -3,6 +3,7 @@
 #include "nn/attention_layer.hpp"
 
 #include <algorithm>
+#include <initializer_list>
 
 #include "kernels/attention_dispatch.hpp"
 #include "kernels/gemm.hpp"
@@ -22,31 +23,25 @@ Strided<const float> heads_view(const float* rows, int64_t seq, int64_t width, i
 
 namespace {
 // Gives t the shape, reusing its storage when it already has it: repeated forwards of the same
-// size then allocate nothing here (it shows on tiny inputs such as the book's example).
-void ensure_shape(Tensor& t, const Shape& shape) {
-  if (t.shape() != shape) t = Tensor(shape);
+// size then allocate nothing here, not even the Shape (it shows on tiny inputs such as the
+// book's example, whose forward takes under a microsecond).
+void ensure_shape(Tensor& t, std::initializer_list<int64_t> shape) {
+  if (!std::equal(t.shape().begin(), t.shape().end(), shape.begin(), shape.end())) {
+    t = Tensor(Shape(shape));
+  }
 }
-
-// From these sizes up the projections run as one GEMM against the packed weight, which reads x
-// once instead of three times: 13.2 -> 11.1 ms at 4096 rows, d_in 768, d_out 64, and
-// 25.7 -> 16.8 ms at 8192 rows (OpenBLAS, 2 threads); no gain at d_in = 64. Below, one GEMM
-// per projection, as PyTorch's three nn.Linear calls: OpenBLAS's result for a row depends on
-// where the row falls in its tiling, which depends on the GEMM's width, so these keep
-// PyTorch's bits (and, at |x| = 1e4, its exact ties between equal tokens).
-constexpr int64_t kPackedMinDin = 256;
-constexpr int64_t kPackedMinRows = 256;
 }  // namespace
-
-bool AttentionLayer::one_projection_gemm(int64_t rows) const {
-  return shape_.d_in >= kPackedMinDin && rows >= kPackedMinRows;
-}
 
 void AttentionLayer::pack(const QkvWeights& w) {
   const int64_t width = shape_.qkv_width(), d_in = shape_.d_in;
-  ensure_shape(packed_weight_, w.linear_layout ? Shape{width, d_in} : Shape{d_in, width});
+  if (w.linear_layout) {
+    ensure_shape(packed_weight_, {width, d_in});
+  } else {
+    ensure_shape(packed_weight_, {d_in, width});
+  }
   int64_t c0 = 0;  // first output column of this projection
-  for (const ParameterRef& weight : w.weight) {
-    const ConstTensorView m = weight.data();  // (cols, d_in) or (d_in, cols)
+  for (const ParameterRef* weight : w.weight) {
+    const Tensor& m = weight->tensor();  // (cols, d_in) or (d_in, cols)
     const int64_t cols = w.linear_layout ? m.size(0) : m.size(1);
     if (w.linear_layout) {
       std::copy(m.data(), m.data() + cols * d_in, packed_weight_.data() + c0 * d_in);
@@ -58,14 +53,14 @@ void AttentionLayer::pack(const QkvWeights& w) {
     }
     c0 += cols;
   }
-  if (!w.bias[0].defined()) {
+  if (w.bias[0] == nullptr) {
     packed_bias_ = Tensor();
     return;
   }
   ensure_shape(packed_bias_, {width});
   c0 = 0;
-  for (const ParameterRef& bias : w.bias) {
-    const ConstTensorView b = bias.data();  // (cols)
+  for (const ParameterRef* bias : w.bias) {
+    const Tensor& b = bias->tensor();  // (cols)
     std::copy(b.data(), b.data() + b.numel(), packed_bias_.data() + c0);
     c0 += b.numel();
   }
@@ -105,27 +100,14 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
       std::copy(packed_bias_.begin(), packed_bias_.end(), qkv_.data() + r * width);
     }
   }
-  const Trans trans_w = w.linear_layout ? Trans::yes : Trans::no;
-  if (one_projection_gemm(rows)) {
-    kernels::gemm(Trans::no, trans_w, rows, width, s.d_in, 1.0f, x_.data(), s.d_in,
-                  packed_weight_.data(), w.linear_layout ? s.d_in : width, bias ? 1.0f : 0.0f,
-                  qkv_.data(), width);
-  } else {
-    // One GEMM per projection into its columns of qkv, each over the parameter itself.
-    int64_t c0 = 0;
-    for (const ParameterRef& weight : w.weight) {
-      const ConstTensorView m = weight.data();  // (cols, d_in) or (d_in, cols)
-      const int64_t cols = w.linear_layout ? m.size(0) : m.size(1);
-      kernels::gemm(Trans::no, trans_w, rows, cols, s.d_in, 1.0f, x_.data(), s.d_in, m.data(),
-                    w.linear_layout ? s.d_in : cols, bias ? 1.0f : 0.0f, qkv_.data() + c0, width);
-      c0 += cols;
-    }
-  }
+  kernels::gemm(Trans::no, w.linear_layout ? Trans::yes : Trans::no, rows, width, s.d_in, 1.0f,
+                x_.data(), s.d_in, packed_weight_.data(), w.linear_layout ? s.d_in : width,
+                bias ? 1.0f : 0.0f, qkv_.data(), width);
 
   ensure_shape(context_, {rows, s.heads * hd});
   ensure_shape(lse_, {batch, s.heads, seq});
-  probs_ = Tensor();
-  keep_ = Tensor();
+  if (!probs_.empty()) probs_ = Tensor();
+  if (!keep_.empty()) keep_ = Tensor();
   const AttentionProblem p = problem();
   if (call_.dropout > 0.0) {
     forward_with_dropout(p);
@@ -183,17 +165,17 @@ Tensor AttentionLayer::projection_backward(const Tensor& dqkv, int64_t c0, int64
   }
   int64_t p0 = 0;  // first column of projection i
   for (int i = 0; i < 3; ++i) {
-    const ConstTensorView wi = w.weight[i].data();
+    const Tensor& wi = w.weight[i]->tensor();
     const int64_t pc = w.linear_layout ? wi.size(0) : wi.size(1);
     if (p0 >= c0 && p0 + pc <= c1) {
-      ParameterRef weight = w.weight[i];
+      ParameterRef weight = *w.weight[i];
       if (w.linear_layout) {
         weight.accumulate_grad(ConstTensorView(dw.data() + (p0 - c0) * d_in, {pc, d_in}));
       } else {
         weight.accumulate_grad(ConstTensorView(dw.data() + (p0 - c0), {d_in, pc}, {cols, 1}));
       }
-      ParameterRef bias = w.bias[i];
-      if (bias.defined() && bias.requires_grad()) {
+      if (w.bias[i] != nullptr && w.bias[i]->requires_grad()) {
+        ParameterRef bias = *w.bias[i];
         Tensor db({pc});  // (cols of projection i) column sums, in row order as Linear's
         for (int64_t r = 0; r < rows; ++r) {
           const float* row = dqkv.data() + r * width + p0;

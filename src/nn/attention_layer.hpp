@@ -6,7 +6,6 @@
 // classes and CausalAttention are its one-head case.
 //
 //   x (B*N, d_in)  --GEMM-->  qkv (B*N, W),  W = (H + 2G) * hd:  [q heads | k heads | v heads]
-//   (one GEMM against the packed weights for large inputs, one per projection for small ones)
 //   q (B, H, N, hd), k and v (B, G, N, hd): strided views of qkv (row stride W)
 //   context (B*N, H*hd) = attention(q, k, v), written by the kernels through (B, H, N, hd) views
 //
@@ -25,14 +24,14 @@
 
 namespace llm_utils::detail {
 
-/// The projection weights as a module holds them; read (and packed) at every forward, since
-/// optimizers change them in place.
+/// The projection weights as a module holds them, for the duration of one call; read (and
+/// packed) at every forward, since optimizers change them in place.
 struct QkvWeights {
   /// true: Linear weights (width, d_in), y = x W^T + b. false: bare (d_in, width) matrices,
   /// y = x @ W (SelfAttention_Params, which has no bias).
   bool linear_layout = true;
-  ParameterRef weight[3];  // query (H*hd wide), key and value (G*hd wide each)
-  ParameterRef bias[3];    // undefined when the layer has none
+  const ParameterRef* weight[3] = {};  // query (H*hd wide), key and value (G*hd wide each)
+  const ParameterRef* bias[3] = {};    // null when the layer has none
 };
 
 struct LayerShape {
@@ -89,8 +88,6 @@ class AttentionLayer {
 
  private:
   AttentionProblem problem() const;
-  /// Whether the projections of `rows` rows run as one GEMM against the packed weight.
-  bool one_projection_gemm(int64_t rows) const;
   void forward_with_dropout(const AttentionProblem& p);
   void backward_with_dropout(const AttentionProblem& p, const BackwardTensors& t) const;
   /// The projections' backward over columns [c0, c1) of dqkv (B*N, W): accumulates the

@@ -39,10 +39,10 @@ void add_linear_entries(std::vector<StateEntry>& out, const std::string& prefix,
 }
 
 QkvWeights linear_qkv_weights(const Linear& query, const Linear& key, const Linear& value) {
-  QkvWeights w{true, {query.weight, key.weight, value.weight}, {}};
+  QkvWeights w{true, {&query.weight, &key.weight, &value.weight}, {}};
   const Linear* layers[3] = {&query, &key, &value};
   for (int i = 0; i < 3; ++i) {
-    if (layers[i]->bias) w.bias[i] = *layers[i]->bias;
+    if (layers[i]->bias) w.bias[i] = &*layers[i]->bias;
   }
   return w;
 }

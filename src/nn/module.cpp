@@ -17,23 +17,25 @@ Module::Module(std::string class_name, int64_t in_features, int64_t out_features
       max_seq_len_(max_seq_len) {}
 
 Module::Input Module::check_input(ConstTensorView& x, Tensor& copy) const {
-  const std::string where = class_name_ + ".forward";
-  const std::string shape = " (x.shape = " + shape_to_string(x.shape()) + ")";
+  // The messages are built only on failure: a forward of the book's 6 x 3 example takes ~1 us.
+  const auto fail = [&](const std::string& what) {
+    throw ArgumentError(class_name_ + ".forward: " + what +
+                        " (x.shape = " + shape_to_string(x.shape()) + ")");
+  };
   if (x.dim() != 2 && x.dim() != 3) {
-    throw ArgumentError(where + ": x must be (seq_len, d_in) or (batch, seq_len, d_in), got " +
-                        std::to_string(x.dim()) + "-D input" + shape);
+    fail("x must be (seq_len, d_in) or (batch, seq_len, d_in), got " + std::to_string(x.dim()) +
+         "-D input");
   }
   if (x.size(-1) != in_features_) {
-    throw ArgumentError(where + ": x has d_in=" + std::to_string(x.size(-1)) +
-                        ", module expects d_in=" + std::to_string(in_features_) + shape);
+    fail("x has d_in=" + std::to_string(x.size(-1)) +
+         ", module expects d_in=" + std::to_string(in_features_));
   }
   const Input in{x.dim() == 3 ? x.size(0) : 1, x.size(-2), x.dim() == 2};
-  if (in.seq == 0) throw ArgumentError(where + ": x has a zero-length sequence" + shape);
-  if (in.batch == 0) throw ArgumentError(where + ": x has an empty batch" + shape);
+  if (in.seq == 0) fail("x has a zero-length sequence");
+  if (in.batch == 0) fail("x has an empty batch");
   if (max_seq_len_ > 0 && in.seq > max_seq_len_) {
-    throw ArgumentError(where + ": x has seq_len=" + std::to_string(in.seq) +
-                        " tokens, more than context_length=" + std::to_string(max_seq_len_) +
-                        shape);
+    fail("x has seq_len=" + std::to_string(in.seq) +
+         " tokens, more than context_length=" + std::to_string(max_seq_len_));
   }
   x = contiguous(x, copy);
   x = ConstTensorView(x.data(), {in.batch * in.seq, in_features_});

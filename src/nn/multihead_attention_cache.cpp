@@ -57,29 +57,30 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
     cache_.kv = std::move(kv);
     cache_.capacity = capacity;
   }
-  // The packed projection [Wq; Wk; Wv]: queries into q, keys and values into the cache rows
-  // past .. past + n of each batch element (W_packed's rows past H * hd are [Wk; Wv]).
+  // Queries into q; keys and values straight into the cache rows past .. past + n of each batch
+  // element. One GEMM per projection, on the parameters themselves: packing the weights would
+  // copy all of them every step, more than a decode step's GEMVs read.
   layer_->clear_saved();  // this call's state replaces the last forward's (no backward follows)
-  layer_->pack(detail::linear_qkv_weights(W_query, W_key, W_value));
-  const Tensor& w = layer_->packed_weight();   // ((H + 2G) * hd, d_in)
-  const Tensor& bias = layer_->packed_bias();  // ((H + 2G) * hd) or empty
-  const int64_t d_model = d_in(), q_width = h * hd;
-  const auto project = [&](const float* x_rows, int64_t rows, int64_t first, int64_t width,
-                           float* y, int64_t ldy) {
-    if (!bias.empty()) {
+  const int64_t d_model = d_in(), q_width = h * hd, gh = g * hd;
+  const auto project = [&](const Linear& layer, const float* x_rows, int64_t rows, float* y,
+                           int64_t ldy) {
+    const int64_t width = layer.out_features();
+    if (layer.bias) {
+      const ConstTensorView bias = layer.bias->data();  // (width)
       for (int64_t r = 0; r < rows; ++r) {
-        std::copy(bias.data() + first, bias.data() + first + width, y + r * ldy);
+        std::copy(bias.data(), bias.data() + width, y + r * ldy);
       }
     }
-    // y (rows, width) = x (rows, d_in) W[first : first + width]^T (+ bias)
+    // y (rows, width) = x (rows, d_in) W^T (+ bias)
     kernels::gemm(Trans::no, Trans::yes, rows, width, d_model, 1.0f, x_rows, d_model,
-                  w.data() + first * d_model, d_model, bias.empty() ? 0.0f : 1.0f, y, ldy);
+                  layer.weight.data().data(), d_model, layer.bias ? 1.0f : 0.0f, y, ldy);
   };
   Tensor q({b * n, q_width});  // (B*n, H*hd)
-  project(x.data(), b * n, 0, q_width, q.data(), q_width);
+  project(W_query, x.data(), b * n, q.data(), q_width);
   for (int64_t i = 0; i < b; ++i) {
-    project(x.data() + i * n * d_model, n, q_width, kv_width,
-            cache_.kv.data() + (i * cache_.capacity + past) * kv_width, kv_width);
+    float* slot = cache_.kv.data() + (i * cache_.capacity + past) * kv_width;  // (n, 2 * G * hd)
+    project(W_key, x.data() + i * n * d_model, n, slot, kv_width);
+    project(W_value, x.data() + i * n * d_model, n, slot + gh, kv_width);
   }
   cache_.size = total;
 

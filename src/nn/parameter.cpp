@@ -42,6 +42,10 @@ TensorView ParameterRef::data() {
   return state().data.view();
 }
 
+const Tensor& ParameterRef::tensor() const {
+  return state().data;
+}
+
 void ParameterRef::copy_from(ConstTensorView values) {
   detail::ParameterState& s = state();
   if (values.shape() != s.data.shape()) {

@@ -38,7 +38,7 @@ std::vector<StateEntry> SelfAttention_Params::state_entries() const {
 }
 
 detail::QkvWeights SelfAttention_Params::qkv_weights() const {
-  return {false, {W_query, W_key, W_value}, {}};
+  return {false, {&W_query, &W_key, &W_value}, {}};
 }
 
 // ---------------------------------------------------------------- linear projections

@@ -46,6 +46,8 @@ class ParameterRef {
   /// The values, a view of the parameter's own storage (valid while any reference to it lives).
   ConstTensorView data() const;
   TensorView data();
+  /// The same storage as a read-only Tensor (its shape, at(), to_vector()).
+  const Tensor& tensor() const;
   /// Copies `values` into the parameter; ArgumentError (and no change) on another shape.
   void copy_from(ConstTensorView values);
 

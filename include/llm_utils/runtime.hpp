@@ -1,0 +1,18 @@
+#pragma once
+/// \file runtime.hpp
+/// What the library runs on, for benchmarks and bug reports.
+
+#include <string>
+
+namespace llm_utils {
+
+/// The GEMMs behind the projections (oneDNN's SGEMM when the build found it, which picks its
+/// kernels from the CPU's features) and behind the reference kernels (OpenBLAS, PyTorch's BLAS
+/// in Debian, whose kernels follow its own CPU detection or OPENBLAS_CORETYPE), e.g. "oneDNN
+/// 2.6.3 SGEMM for the projections; OpenBLAS 0.3.21 (Haswell kernels) for the reference".
+std::string blas_description();
+
+/// The SIMD table the fused kernels use: "avx512", "avx2" or "portable".
+std::string kernel_isa();
+
+}  // namespace llm_utils

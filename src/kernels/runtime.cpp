@@ -1,0 +1,20 @@
+// runtime.hpp: what the library's GEMMs and fused kernels run on.
+
+#include "llm_utils/runtime.hpp"
+
+#include "blas/blas_info.hpp"
+#include "cpu/microkernels.hpp"
+#include "kernels/gemm.hpp"
+
+namespace llm_utils {
+
+std::string blas_description() {
+  return kernels::gemm_description() + " for the projections; " + blas::description() +
+         " for the reference";
+}
+
+std::string kernel_isa() {
+  return cpu::isa_name(cpu::microkernels().isa);
+}
+
+}  // namespace llm_utils
