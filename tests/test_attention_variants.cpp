@@ -228,14 +228,7 @@ TEST(AttentionVariants, OneQueryAtATimeGivesTheRowsOfTheFullCausalForward) {
 
 TEST(AttentionVariants, BadOptionsNameTheArgument) {
   Tensor q({4, 6, 8}), k({3, 6, 8}), v({3, 6, 8}), out({4, 6, 8}), lse({4, 6});
-  const auto message = [](auto&& fn) {
-    try {
-      fn();
-    } catch (const ArgumentError& e) {
-      return std::string(e.what());
-    }
-    return std::string("no ArgumentError");
-  };
+  const auto message = [](auto&& fn) { return testing::argument_error_of(fn); };
   EXPECT_NE(message([&] { attention_forward(q, k, v, out, lse, {}); }).find("must divide"),
             std::string::npos);
   Tensor k2({2, 6, 8}), v2({2, 6, 8}), mask({3, 6, 6});

@@ -231,5 +231,17 @@ TEST(ModuleCore, AFailedForwardLeavesTheModuleAsItWas) {
   EXPECT_THROW(m.backward(Tensor({1, 3, 4})), StateError);
 }
 
+TEST(ModuleCore, ABiasReplacedWithAnotherShapeIsAnErrorNotAnOverflow) {
+  manual_seed(26);
+  SelfAttention_Linear m(6, 4, true);
+  m.W_key.bias.emplace(Tensor({7}));  // the optional can be re-emplaced; the shape is checked
+  EXPECT_THROW(m.forward(input(27, {5, 6})), ArgumentError);
+  m.W_key.bias.reset();  // one projection without a bias, the others with
+  EXPECT_THROW(m.forward(input(27, {5, 6})), ArgumentError);
+  MultiHeadAttention mha(6, 4, 8, 0.0, 2);
+  mha.out_proj.bias.emplace(Tensor({3}));
+  EXPECT_THROW(mha.forward(input(28)), ArgumentError);
+}
+
 }  // namespace
 }  // namespace llm_utils

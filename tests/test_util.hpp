@@ -86,6 +86,17 @@ inline ::testing::AssertionResult bit_equal(ConstTensorView actual_view,
   return ::testing::AssertionSuccess();
 }
 
+/// The message of the ArgumentError `fn()` throws, or "no ArgumentError".
+template <typename F>
+std::string argument_error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const ArgumentError& e) {
+    return e.what();
+  }
+  return "no ArgumentError";
+}
+
 inline double max_abs(ConstTensorView t) {
   double m = 0.0;
   for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(double(t.data()[i])));

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "llm_utils/error.hpp"
 #include "llm_utils/tensor.hpp"
 
 namespace llm_utils {
@@ -79,6 +80,27 @@ LLM_UTILS_TYPED_ARG(BackendLike, "Union[str, llm_utils.Backend]")
 LLM_UTILS_TYPED_ARG(DType, "Optional[numpy.typing.DTypeLike]")
 LLM_UTILS_TYPED_ARG(Any, "Any")
 #undef LLM_UTILS_TYPED_ARG
+
+/// What a module has only after a forward: its StateError becomes AttributeError, so that
+/// hasattr() answers as on the original.
+template <typename F>
+py::object after_forward(F&& get) {
+  try {
+    return get();
+  } catch (const StateError& e) {
+    throw py::attribute_error(e.what());
+  }
+}
+
+/// copy.copy and copy.deepcopy of a module: an independent copy (parameters, gradients, the
+/// saved forward).
+template <typename T, typename Base>
+void bind_copy(py::class_<T, Base>& cls) {
+  cls.def("__copy__", [](const T& m) { return T(m); })
+      .def(
+          "__deepcopy__", [](const T& m, const Any& /*memo*/) { return T(m); }, py::arg("memo"),
+          "A module with copies of the parameters, gradients and saved forward state.");
+}
 
 void bind_errors(py::module_& m);
 void bind_random(py::module_& m);

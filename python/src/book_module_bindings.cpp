@@ -21,24 +21,6 @@ py::object linear_of(py::object self, Linear& layer) {
   return py::cast(&layer, py::return_value_policy::reference_internal, self);
 }
 
-// Attributes a forward sets do not exist before it: AttributeError, as hasattr() expects.
-template <typename F>
-py::object after_forward(F&& get) {
-  try {
-    return get();
-  } catch (const StateError& e) {
-    throw py::attribute_error(e.what());
-  }
-}
-
-template <typename T>
-void bind_copy(py::class_<T, Module>& cls) {
-  cls.def("__copy__", [](const T& m) { return T(m); })
-      .def(
-          "__deepcopy__", [](const T& m, const Any& /*memo*/) { return T(m); }, py::arg("memo"),
-          "A module with copies of the parameters, gradients and saved forward state.");
-}
-
 // A mask argument: None, a boolean array (attn_mask: True = may attend, as SDPA; key padding:
 // True = padding, as nn.MultiheadAttention) or a float array added to the scores.
 AttentionMask mask_from(py::handle obj, bool true_is_padding, const std::string& what) {

@@ -13,17 +13,6 @@
 namespace llm_utils::python {
 namespace {
 
-// Attributes the original sets in forward do not exist before it: AttributeError, so that
-// hasattr() answers as it does on the original.
-template <typename F>
-py::object after_forward(F&& get) {
-  try {
-    return get();
-  } catch (const StateError& e) {
-    throw py::attribute_error(e.what());
-  }
-}
-
 // The context vectors have the input's rank and sequence length, and asking for them costs
 // nothing (the attention weights may have to be recomputed on the fused path).
 int64_t last_seq_len(const SelfAttentionBase& m) {
@@ -70,14 +59,6 @@ What the four self-attention classes share beyond ``llm_utils.Module``:
 - ``state_dict(include_derived=False)``: with ``include_derived``, after a 2-D forward, also
   the derived layer weights the original's Linear4/Linear5 state dict holds then.
 )doc";
-
-template <typename T, typename Base>
-void bind_copy(py::class_<T, Base>& cls) {
-  cls.def("__copy__", [](const T& m) { return T(m); })
-      .def(
-          "__deepcopy__", [](const T& m, const Any& /*memo*/) { return T(m); }, py::arg("memo"),
-          "A module with copies of the parameters, gradients and saved forward state.");
-}
 
 template <typename T>
 void bind_projections(py::class_<T, SelfAttentionBase>& cls) {

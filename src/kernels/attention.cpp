@@ -34,6 +34,19 @@ struct Rank {
   int64_t heads_of(const Shape& s) const { return value == 4 ? s[1] : (value == 3 ? s[0] : 1); }
 };
 
+// t's leading (batch, heads) strides as the rank lays them out, with the given row stride.
+template <typename T>
+Strided<T> with_heads(const BasicTensorView<T>& t, int64_t row_stride, Rank rank) {
+  Strided<T> out{t.data(), 0, 0, row_stride};
+  if (rank.value == 4) {
+    out.batch_stride = t.stride(0);
+    out.head_stride = t.stride(1);
+  } else if (rank.value == 3) {
+    out.head_stride = t.stride(0);
+  }
+  return out;
+}
+
 // A (.., rows, cols) matrix set of the given rank as the kernels' Strided, its rows required to
 // be contiguous (stride 1 along the last dimension, when it has more than one element).
 template <typename T>
@@ -48,29 +61,13 @@ Strided<T> matrices(const char* fn, const char* name, const BasicTensorView<T>& 
                         " must have contiguous rows (stride 1 in its last dimension), got " +
                         describe(t));
   }
-  const Shape st = t.strides();
-  Strided<T> out{t.data(), 0, 0, st[st.size() - 2]};
-  if (rank.value == 4) {
-    out.batch_stride = st[0];
-    out.head_stride = st[1];
-  } else if (rank.value == 3) {
-    out.head_stride = st[0];
-  }
-  return out;
+  return with_heads(t, t.stride(-2), rank);
 }
 
 // lse-like (.., N) arrays, one rank below q: any strides.
 template <typename T>
 Strided<T> row_values(const BasicTensorView<T>& t, Rank rank) {
-  const Shape st = t.strides();
-  Strided<T> out{t.data(), 0, 0, st.back()};
-  if (rank.value == 4) {
-    out.batch_stride = st[0];
-    out.head_stride = st[1];
-  } else if (rank.value == 3) {
-    out.head_stride = st[0];
-  }
-  return out;
+  return with_heads(t, t.stride(-1), rank);
 }
 
 void expect_shape(const char* fn, const char* name, const Shape& actual, const Shape& expected) {
@@ -183,7 +180,9 @@ void check_no_overlap(const char* fn,
                       const std::vector<std::pair<const char*, ConstTensorView>>& inputs,
                       const std::vector<std::pair<const char*, ConstTensorView>>& outputs) {
   for (size_t i = 0; i < outputs.size(); ++i) {
-    const auto& [out_name, out] = outputs[i];
+    // Not a structured binding: Clang 14 (the sanitizer stages) cannot capture one.
+    const char* const out_name = outputs[i].first;
+    const ConstTensorView& out = outputs[i].second;
     const auto fail = [&](const char* other) {
       throw ArgumentError(std::string(fn) + ": " + out_name + " overlaps " + other +
                           " in memory (an output may share memory with no input and no other "

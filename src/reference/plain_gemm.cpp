@@ -13,11 +13,13 @@ namespace {
 // +0 first when beta is 0).
 constexpr int64_t kPlainGemmVolume = 4096;
 
-// Compiled twice (with and without FMA instructions) and chosen when first called; std::fma is
+// The loops, compiled into both functions below: with FMA instructions and without. std::fma is
 // exact either way, so both give the same bits.
-__attribute__((target_clones("fma", "default"))) void plain_gemm(
-    Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-    int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+__attribute__((always_inline)) inline void plain_gemm_loops(Trans trans_a, Trans trans_b, int64_t m,
+                                                            int64_t n, int64_t k, float alpha,
+                                                            const float* a, int64_t lda,
+                                                            const float* b, int64_t ldb, float beta,
+                                                            float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       float acc = 0.0f;
@@ -31,6 +33,29 @@ __attribute__((target_clones("fma", "default"))) void plain_gemm(
       out = scaled + alpha * acc;
     }
   }
+}
+
+__attribute__((target("fma"))) void plain_gemm_fma(Trans trans_a, Trans trans_b, int64_t m,
+                                                   int64_t n, int64_t k, float alpha,
+                                                   const float* a, int64_t lda, const float* b,
+                                                   int64_t ldb, float beta, float* c, int64_t ldc) {
+  plain_gemm_loops(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void plain_gemm_baseline(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                         float* c, int64_t ldc) {
+  plain_gemm_loops(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Chosen at the first call (not by an ifunc resolver, which would run before a sanitizer's
+// runtime is up).
+void plain_gemm(Trans trans_a, Trans trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                int64_t ldc) {
+  static const bool has_fma = __builtin_cpu_supports("fma");
+  (has_fma ? plain_gemm_fma : plain_gemm_baseline)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                                                   beta, c, ldc);
 }
 
 }  // namespace

@@ -37,8 +37,9 @@ class Linear {
   Tensor forward(ConstTensorView x) const;
   Tensor operator()(ConstTensorView x) const { return forward(x); }
   /// The raw form of forward: y (rows, out_features) = x (rows, in_features) W^T + b, both
-  /// contiguous, y overwritten. No checks and no allocation, for callers that own the shapes.
-  /// The weights' shapes are fixed for the layer's life (parameter.hpp), so they are too.
+  /// contiguous, y overwritten. No allocation and no checks of x and y, for callers that own
+  /// those shapes; the weight's shape is fixed for the layer's life (parameter.hpp), and a bias
+  /// emplaced with another shape throws ArgumentError.
   void forward_into(const float* x, int64_t rows, float* y) const;
   /// Given the forward's input x (..., in) and dy (..., out): accumulates weight and bias
   /// gradients and, when `need_dx`, returns dx (..., in); otherwise an empty tensor.
