@@ -243,5 +243,14 @@ TEST(ModuleCore, ABiasReplacedWithAnotherShapeIsAnErrorNotAnOverflow) {
   EXPECT_THROW(mha.forward(input(28)), ArgumentError);
 }
 
+TEST(ModuleCore, AWrapperLoadMakesItsHeadsForwardsStaleToo) {
+  manual_seed(29);
+  MultiHeadAttentionWrapper w(6, 4, 8, 0.0, 2);
+  w.forward(input(30));
+  w.load_state_dict(w.state_dict());
+  EXPECT_THROW(w.backward(Tensor({2, 5, 8})), StateError);
+  EXPECT_THROW(w.heads[1].backward(Tensor({2, 5, 4})), StateError);
+}
+
 }  // namespace
 }  // namespace llm_utils

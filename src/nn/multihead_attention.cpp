@@ -87,6 +87,12 @@ Tensor MultiHeadAttentionWrapper::backward_rows(ConstTensorView dy) {
   return std::move(dx).reshape({in.batch * in.seq, in_features()});
 }
 
+void MultiHeadAttentionWrapper::after_load() {
+  // The wrapper's load wrote the heads' parameters; a head loading what it now holds marks its
+  // own saved forward stale (no head is changed by it).
+  for (auto& head : heads) head.load_state_dict(head.state_dict());
+}
+
 std::vector<StateEntry> MultiHeadAttentionWrapper::state_entries() const {
   std::vector<StateEntry> out;
   for (size_t h = 0; h < heads.size(); ++h) {

@@ -64,6 +64,8 @@ class MultiHeadAttentionWrapper : public Module {
  protected:
   Tensor forward_rows(ConstTensorView x, const Input& in) override;
   Tensor backward_rows(ConstTensorView dy) override;
+  /// The heads' saved forwards are stale too.
+  void after_load() override;
 };
 
 /// What MultiHeadAttention adds to the book's class (none of it changes the book's numbers when
