@@ -238,9 +238,14 @@ TEST(ModuleCore, ABiasReplacedWithAnotherShapeIsAnErrorNotAnOverflow) {
   EXPECT_THROW(m.forward(input(27, {5, 6})), ArgumentError);
   m.W_key.bias.reset();  // one projection without a bias, the others with
   EXPECT_THROW(m.forward(input(27, {5, 6})), ArgumentError);
+  // A failed forward leaves the last one as it was: its backward still runs.
   MultiHeadAttention mha(6, 4, 8, 0.0, 2);
+  const Tensor x = input(28);
+  const Tensor y = mha.forward(x);
   mha.out_proj.bias.emplace(Tensor({3}));
-  EXPECT_THROW(mha.forward(input(28)), ArgumentError);
+  EXPECT_THROW(mha.forward(input(29, {1, 3, 6})), ArgumentError);
+  mha.out_proj.bias.emplace(Tensor({4}));  // fits again (zeros: a changed weight, same shapes)
+  EXPECT_EQ(mha.backward(Tensor::full(y.shape(), 1.0f)).shape(), x.shape());
 }
 
 TEST(ModuleCore, AWrapperLoadMakesItsHeadsForwardsStaleToo) {

@@ -43,7 +43,23 @@ constexpr int64_t kPackedMinDin = 256;
 constexpr int64_t kPackedMinRows = 256;
 }  // namespace
 
+void AttentionLayer::check_weights(const QkvWeights& w) const {
+  // A Linear's bias is an std::optional a caller can reset or emplace: check it still fits.
+  const bool has_bias = w.bias[0] != nullptr;
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& wi = w.weight[i]->tensor();
+    const int64_t cols = w.linear_layout ? wi.size(0) : wi.size(1);
+    if ((w.bias[i] != nullptr) != has_bias || (has_bias && w.bias[i]->shape() != Shape{cols})) {
+      static const char* const names[3] = {"W_query", "W_key", "W_value"};
+      throw ArgumentError(std::string("forward: ") + names[i] + ".bias must be " +
+                          (has_bias ? "a (" + std::to_string(cols) + ") vector" : "absent") +
+                          " like the other projections' biases");
+    }
+  }
+}
+
 void AttentionLayer::pack(const QkvWeights& w) {
+  check_weights(w);
   const int64_t width = shape_.qkv_width(), d_in = shape_.d_in;
   if (w.linear_layout) {
     ensure_shape(packed_weight_, {width, d_in});
@@ -64,18 +80,7 @@ void AttentionLayer::pack(const QkvWeights& w) {
     }
     c0 += cols;
   }
-  // A Linear's bias is an std::optional a caller can reset or emplace: check it still fits.
   const bool has_bias = w.bias[0] != nullptr;
-  for (int i = 0; i < 3; ++i) {
-    const Tensor& wi = w.weight[i]->tensor();
-    const int64_t cols = w.linear_layout ? wi.size(0) : wi.size(1);
-    if ((w.bias[i] != nullptr) != has_bias || (has_bias && w.bias[i]->shape() != Shape{cols})) {
-      static const char* const names[3] = {"W_query", "W_key", "W_value"};
-      throw ArgumentError(std::string("forward: ") + names[i] + ".bias must be " +
-                          (has_bias ? "a (" + std::to_string(cols) + ") vector" : "absent") +
-                          " like the other projections' biases");
-    }
-  }
   if (!has_bias) {
     packed_bias_ = Tensor();
     return;
@@ -108,6 +113,7 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
                              LayerCall call) {
   const LayerShape& s = shape_;
   const int64_t rows = batch * seq, width = s.qkv_width(), hd = s.head_dim;
+  check_weights(w);  // before anything changes: a throw leaves the last forward as it was
   batch_ = batch;
   seq_ = seq;
   call_ = std::move(call);

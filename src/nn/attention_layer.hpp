@@ -81,6 +81,9 @@ class AttentionLayer {
   /// [Wq | Wk | Wv], and the biases (W) (empty without). Packed by each forward; the KV-cache
   /// forward packs them with pack().
   void pack(const QkvWeights& w);
+  /// ArgumentError unless the biases still fit the weights (all present or none, each of its
+  /// projection's width): a Linear's bias is an optional a caller can reset or emplace.
+  void check_weights(const QkvWeights& w) const;
   const Tensor& packed_weight() const { return packed_weight_; }
   const Tensor& packed_bias() const { return packed_bias_; }
   /// Forgets the saved forward (a KV-cache step replaced it).

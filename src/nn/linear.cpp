@@ -83,13 +83,17 @@ Tensor Linear::forward(ConstTensorView x) const {
   return y;
 }
 
+void Linear::check_bias() const {
+  // The bias is an std::optional a caller may have emplaced with another shape.
+  if (bias && bias->shape() != Shape{out_features()}) {
+    throw ArgumentError("Linear: bias has shape " + shape_to_string(bias->shape()) +
+                        ", the weight needs (" + std::to_string(out_features()) + ")");
+  }
+}
+
 void Linear::forward_into(const float* x, int64_t rows, float* y) const {
   const int64_t in = in_features(), out = out_features();
-  // The bias is an std::optional a caller may have emplaced with another shape.
-  if (bias && bias->shape() != Shape{out}) {
-    throw ArgumentError("Linear: bias has shape " + shape_to_string(bias->shape()) +
-                        ", the weight needs (" + std::to_string(out) + ")");
-  }
+  check_bias();
   if (bias) {
     const ConstTensorView b = bias->data();  // (out)
     for (int64_t r = 0; r < rows; ++r) std::copy(b.data(), b.data() + out, y + r * out);

@@ -184,6 +184,7 @@ Tensor MultiHeadAttention::forward_uncached(ConstTensorView x, const Input& in,
   call.scale_divisor = scale_divisor_;
   call.mask = detail::merge_masks(kMha + ".forward", options.attn_mask, options.key_padding_mask,
                                   {b, num_heads_, n, n});
+  out_proj.check_bias();  // every check before the layer's state changes
   call.dropout = training() ? dropout_ : 0.0;
   call.generator = generator_;
   call.backend = backend();

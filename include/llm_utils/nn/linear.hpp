@@ -41,6 +41,8 @@ class Linear {
   /// those shapes; the weight's shape is fixed for the layer's life (parameter.hpp), and a bias
   /// emplaced with another shape throws ArgumentError.
   void forward_into(const float* x, int64_t rows, float* y) const;
+  /// ArgumentError when the bias (an optional a caller may emplace) does not fit the weight.
+  void check_bias() const;
   /// Given the forward's input x (..., in) and dy (..., out): accumulates weight and bias
   /// gradients and, when `need_dx`, returns dx (..., in); otherwise an empty tensor.
   Tensor backward(ConstTensorView x, ConstTensorView dy, bool need_dx = true);
