@@ -243,9 +243,12 @@ void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
     return o.stats.given() ? base + row : nullptr;
   };
   if (split.splits == 1) {
+    // Under a causal mask a query block's work grows with its index: the last blocks first
+    // (largest first, the dynamic schedule's best order), so no thread is left with a big one
+    // at the end. Without the mask the order is immaterial.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t g = t / q_blocks, i0 = (t % q_blocks) * kQueryBlock;
+      const int64_t g = t / q_blocks, i0 = (q_blocks - 1 - t % q_blocks) * kQueryBlock;
       const int64_t row = g * p.n + i0;
       forward_block(p, kt_or_null, g, i0, 0, p.m,
                     scratch[static_cast<size_t>(omp_get_thread_num())],

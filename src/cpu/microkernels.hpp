@@ -10,6 +10,18 @@ namespace llm_utils::cpu {
 
 enum class Isa { portable, avx2, avx512 };
 
+// The SIMD exp's constants (AVX2 and AVX-512 use the same, for the same bits): clamps, and the
+// polynomial p(r) = 1 + r + c2 r^2 + ... + c6 r^6 for exp(r) on |r| <= ln(2)/2, its coefficients
+// fitted (iterated weighted least squares) for relative error: 3.1e-9 at most, an eighteenth of
+// a float ulp, against the 6e-9 of the degree-7 Taylor polynomial it replaced with one FMA less.
+constexpr float kExpClampLow = -150.0f;  // 2^-216 * p rounds to 0: no separate underflow test
+constexpr float kExpClampHigh = 88.72f;
+constexpr float kExpC2 = 0.4999999403953552f;
+constexpr float kExpC3 = 0.1666652113199234f;
+constexpr float kExpC4 = 0.04166838899254799f;
+constexpr float kExpC5 = 0.008368710055947304f;
+constexpr float kExpC6 = 0.001381462556309998f;
+
 const char* isa_name(Isa isa);
 
 struct Microkernels {

@@ -184,21 +184,21 @@ float dot(const float* a, const float* b, int64_t n) {
 }
 
 inline __m256 exp_ps(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-103.9f);
-  const __m256 hi = _mm256_set1_ps(88.72f);
+  // As the AVX-512 exp, bit for bit: the same clamps (where every result rounds to 0 anyway
+  // below), the same reduction and polynomial.
+  const __m256 lo = _mm256_set1_ps(kExpClampLow);
+  const __m256 hi = _mm256_set1_ps(kExpClampHigh);
   // max/min return their second operand when either is NaN, so NaN passes through.
-  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
   const __m256 t = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  __m256 p = _mm256_set1_ps(kExpC6);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC5));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC2));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   const __m256i ni = _mm256_cvtps_epi32(n);
@@ -209,14 +209,14 @@ inline __m256 exp_ps(__m256 x) {
   if (_mm256_movemask_ps(may_be_subnormal) == 0) {
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(ni, 23)));
   }
-  // Else 2^n = 2^n1 * 2^n2 with n1 = n >> 1 (arithmetic) and n2 = n - n1, each in [-75, 64].
+  // Else 2^n = 2^n1 * 2^n2 with n1 = n >> 1 (arithmetic) and n2 = n - n1, each in [-109, 64]:
+  // p * 2^n1 is exact (a normal float), and the one rounding is the last product's.
   const __m256i n1 = _mm256_srai_epi32(ni, 1);
   const __m256i n2 = _mm256_sub_epi32(ni, n1);
   const __m256i bias = _mm256_set1_epi32(127);
   const __m256 pow1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
   const __m256 pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-  const __m256 e = _mm256_mul_ps(_mm256_mul_ps(p, pow1), pow2);
-  return _mm256_andnot_ps(underflow, e);  // exactly 0 below the clamp
+  return _mm256_mul_ps(_mm256_mul_ps(p, pow1), pow2);
 }
 
 // A partial vector (n < 8 lanes) goes through a small buffer: maskstore is slow on some CPUs,

@@ -7,10 +7,11 @@
 // is masked, so any n works without padding.
 //
 // exp: exp(x) = 2^n * exp(r), n = round(x * log2(e)), r = x - n * ln2 in two steps
-// (Cody-Waite), exp(r) by its degree-7 Taylor polynomial on |r| <= ln2/2 (truncation error
-// < 6e-9 relative), and 2^n applied with vscalefps, which handles denormal results. Measured
+// (Cody-Waite), exp(r) by a degree-6 polynomial fitted for relative error on |r| <= ln2/2 (3.1e-9,
+// microkernels.hpp), and 2^n applied with vscalefps, which handles subnormal results. Measured
 // max error against double-precision exp over [-87, 88]: see tests/test_flash.cpp (<= 2 ulp).
-// x < -103.9 gives exactly 0, x > 88.72 gives +inf, NaN stays NaN.
+// Results round to 0 from x < -103.97 (-inf included), x is clamped at 88.72 from above, NaN
+// stays NaN.
 
 #include <immintrin.h>
 
@@ -175,24 +176,25 @@ float dot(const float* a, const float* b, int64_t n) {
 }
 
 inline __m512 exp_ps(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-103.9f);
-  const __m512 hi = _mm512_set1_ps(88.72f);
+  // The clamp below is where every result rounds to 0 anyway (2^-216 * p), so -inf and
+  // anything under -104 come out exactly 0 without a compare and blend: 12 vector operations.
+  const __m512 lo = _mm512_set1_ps(kExpClampLow);
+  const __m512 hi = _mm512_set1_ps(kExpClampHigh);
   // max/min return their second operand when either is NaN, so NaN passes through.
-  const __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  __m512 t = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+  const __m512 t = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), t);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  __m512 p = _mm512_set1_ps(kExpC6);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC5));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC2));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_mask_blend_ps(underflow, _mm512_scalef_ps(p, n), _mm512_setzero_ps());
+  // 2^n applied in one rounding, subnormal results included.
+  return _mm512_scalef_ps(p, n);
 }
 
 float row_max(const float* x, int64_t n) {
@@ -249,57 +251,112 @@ void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
   }
 }
 
-// Fused over the tile: the rows' maxima first, then the new maxima and the corrections of 16 rows
-// at a time with the vector exp (no scalar exp per row), then each row's exponentials, sum and
-// accumulator scaling; no call per row. The exponentials are exp_centered_sum's, bit for bit.
+// Lane i of the result: the `Op` reduction of the 16 lanes of v[i] (v is clobbered). Four levels
+// of 128-bit and in-lane shuffles, 45 operations for 16 rows where 16 separate horizontal
+// reductions take about 160; the levels leave row perm[i] in lane i (a 4 x 4 transpose), which
+// the last permute undoes.
+template <typename Op>
+inline __m512 reduce16(__m512* v, Op op) {
+  for (int k = 0; k < 8; ++k) {  // lanes 0-7: row 2k's halves combined; 8-15: row 2k+1's
+    v[k] = op(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int k = 0; k < 4; ++k) {  // one 128-bit lane per row, 4 partials each
+    v[k] = op(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  for (int k = 0; k < 2; ++k) {  // 2 partials per row
+    v[k] = op(_mm512_shuffle_ps(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+              _mm512_shuffle_ps(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  const __m512 r = op(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                      _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+  return _mm512_permutexvar_ps(perm, r);
+}
+
+// Fused over the tile, 16 rows at a time: the rows' maxima (one batched reduction), the new
+// maxima and corrections as vectors (the vector exp, no scalar exp per row), each row's
+// exponentials, their sums (one batched reduction), the accumulators' scaling; no call per row.
+// The exponentials are exp_centered_sum's, bit for bit (x - 0 is x).
 void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
                     float* l, float* acc, int64_t ld_acc, int64_t acc_cols) {
-  constexpr int64_t kMaxRows = 64;  // the fused kernels' query block
-  float m_new[kMaxRows], correction[kMaxRows];
-  const float minus_inf = -std::numeric_limits<float>::infinity();
-  for (int64_t r0 = 0; r0 < rows; r0 += kMaxRows) {
-    const int64_t n = std::min(kMaxRows, rows - r0);
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512 vminus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const auto max_op = [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); };
+  const auto add_op = [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); };
+  alignas(64) float new_max[kLanes], correction[kLanes];
+  __m512 part[kLanes];  // one row's partial max, then partial sum, per lane
+  for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
+    const int64_t n = std::min<int64_t>(kLanes, rows - r0);
+    const __mmask16 row_mask = tail_mask(n);
     float* s0 = s + r0 * ld;
-    for (int64_t r = 0; r < n; ++r) m_new[r] = row_max(s0 + r * ld, cols);
-    const __m512 vscale = _mm512_set1_ps(scale);
-    const __m512 vminus_inf = _mm512_set1_ps(minus_inf);
-    for (int64_t r = 0; r < n; r += kLanes) {
-      const __mmask16 mask = tail_mask(n - r);
-      const __m512 old_max = _mm512_maskz_loadu_ps(mask, m + r0 + r);
-      const __m512 tile_max = _mm512_maskz_loadu_ps(mask, m_new + r);
-      // m' = tile max where it is greater, or NaN; else the old max.
-      const __mmask16 take = _mm512_cmp_ps_mask(tile_max, old_max, _CMP_GT_OQ) |
-                             _mm512_cmp_ps_mask(tile_max, tile_max, _CMP_UNORD_Q);
-      const __m512 new_max = _mm512_mask_blend_ps(take, old_max, tile_max);
-      const __mmask16 was_empty = _mm512_cmp_ps_mask(old_max, vminus_inf, _CMP_EQ_OQ);
-      // exp((m - m') * scale), 0 where m was -inf (and where m' is, whose rows are skipped).
-      const __m512 c = _mm512_mask_blend_ps(
-          was_empty, exp_ps(_mm512_mul_ps(_mm512_sub_ps(old_max, new_max), vscale)),
-          _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(m_new + r, mask, new_max);
-      _mm512_mask_storeu_ps(correction + r, mask, c);
-    }
-    for (int64_t r = 0; r < n; ++r) {
-      float* row = s0 + r * ld;
-      const float mr = m_new[r];
-      if (mr == minus_inf) {
-        // Every key so far is hidden from this query: nothing to add.
-        std::fill(row, row + cols, 0.0f);
-        continue;
+    __mmask16 nan_rows = 0;
+    for (int64_t r = 0; r < kLanes; ++r) {
+      __m512 mx = vminus_inf;
+      if (r < n) {
+        __mmask16 nan = 0;
+        for (int64_t j = 0; j < cols; j += kLanes) {
+          const __m512 v = _mm512_mask_loadu_ps(vminus_inf, tail_mask(cols - j), s0 + r * ld + j);
+          nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+          mx = _mm512_max_ps(mx, v);
+        }
+        if (nan != 0) nan_rows |= static_cast<__mmask16>(1u << r);
       }
-      const float c = correction[r];
-      l[r0 + r] = l[r0 + r] * c + exp_centered_sum(row, cols, scale, mr, 0.0f);
-      if (c != 1.0f) {
-        float* acc_row = acc + (r0 + r) * ld_acc;
-        const __m512 vc = _mm512_set1_ps(c);
-        for (int64_t j = 0; j < acc_cols; j += kLanes) {
-          const __mmask16 mask = tail_mask(acc_cols - j);
-          _mm512_mask_storeu_ps(acc_row + j, mask,
-                                _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, acc_row + j), vc));
+      part[r] = mx;
+    }
+    __m512 tile_max = reduce16(part, max_op);
+    tile_max = _mm512_mask_blend_ps(nan_rows, tile_max,
+                                    _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+    const __m512 old_max = _mm512_mask_loadu_ps(vminus_inf, row_mask, m + r0);
+    // m' = tile max where it is greater, or NaN; else the old max.
+    const __mmask16 take = _mm512_cmp_ps_mask(tile_max, old_max, _CMP_GT_OQ) |
+                           _mm512_cmp_ps_mask(tile_max, tile_max, _CMP_UNORD_Q);
+    const __m512 vnew_max = _mm512_mask_blend_ps(take, old_max, tile_max);
+    const __mmask16 was_empty = _mm512_cmp_ps_mask(old_max, vminus_inf, _CMP_EQ_OQ);
+    // exp((m - m') * scale), 0 where m was -inf (and where m' is, whose rows are skipped).
+    const __m512 vcorrection = _mm512_mask_blend_ps(
+        was_empty, exp_ps(_mm512_mul_ps(_mm512_sub_ps(old_max, vnew_max), vscale)),
+        _mm512_setzero_ps());
+    _mm512_store_ps(new_max, vnew_max);
+    _mm512_store_ps(correction, vcorrection);
+    // Rows with a visible key so far; the others keep s = 0 and their m, l, acc.
+    const __mmask16 live = row_mask & _mm512_cmp_ps_mask(vnew_max, vminus_inf, _CMP_NEQ_UQ);
+    for (int64_t r = 0; r < kLanes; ++r) {
+      __m512 sum = _mm512_setzero_ps();
+      if (r < n) {
+        float* row = s0 + r * ld;
+        if ((live >> r & 1u) == 0) {
+          // Every key so far is hidden from this query: nothing to add.
+          std::fill(row, row + cols, 0.0f);
+        } else {
+          const __m512 center = _mm512_set1_ps(new_max[r]);
+          for (int64_t j = 0; j < cols; j += kLanes) {
+            const __mmask16 mask = tail_mask(cols - j);
+            const __m512 v = _mm512_maskz_loadu_ps(mask, row + j);
+            // A rounded product: not fused with anything (see microkernels.hpp).
+            const __m512 e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v, center), vscale));
+            _mm512_mask_storeu_ps(row + j, mask, e);
+            sum = _mm512_mask_add_ps(sum, mask, sum, e);
+          }
+          const float c = correction[r];
+          if (c != 1.0f) {
+            float* acc_row = acc + (r0 + r) * ld_acc;
+            const __m512 vc = _mm512_set1_ps(c);
+            for (int64_t j = 0; j < acc_cols; j += kLanes) {
+              const __mmask16 mask = tail_mask(acc_cols - j);
+              _mm512_mask_storeu_ps(acc_row + j, mask,
+                                    _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, acc_row + j), vc));
+            }
+          }
         }
       }
-      m[r0 + r] = mr;
+      part[r] = sum;
     }
+    const __m512 tile_sum = reduce16(part, add_op);
+    const __m512 old_sum = _mm512_maskz_loadu_ps(row_mask, l + r0);
+    _mm512_mask_storeu_ps(l + r0, live, _mm512_fmadd_ps(old_sum, vcorrection, tile_sum));
+    _mm512_mask_storeu_ps(m + r0, live, vnew_max);
   }
 }
 
