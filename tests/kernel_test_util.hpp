@@ -14,10 +14,19 @@
 
 namespace llm_utils::testing {
 
+/// The float32 tables this CPU runs (avx512_bf16's float32 table is avx512's).
 inline std::vector<cpu::Isa> available_isas() {
-  std::vector<cpu::Isa> out = {cpu::Isa::portable};
-  if (cpu::detected_isa() != cpu::Isa::portable) out.push_back(cpu::Isa::avx2);
-  if (cpu::detected_isa() == cpu::Isa::avx512) out.push_back(cpu::Isa::avx512);
+  std::vector<cpu::Isa> out;
+  for (cpu::Isa isa : {cpu::Isa::portable, cpu::Isa::avx2, cpu::Isa::avx512}) {
+    if (cpu::cpu_supports(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+/// Every bfloat16 table this CPU runs: the float32 ISAs' emulations and avx512_bf16.
+inline std::vector<cpu::Isa> available_bf16_isas() {
+  std::vector<cpu::Isa> out = available_isas();
+  if (cpu::cpu_supports(cpu::Isa::avx512_bf16)) out.push_back(cpu::Isa::avx512_bf16);
   return out;
 }
 

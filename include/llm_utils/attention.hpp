@@ -62,6 +62,7 @@
 #include <optional>
 #include <string>
 
+#include "llm_utils/bfloat16.hpp"
 #include "llm_utils/tensor.hpp"
 
 namespace llm_utils {
@@ -112,6 +113,22 @@ void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
 
 /// The attention weights P (N, M), (B, N, M) or (B, H, N, M), recomputed from a forward's lse.
 void attention_probabilities(ConstTensorView q, ConstTensorView k, ConstTensorView lse,
+                             TensorView probs, const AttentionOptions& options);
+
+/// The three kernels on bfloat16 q, k, v (out, dout and the gradients bfloat16 too; lse, the
+/// mask and probs stay float32), shapes and rules as above. Every product accumulates in
+/// float32 and the softmax is float32; `flash` rounds P and dS to bfloat16 before their
+/// products (as FlashAttention does) and rounds what it stores; `reference` widens the inputs
+/// to float32, runs the float32 reference and rounds its outputs, the oracle. The flash
+/// kernels run vdpbf16ps on CPUs with AVX512_BF16 and the same sums in float32 multiply-adds
+/// elsewhere (bit for bit, but for subnormals, which AVX512_BF16 flushes to zero).
+void attention_forward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16View v,
+                       BFloat16View out, TensorView lse, const AttentionOptions& options);
+void attention_backward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16View v,
+                        ConstBFloat16View out, ConstTensorView lse, ConstBFloat16View dout,
+                        BFloat16View dq, BFloat16View dk, BFloat16View dv,
+                        const AttentionOptions& options);
+void attention_probabilities(ConstBFloat16View q, ConstBFloat16View k, ConstTensorView lse,
                              TensorView probs, const AttentionOptions& options);
 
 /// Row-wise stable softmax in place over a (rows, cols) matrix whose rows are contiguous (any

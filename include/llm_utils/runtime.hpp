@@ -12,7 +12,8 @@ namespace llm_utils {
 /// 2.6.3 SGEMM for the projections; OpenBLAS 0.3.21 (Haswell kernels) for the reference".
 std::string blas_description();
 
-/// The SIMD table the fused kernels use: "avx512", "avx2" or "portable".
+/// The SIMD tables the fused kernels use: "avx512_bf16", "avx512", "avx2" or "portable"
+/// (the environment variable LLM_UTILS_ISA may force one below the best the CPU has).
 std::string kernel_isa();
 
 }  // namespace llm_utils

@@ -8,6 +8,7 @@
 #include <new>
 #include <utility>
 
+#include "llm_utils/bfloat16.hpp"
 #include "llm_utils/error.hpp"
 
 namespace llm_utils {
@@ -172,6 +173,8 @@ BasicTensorView<T> BasicTensorView<T>::transpose(int64_t d0, int64_t d1) const {
 
 template class BasicTensorView<float>;
 template class BasicTensorView<const float>;
+template class BasicTensorView<bfloat16>;
+template class BasicTensorView<const bfloat16>;
 
 namespace {
 constexpr size_t kAlignment = 64;

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "cpu/flash_common.hpp"
+#include "cpu/flash_operands.hpp"
 #include "cpu/microkernels.hpp"
 #include "llm_utils/threads.hpp"
 
@@ -41,51 +42,66 @@ namespace llm_utils::cpu {
 using flash::BlockedTranspose;
 using flash::kKeyBlock;
 using flash::kQueryBlock;
+using flash::Operands;
 
 namespace {
 
 // The by-head schedule needs this many key/value heads per thread to balance its load.
 constexpr int64_t kHeadsPerThreadForHeadSchedule = 4;
 
+// The operands every key block reads (flash_operands.hpp), built once per call.
+template <typename T>
 struct BackwardInputs {
-  const FlashProblem& p;
-  const BackwardTensors& t;
-  const BlockedTranspose& qt;   // (B*H, d, N) = Q^T
-  const BlockedTranspose& kt;   // (B*G, d, M) = K^T, when dq or dk is wanted
-  const BlockedTranspose& dot;  // (B*H, dv, N) = dO^T, when dq or dk is wanted
-  const float* dsum;            // (B*H, N) = D
-  bool need_qk;                 // false when only dV is wanted (Linear4/5)
+  using Ops = Operands<T>;
+  const BasicAttentionProblem<T>& p;
+  const BasicBackwardTensors<T>& t;
+  const typename Ops::TransposedB& qt;   // (B*H) Q^T as B: S^T = K_j Q_i^T
+  const typename Ops::RowsB& dout_rows;  // (B*H) dO as B: dV_j += P^T dO_i
+  const typename Ops::TransposedA& kt;   // (B*G) K^T as A: dQ_i^T += K_j^T dS^T, when dq or dk
+  const typename Ops::TransposedB& dot;  // (B*H) dO^T as B: dP^T = V_j dO_i^T, when dq or dk
+  const typename Ops::RowsB& q_rows;     // (B*H) Q as B: dK_j += dS^T Q_i, when dq or dk
+  const float* dsum;                     // (B*H, N) = D
+  bool need_qk;                          // false when only dV is wanted (Linear4/5)
 };
 
 // Per-thread buffers, allocated before the parallel regions.
+template <typename T>
 struct BackwardScratch {
   BackwardScratch(int64_t d, int64_t dv, int64_t kv_group, int64_t n, bool need_dq)
       : probs_t(kKeyBlock * kQueryBlock),
         dprobs_t(kKeyBlock * kQueryBlock),
+        probs_t_a(Operands<T>::kTileBuffer),
+        dscores_t_a(Operands<T>::kTileBuffer),
+        dscores_t_b(Operands<T>::kTileBuffer),
         dk(kKeyBlock * d),
         dv(kKeyBlock * dv),
         lse(kQueryBlock),
         dq_t(need_dq ? BlockedTranspose(kv_group, n, d) : BlockedTranspose()) {}
   std::vector<float> probs_t;   // (Bc, Br) P^T of one tile
   std::vector<float> dprobs_t;  // (Bc, Br) dP^T, then dS^T
+  std::vector<T> probs_t_a;     // (Bc, Br) bfloat16: P^T rounded, as A
+  std::vector<T> dscores_t_a;   // (Bc, Br) bfloat16: dS^T rounded, as A
+  std::vector<T> dscores_t_b;   // (Bc / 2, 2 Br) bfloat16: dS^T rounded, in pairs as B
   std::vector<float> dk;        // (Bc, d) accumulator
   std::vector<float> dv;        // (Bc, dv) accumulator
   std::vector<float> lse;       // (Br) one query block's lse, gathered from its strided rows
   BlockedTranspose dq_t;        // (H / G, d, N): dQ^T of one key/value head's query heads
 };
 
-// Copies rows (rows, cols) from a contiguous accumulator into strided rows.
-void store_rows(const float* src, int64_t rows, int64_t cols, float* dst, int64_t dst_stride) {
-  for (int64_t r = 0; r < rows; ++r)
-    std::copy(src + r * cols, src + (r + 1) * cols, dst + r * dst_stride);
+// Stores rows (rows, cols) from a contiguous float32 accumulator into strided rows.
+template <typename T>
+void store_rows(const float* src, int64_t rows, int64_t cols, T* dst, int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r) flash::store_row(src + r * cols, cols, dst + r * dst_stride);
 }
 
 // One key block [j0, j0 + bc) of key/value head kv, against every query head of its group;
 // dQ^T of those heads accumulates into dq_t (H / G, d, N), matrix i for the group's i-th query
 // head, unless dq_t is null (dq not wanted).
-void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, BackwardScratch& s,
+template <typename T>
+void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, BackwardScratch<T>& s,
                         BlockedTranspose* dq_t) {
-  const FlashProblem& p = in.p;
+  using Ops = Operands<T>;
+  const BasicAttentionProblem<T>& p = in.p;
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
@@ -93,8 +109,8 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
   const int64_t group = p.kv_group();
   const int64_t g0 = p.first_query_head(kv);
   const int64_t k_rs = p.k.row_stride, v_rs = p.v.row_stride;
-  const float* k_j = p.kv_matrix(p.k, kv) + j0 * k_rs;  // (bc, d), rows k_rs apart
-  const float* v_j = p.kv_matrix(p.v, kv) + j0 * v_rs;  // (bc, dv), rows v_rs apart
+  const T* k_j = p.kv_matrix(p.k, kv) + j0 * k_rs;  // (bc, d), rows k_rs apart
+  const T* v_j = p.kv_matrix(p.v, kv) + j0 * v_rs;  // (bc, dv), rows v_rs apart
   std::fill(s.dk.begin(), s.dk.end(), 0.0f);
   std::fill(s.dv.begin(), s.dv.end(), 0.0f);
 
@@ -104,7 +120,7 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
     for (int64_t i0 = i_begin; i0 < p.n; i0 += kQueryBlock) {
       const int64_t br = std::min(kQueryBlock, p.n - i0);
       float* pt = s.probs_t.data();  // (bc, br), leading dimension kQueryBlock
-      mk.gemm(bc, br, p.d, 1.0f, k_j, k_rs, in.qt.block(g, i0), in.qt.ld, pt, kQueryBlock, false);
+      Ops::gemm(bc, br, p.d, 1.0f, k_j, k_rs, in.qt.block(g, i0), in.qt.ld, pt, kQueryBlock, false);
       masker.apply(pt, kQueryBlock, g, i0, br, j0, bc, true);
       const int64_t row = g * p.n + i0;
       // The row statistics are contiguous; lse is (B, H, N) with its own strides.
@@ -118,24 +134,29 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
         mk.exp_centered_each(pt + r * kQueryBlock, br, exp_scale, centers, offsets);
       }
 
-      const int64_t do_rs = in.t.dout.row_stride;
-      const float* dout_i = p.query_matrix(in.t.dout, g) + i0 * do_rs;  // (br, dv)
-      mk.gemm(bc, p.dv, br, 1.0f, pt, kQueryBlock, dout_i, do_rs, s.dv.data(), p.dv, true);
+      // dV_j += P^T dO_i
+      const T* pt_a = Ops::a_from_tile(pt, kQueryBlock, bc, br, s.probs_t_a.data());
+      Ops::gemm(bc, p.dv, br, 1.0f, pt_a, kQueryBlock, in.dout_rows.block(g, i0), in.dout_rows.ld,
+                s.dv.data(), p.dv, true);
       if (!in.need_qk) continue;
 
       float* dst = s.dprobs_t.data();  // (bc, br)
-      mk.gemm(bc, br, p.dv, 1.0f, v_j, v_rs, in.dot.block(g, i0), in.dot.ld, dst, kQueryBlock,
-              false);
+      Ops::gemm(bc, br, p.dv, 1.0f, v_j, v_rs, in.dot.block(g, i0), in.dot.ld, dst, kQueryBlock,
+                false);
       const float* d_i = in.dsum + g * p.n + i0;
       for (int64_t r = 0; r < bc; ++r) {
         mk.softmax_grad(pt + r * kQueryBlock, dst + r * kQueryBlock, d_i, br);
       }
-      const int64_t q_rs = p.q.row_stride;
-      const float* q_i = p.q_of(g) + i0 * q_rs;  // (br, d)
-      mk.gemm(bc, p.d, br, p.scale, dst, kQueryBlock, q_i, q_rs, s.dk.data(), p.d, true);
+      // dK_j += scale * dS^T Q_i
+      const T* ds_a = Ops::a_from_tile(dst, kQueryBlock, bc, br, s.dscores_t_a.data());
+      Ops::gemm(bc, p.d, br, p.scale, ds_a, kQueryBlock, in.q_rows.block(g, i0), in.q_rows.ld,
+                s.dk.data(), p.d, true);
       if (dq_t != nullptr) {
-        mk.gemm(p.d, br, bc, p.scale, in.kt.block(kv, j0), in.kt.ld, dst, kQueryBlock,
-                dq_t->block(g - g0, i0), dq_t->ld, true);
+        // dQ_i^T += scale * K_j^T dS^T
+        int64_t ld_ds = 0;
+        const T* ds_b = Ops::b_from_tile(dst, kQueryBlock, bc, br, s.dscores_t_b.data(), ld_ds);
+        Ops::gemm(p.d, br, bc, p.scale, in.kt.block(kv, j0), in.kt.ld, ds_b, ld_ds,
+                  dq_t->block(g - g0, i0), dq_t->ld, true);
       }
     }
   }
@@ -150,78 +171,92 @@ void backward_key_block(const BackwardInputs& in, int64_t kv, int64_t j0, Backwa
 
 // dq rows of the query heads of key/value head kv = the transposes of `partials` (each
 // (H / G, d, N)), summed in order.
-void write_dq(const FlashProblem& p, const BackwardTensors& t, int64_t kv,
+template <typename T>
+void write_dq(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& t, int64_t kv,
               const BlockedTranspose* const* partials, int64_t count, int64_t h_begin,
               int64_t h_end) {
+  constexpr int64_t kChunk = 64;
+  float sums[kChunk];  // one chunk of a row of dq, in float32
   const int64_t g0 = p.first_query_head(kv);
   for (int64_t h = h_begin; h < h_end; ++h) {
-    float* dq = p.query_matrix(t.dq, g0 + h);  // (N, d), rows dq.row_stride apart
+    T* dq = p.query_matrix(t.dq, g0 + h);  // (N, d), rows dq.row_stride apart
     for (int64_t i = 0; i < p.n; ++i) {
-      float* row = dq + i * t.dq.row_stride;
-      for (int64_t c = 0; c < p.d; ++c) {
-        float acc = 0.0f;
-        for (int64_t k = 0; k < count; ++k) acc += partials[k]->at(h, c, i);
-        row[c] = acc;
+      T* row = dq + i * t.dq.row_stride;
+      for (int64_t c0 = 0; c0 < p.d; c0 += kChunk) {
+        const int64_t width = std::min(kChunk, p.d - c0);
+        for (int64_t c = 0; c < width; ++c) {
+          float acc = 0.0f;
+          for (int64_t k = 0; k < count; ++k) acc += partials[k]->at(h, c0 + c, i);
+          sums[c] = acc;
+        }
+        flash::store_row(sums, width, row + c0);
       }
     }
   }
 }
 
 // Zero gradients for every key and value (and no query): nothing attended to them.
-void zero_kv_gradients(const FlashProblem& p, const BackwardTensors& t) {
+template <typename T>
+void zero_kv_gradients(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& t) {
+  const T zero = flash::element<T>(0.0f);
   for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
     for (int64_t j = 0; j < p.m; ++j) {
-      float* dv = p.kv_matrix(t.dv, kv) + j * t.dv.row_stride;
-      std::fill(dv, dv + p.dv, 0.0f);
+      T* dv = p.kv_matrix(t.dv, kv) + j * t.dv.row_stride;
+      std::fill(dv, dv + p.dv, zero);
       if (t.dk.data != nullptr) {
-        float* dk = p.kv_matrix(t.dk, kv) + j * t.dk.row_stride;
-        std::fill(dk, dk + p.d, 0.0f);
+        T* dk = p.kv_matrix(t.dk, kv) + j * t.dk.row_stride;
+        std::fill(dk, dk + p.d, zero);
       }
     }
   }
 }
 
 // dq = 0 for every query: there are no keys (M = 0).
-void zero_q_gradients(const FlashProblem& p, const BackwardTensors& t) {
+template <typename T>
+void zero_q_gradients(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& t) {
   if (t.dq.data == nullptr) return;
   for (int64_t g = 0; g < p.query_heads(); ++g) {
     for (int64_t i = 0; i < p.n; ++i) {
-      float* dq = p.query_matrix(t.dq, g) + i * t.dq.row_stride;
-      std::fill(dq, dq + p.d, 0.0f);
+      T* dq = p.query_matrix(t.dq, g) + i * t.dq.row_stride;
+      std::fill(dq, dq + p.d, flash::element<T>(0.0f));
     }
   }
 }
 
-}  // namespace
-
-void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
+template <typename T>
+void backward(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& t) {
+  using Ops = Operands<T>;
   if (p.no_queries() || p.m == 0) {
     zero_kv_gradients(p, t);
     zero_q_gradients(p, t);
     return;
   }
   const bool need_qk = t.dq.data != nullptr || t.dk.data != nullptr;
-  const BlockedTranspose qt = BlockedTranspose::of(p.q, p.batch, p.heads, p.n, p.d);  // Q^T
-  BlockedTranspose kt, dot;  // (B*G, d, M) and (B*H, dv, N), when dq or dk is wanted
-  std::vector<float> dsum;   // (B*H, N)
+  const typename Ops::TransposedB qt = Ops::transposed_b(p.q, p.batch, p.heads, p.n, p.d);
+  const typename Ops::RowsB dout_rows = Ops::rows_b(t.dout, p.batch, p.heads, p.n, p.dv);
+  typename Ops::TransposedA kt;  // (B*G) blocks, when dq or dk is wanted
+  typename Ops::TransposedB dot;
+  typename Ops::RowsB q_rows;
+  std::vector<float> dsum;  // (B*H, N)
   if (need_qk) {
-    kt = BlockedTranspose::of(p.k, p.batch, p.kv_heads, p.m, p.d);
-    dot = BlockedTranspose::of(t.dout, p.batch, p.heads, p.n, p.dv);
+    kt = Ops::transposed_a(p.k, p.batch, p.kv_heads, p.m, p.d);
+    dot = Ops::transposed_b(t.dout, p.batch, p.heads, p.n, p.dv);
+    q_rows = Ops::rows_b(p.q, p.batch, p.heads, p.n, p.d);
     // D_i = rowsum(dO * O): the softmax backward's row dot product, once per query.
     dsum.resize(static_cast<size_t>(p.query_heads() * p.n));
 #pragma omp parallel for schedule(static) num_threads(get_num_threads())
     for (int64_t row = 0; row < p.query_heads() * p.n; ++row) {
       const int64_t g = row / p.n, i = row % p.n;
       dsum[static_cast<size_t>(row)] =
-          microkernels().dot(p.query_matrix(t.dout, g) + i * t.dout.row_stride,
-                             p.query_matrix(t.out, g) + i * t.out.row_stride, p.dv);
+          Ops::dot(p.query_matrix(t.dout, g) + i * t.dout.row_stride,
+                   p.query_matrix(t.out, g) + i * t.out.row_stride, p.dv);
     }
   }
-  const BackwardInputs in{p, t, qt, kt, dot, dsum.data(), need_qk};
+  const BackwardInputs<T> in{p, t, qt, dout_rows, kt, dot, q_rows, dsum.data(), need_qk};
 
   const int threads = get_num_threads();
   const bool need_dq = t.dq.data != nullptr;
-  std::vector<BackwardScratch> scratch;
+  std::vector<BackwardScratch<T>> scratch;
   scratch.reserve(static_cast<size_t>(threads));
   for (int i = 0; i < threads; ++i) scratch.emplace_back(p.d, p.dv, p.kv_group(), p.n, need_dq);
   const int64_t k_blocks = flash::blocks(p.m, kKeyBlock);
@@ -230,7 +265,7 @@ void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
     // By head: each task owns one key/value head and the dq of its query heads.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
-      BackwardScratch& s = scratch[static_cast<size_t>(omp_get_thread_num())];
+      BackwardScratch<T>& s = scratch[static_cast<size_t>(omp_get_thread_num())];
       BlockedTranspose* dq_t = need_dq ? &s.dq_t : nullptr;
       if (need_dq) s.dq_t.zero();
       for (int64_t j0 = 0; j0 < p.m; j0 += kKeyBlock) backward_key_block(in, kv, j0, s, dq_t);
@@ -243,16 +278,16 @@ void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
   }
   // By key block, one key/value head at a time; threads add into their own dq_t partials.
   std::vector<const BlockedTranspose*> partials;
-  for (const BackwardScratch& s : scratch) partials.push_back(&s.dq_t);
+  for (const BackwardScratch<T>& s : scratch) partials.push_back(&s.dq_t);
   for (int64_t kv = 0; kv < p.kv_count(); ++kv) {
     // Zeroed here rather than by their threads: OpenMP may run the region below on fewer
     // threads than asked, and a partial no thread used must still add nothing.
     if (need_dq) {
-      for (BackwardScratch& s : scratch) s.dq_t.zero();
+      for (BackwardScratch<T>& s : scratch) s.dq_t.zero();
     }
 #pragma omp parallel num_threads(threads)
     {
-      BackwardScratch& s = scratch[static_cast<size_t>(omp_get_thread_num())];
+      BackwardScratch<T>& s = scratch[static_cast<size_t>(omp_get_thread_num())];
       BlockedTranspose* dq_t = need_dq ? &s.dq_t : nullptr;
       // Static round-robin: which key blocks a thread's partial holds depends on the thread
       // count only, so the sum is the same from run to run. Round-robin also balances the
@@ -268,11 +303,13 @@ void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
   }
 }
 
-void flash_probabilities(const FlashProblem& p, Strided<const float> lse, RowStats stats,
-                         Strided<float> probs) {
+template <typename T>
+void probabilities(const BasicAttentionProblem<T>& p, Strided<const float> lse, RowStats stats,
+                   Strided<float> probs) {
+  using Ops = Operands<T>;
   if (p.no_queries()) return;
-  // (B*G, d, M) = K^T
-  const BlockedTranspose kt = BlockedTranspose::of(p.k, p.batch, p.kv_heads, p.m, p.d);
+  // (B*G) blocks of K^T
+  const typename Ops::TransposedB kt = Ops::transposed_b(p.k, p.batch, p.kv_heads, p.m, p.d);
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
@@ -284,8 +321,8 @@ void flash_probabilities(const FlashProblem& p, Strided<const float> lse, RowSta
     const int64_t ld = probs.row_stride;
     float* rows = p.query_matrix(probs, g) + i0 * ld;  // (br, M), rows ld apart
     for (int64_t j0 = 0; j0 < p.m; j0 += kKeyBlock) {
-      mk.gemm(br, std::min(kKeyBlock, p.m - j0), p.d, 1.0f, p.q_of(g) + i0 * p.q.row_stride,
-              p.q.row_stride, kt.block(p.kv_of(g), j0), kt.ld, rows + j0, ld, false);
+      Ops::gemm(br, std::min(kKeyBlock, p.m - j0), p.d, 1.0f, p.q_of(g) + i0 * p.q.row_stride,
+                p.q.row_stride, kt.block(p.kv_of(g), j0), kt.ld, rows + j0, ld, false);
     }
     masker.apply(rows, ld, g, i0, br, 0, p.m, false);
     for (int64_t r = 0; r < br; ++r) {
@@ -301,6 +338,26 @@ void flash_probabilities(const FlashProblem& p, Strided<const float> lse, RowSta
       }
     }
   }
+}
+
+}  // namespace
+
+void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
+  backward(p, t);
+}
+
+void flash_backward(const Bf16AttentionProblem& p, const BasicBackwardTensors<bfloat16>& t) {
+  backward(p, t);
+}
+
+void flash_probabilities(const FlashProblem& p, Strided<const float> lse, RowStats stats,
+                         Strided<float> probs) {
+  probabilities(p, lse, stats, probs);
+}
+
+void flash_probabilities(const Bf16AttentionProblem& p, Strided<const float> lse, RowStats stats,
+                         Strided<float> probs) {
+  probabilities(p, lse, stats, probs);
 }
 
 }  // namespace llm_utils::cpu

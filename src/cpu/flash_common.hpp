@@ -72,7 +72,7 @@ static_assert(kQueryBlock == BlockedTranspose::kBlock && kKeyBlock == BlockedTra
 /// multiplied by `scale` (the caller then uses scale 1 in the exponent). `transposed` says the
 /// tile is stored key-major: element (r, c) is key j0 + r, query i0 + c.
 struct TileMasker {
-  const FlashProblem& p;
+  const detail::AttentionShape& p;
   /// True when scores must be scaled before the exponent (an additive mask is present).
   bool prescale() const { return p.mask != nullptr; }
   /// Whether a tile of queries [i0, ...) x keys [j0, j0 + cols) has any key hidden by the
@@ -85,12 +85,12 @@ struct TileMasker {
 };
 
 /// The last key (exclusive) that any query in [i0, i0 + rows) may see.
-inline int64_t key_end(const FlashProblem& p, int64_t i0, int64_t rows) {
+inline int64_t key_end(const detail::AttentionShape& p, int64_t i0, int64_t rows) {
   return p.visible_end(i0 + rows - 1);
 }
 
 /// The first query block (a multiple of kQueryBlock) with a query that may see key j0.
-inline int64_t first_query_block_seeing(const FlashProblem& p, int64_t j0) {
+inline int64_t first_query_block_seeing(const detail::AttentionShape& p, int64_t j0) {
   if (!p.causal) return 0;
   const int64_t first_query = std::max<int64_t>(0, j0 - p.query_offset);
   return first_query / kQueryBlock * kQueryBlock;

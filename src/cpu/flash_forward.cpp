@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/flash_common.hpp"
+#include "cpu/flash_operands.hpp"
 #include "cpu/microkernels.hpp"
 #include "llm_utils/threads.hpp"
 
@@ -23,51 +25,69 @@ namespace llm_utils::cpu {
 using flash::kKeyBlock;
 using flash::kMinusInf;
 using flash::kQueryBlock;
+using flash::Operands;
 
 namespace {
 
 // With one query block per batch element each key block is used once, so it is transposed
-// tile by tile as it is needed (in L1) rather than all of K up front (a second pass over
-// memory).
+// (and, in bfloat16, its values interleaved) tile by tile as it is needed (in L1) rather than
+// all of K up front (a second pass over memory).
 constexpr int64_t kTileTransposeQueries = kQueryBlock;
 // The key split aims at this many parallel tasks, each with at least this many key blocks.
 constexpr int64_t kTargetTasks = 16;
 constexpr int64_t kMinBlocksPerSplit = 8;
 
 // Per-thread scratch for one query block.
+template <typename T>
 struct ForwardScratch {
   ForwardScratch(int64_t d, int64_t dv)
       : scores(kQueryBlock * kKeyBlock),
-        kt_tile(d * kKeyBlock),
+        kt_tile((d + 1) * kKeyBlock),
+        v_tile(std::is_same_v<T, float> ? 0 : kKeyBlock * dv),
+        p_tile(Operands<T>::kTileBuffer),
         acc(kQueryBlock * dv),
         row_max(kQueryBlock),
         row_sum(kQueryBlock) {}
   std::vector<float> scores;   // (Br, Bc) scores, then probabilities, of one tile
-  std::vector<float> kt_tile;  // (d, Bc) one key block transposed, when K^T is not built
+  std::vector<T> kt_tile;      // (d, Bc) one key block transposed, when K^T is not built
+  std::vector<T> v_tile;       // (Bc / 2, 2 dv) bfloat16: one value block in pairs, likewise
+  std::vector<T> p_tile;       // (Br, Bc) bfloat16: the probabilities rounded
   std::vector<float> acc;      // (Br, dv) unnormalised output
   std::vector<float> row_max;  // (Br) running max of the (raw or prescaled) scores
   std::vector<float> row_sum;  // (Br) running sum of exp
 };
 
+// The keys and values as the tile GEMMs read them: K^T and V of every key/value head built up
+// front, or (either null) one block at a time into the scratch.
+template <typename T>
+struct KeyOperands {
+  const typename Operands<T>::TransposedB* kt;  // (B*G) blocks of (d, Bc)
+  const typename Operands<T>::RowsB* v;         // (B*G) blocks of Bc value rows
+};
+
 // tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
 // when given, else from this key block transposed into `kt_tile` (d, Bc). Either way the same
 // GEMM on the same numbers: the same bits as the backward's recomputation.
-void score_tile(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t g, const float* q,
-                int64_t br, int64_t j0, int64_t bc, float* kt_tile, float* tile) {
-  const Microkernels& mk = microkernels();
-  if (kt != nullptr) {
-    mk.gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, kt->block(p.kv_of(g), j0), kt->ld, tile,
-            kKeyBlock, false);
+template <typename T>
+void score_tile(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys, int64_t g,
+                const T* q, int64_t br, int64_t j0, int64_t bc, T* kt_tile, float* tile) {
+  using Ops = Operands<T>;
+  if (keys.kt != nullptr) {
+    Ops::gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, keys.kt->block(p.kv_of(g), j0), keys.kt->ld,
+              tile, kKeyBlock, false);
     return;
   }
-  mk.transpose(p.k_of(g) + j0 * p.k.row_stride, bc, p.d, p.k.row_stride, kt_tile, kKeyBlock);
-  mk.gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, kt_tile, kKeyBlock, tile, kKeyBlock, false);
+  const int64_t ld =
+      Ops::transposed_b_tile(p.k_of(g) + j0 * p.k.row_stride, bc, p.d, p.k.row_stride, kt_tile);
+  Ops::gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, kt_tile, ld, tile, kKeyBlock, false);
 }
 
 // Where forward_block writes a query block's rows: out (br, dv) with rows `out_stride` apart,
 // and, each when not null, lse (br) with elements `lse_stride` apart, row_max and log_sum (br).
+// Out is the problem's element type, or float32 for the key split's parts.
+template <typename Out>
 struct BlockOutput {
-  float* out;
+  Out* out;
   int64_t out_stride;
   float* lse;
   int64_t lse_stride;
@@ -79,13 +99,16 @@ struct BlockOutput {
 // (j_begin a multiple of kKeyBlock): output rows normalised over those keys and their softmax
 // statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row that sees no key of
 // the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
-void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int64_t g, int64_t i0,
-                   int64_t j_begin, int64_t j_limit, ForwardScratch& s, const BlockOutput& o) {
+template <typename T, typename Out>
+void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys, int64_t g,
+                   int64_t i0, int64_t j_begin, int64_t j_limit, ForwardScratch<T>& s,
+                   const BlockOutput<Out>& o) {
+  using Ops = Operands<T>;
   const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const int64_t br = std::min(kQueryBlock, p.n - i0);
-  const float* q = p.q_of(g) + i0 * p.q.row_stride;  // (br, d), rows q.row_stride apart
-  const float* v_g = p.v_of(g);                      // (M, dv), rows v.row_stride apart
+  const T* q = p.q_of(g) + i0 * p.q.row_stride;  // (br, d), rows q.row_stride apart
+  const int64_t kv = p.kv_of(g);
   // With an additive mask the tile holds prescaled scores and the exponent uses scale 1.
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
 
@@ -97,21 +120,30 @@ void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int
   for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyBlock) {
     const int64_t bc = std::min(kKeyBlock, j_end - j0);
     float* tile = s.scores.data();  // (br, bc), leading dimension kKeyBlock
-    score_tile(p, kt, g, q, br, j0, bc, s.kt_tile.data(), tile);
+    score_tile(p, keys, g, q, br, j0, bc, s.kt_tile.data(), tile);
     masker.apply(tile, kKeyBlock, g, i0, br, j0, bc, false);
     // Differences before the scale inside: exact near the max, however large the scores are.
     mk.online_softmax(tile, kKeyBlock, br, bc, exp_scale, s.row_max.data(), s.row_sum.data(),
                       s.acc.data(), p.dv, p.dv);
     // acc += P_tile V_blk
-    mk.gemm(br, p.dv, bc, 1.0f, tile, kKeyBlock, v_g + j0 * p.v.row_stride, p.v.row_stride,
-            s.acc.data(), p.dv, true);
+    int64_t ldv = 0;
+    const T* v_blk = nullptr;  // (bc, dv) as B
+    if (keys.v != nullptr) {
+      v_blk = keys.v->block(kv, j0);
+      ldv = keys.v->ld;
+    } else {
+      v_blk = Ops::rows_b_tile(p.v_of(g) + j0 * p.v.row_stride, bc, p.dv, p.v.row_stride,
+                               s.v_tile.data(), ldv);
+    }
+    const T* p_blk = Ops::a_from_tile(tile, kKeyBlock, br, bc, s.p_tile.data());
+    Ops::gemm(br, p.dv, bc, 1.0f, p_blk, kKeyBlock, v_blk, ldv, s.acc.data(), p.dv, true);
   }
 
   for (int64_t r = 0; r < br; ++r) {
     const float l = s.row_sum[static_cast<size_t>(r)];
     const float m = s.row_max[static_cast<size_t>(r)];
-    float* out_row = o.out + r * o.out_stride;
-    const float* acc_row = s.acc.data() + r * p.dv;
+    Out* out_row = o.out + r * o.out_stride;
+    float* acc_row = s.acc.data() + r * p.dv;
     const bool hidden = l == 0.0f;  // a fully hidden row: zeros, not 0/0
     const float log_l = hidden ? kMinusInf : std::log(l);
     if (o.lse != nullptr) o.lse[r * o.lse_stride] = hidden ? kMinusInf : m * exp_scale + log_l;
@@ -120,11 +152,12 @@ void forward_block(const FlashProblem& p, const flash::BlockedTranspose* kt, int
       o.log_sum[r] = log_l;
     }
     if (hidden) {
-      std::fill(out_row, out_row + p.dv, 0.0f);
+      std::fill(out_row, out_row + p.dv, flash::element<Out>(0.0f));
       continue;
     }
     const float inv_l = 1.0f / l;
-    for (int64_t c = 0; c < p.dv; ++c) out_row[c] = acc_row[c] * inv_l;
+    for (int64_t c = 0; c < p.dv; ++c) acc_row[c] *= inv_l;
+    flash::store_row(acc_row, p.dv, out_row);
   }
 }
 
@@ -136,7 +169,7 @@ struct KeySplit {
   int64_t chunk;
 };
 
-KeySplit plan_key_split(const FlashProblem& p, int64_t tasks) {
+KeySplit plan_key_split(const detail::AttentionShape& p, int64_t tasks) {
   const int64_t key_blocks = flash::blocks(p.m, kKeyBlock);
   int64_t splits = 1;
   if (tasks < kTargetTasks) {
@@ -159,8 +192,10 @@ struct SplitParts {
 // One output row from its per-chunk parts. Each part is normalised by its own chunk's sum l_s,
 // so with m = max_s m_s and L = sum_s exp((m_s - m) * scale) l_s:
 //   out = sum_s exp((m_s - m) * scale) l_s / L * out_s,  row_max = m,  log_sum = log L.
+// `sum` (dv) is scratch for the float32 row.
+template <typename T>
 void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t splits, int64_t dv,
-               float exp_scale, float* out, float* lse, float* row_max, float* log_sum) {
+               float exp_scale, float* sum, T* out, float* lse, float* row_max, float* log_sum) {
   float m = kMinusInf;
   bool nan = false;
   for (int64_t s = 0; s < splits; ++s) {
@@ -171,7 +206,7 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
   }
   if (nan || m == kMinusInf) {  // a NaN score, or no visible key at all
     const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-    std::fill(out, out + dv, fill);
+    std::fill(out, out + dv, flash::element<T>(fill));
     *lse = nan ? fill : kMinusInf;
     if (row_max != nullptr) {
       *row_max = nan ? fill : 0.0f;
@@ -187,13 +222,14 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
     weights[s] = empty ? 0.0f : std::exp((parts.row_max[at] - m) * exp_scale + parts.log_sum[at]);
     total += weights[s];
   }
-  std::fill(out, out + dv, 0.0f);
+  std::fill(sum, sum + dv, 0.0f);
   for (int64_t s = 0; s < splits; ++s) {
     if (weights[s] == 0.0f) continue;
     const float w = weights[s] / total;
     const float* part = parts.out.data() + (s * rows + row) * dv;
-    for (int64_t c = 0; c < dv; ++c) out[c] += w * part[c];
+    for (int64_t c = 0; c < dv; ++c) sum[c] += w * part[c];
   }
+  flash::store_row(sum, dv, out);
   const float log_total = std::log(total);
   *lse = m * exp_scale + log_total;
   if (row_max != nullptr) {
@@ -204,11 +240,12 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
 
 // Rows with no key at all (M = 0): out = 0, lse = -inf, row_max = 0, log_sum = -inf, as for a
 // fully masked row.
-void forward_without_keys(const FlashProblem& p, const ForwardOutputs& o) {
+template <typename T>
+void forward_without_keys(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o) {
   for (int64_t g = 0; g < p.query_heads(); ++g) {
     for (int64_t i = 0; i < p.n; ++i) {
-      float* out_row = p.query_matrix(o.out, g) + i * o.out.row_stride;
-      std::fill(out_row, out_row + p.dv, 0.0f);
+      T* out_row = p.query_matrix(o.out, g) + i * o.out.row_stride;
+      std::fill(out_row, out_row + p.dv, flash::element<T>(0.0f));
       p.query_matrix(o.lse, g)[i * o.lse.row_stride] = kMinusInf;
       if (o.stats.given()) {
         o.stats.row_max[g * p.n + i] = 0.0f;
@@ -218,27 +255,32 @@ void forward_without_keys(const FlashProblem& p, const ForwardOutputs& o) {
   }
 }
 
-}  // namespace
-
-void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
+template <typename T>
+void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o) {
+  using Ops = Operands<T>;
   if (p.no_queries()) return;
   if (p.m == 0) {
     forward_without_keys(p, o);
     return;
   }
-  // K^T of every key/value head (B * G, d, M), unless transposed tile by tile.
-  flash::BlockedTranspose kt;
-  if (p.n > kTileTransposeQueries) {
-    kt = flash::BlockedTranspose::of(p.k, p.batch, p.kv_heads, p.m, p.d);
-  }
-  const flash::BlockedTranspose* kt_or_null = p.n > kTileTransposeQueries ? &kt : nullptr;
+  // K^T of every key/value head (B * G blocks), unless transposed tile by tile.
+  const bool whole = p.n > kTileTransposeQueries;
+  typename Ops::TransposedB kt;
+  if (whole) kt = Ops::transposed_b(p.k, p.batch, p.kv_heads, p.m, p.d);
+  // V as B: float32 rows are read in place, so always whole; bfloat16 pairs are built whole
+  // only when K^T is.
+  const bool values_whole = whole || !Ops::kRowsBCopies;
+  typename Ops::RowsB v_rows;
+  if (values_whole) v_rows = Ops::rows_b(p.v, p.batch, p.kv_heads, p.m, p.dv);
+  const KeyOperands<T> keys{whole ? &kt : nullptr, values_whole ? &v_rows : nullptr};
   const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
   const int64_t tasks = p.query_heads() * q_blocks;
   const KeySplit split = plan_key_split(p, tasks);
   // Every thread's scratch is allocated here, outside the parallel regions, where a failed
   // allocation is an exception the caller sees rather than std::terminate.
   const int threads = get_num_threads();
-  std::vector<ForwardScratch> scratch(static_cast<size_t>(threads), ForwardScratch(p.d, p.dv));
+  std::vector<ForwardScratch<T>> scratch(static_cast<size_t>(threads),
+                                         ForwardScratch<T>(p.d, p.dv));
   const auto stats_at = [&o](float* base, int64_t row) {
     return o.stats.given() ? base + row : nullptr;
   };
@@ -250,11 +292,11 @@ void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t g = t / q_blocks, i0 = (q_blocks - 1 - t % q_blocks) * kQueryBlock;
       const int64_t row = g * p.n + i0;
-      forward_block(p, kt_or_null, g, i0, 0, p.m,
-                    scratch[static_cast<size_t>(omp_get_thread_num())],
-                    {p.query_matrix(o.out, g) + i0 * o.out.row_stride, o.out.row_stride,
-                     p.query_matrix(o.lse, g) + i0 * o.lse.row_stride, o.lse.row_stride,
-                     stats_at(o.stats.row_max, row), stats_at(o.stats.log_sum, row)});
+      forward_block(
+          p, keys, g, i0, 0, p.m, scratch[static_cast<size_t>(omp_get_thread_num())],
+          BlockOutput<T>{p.query_matrix(o.out, g) + i0 * o.out.row_stride, o.out.row_stride,
+                         p.query_matrix(o.lse, g) + i0 * o.lse.row_stride, o.lse.row_stride,
+                         stats_at(o.stats.row_max, row), stats_at(o.stats.log_sum, row)});
     }
     return;
   }
@@ -265,20 +307,32 @@ void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
     const int64_t s = t % split.splits, block = t / split.splits;
     const int64_t g = block / q_blocks, i0 = (block % q_blocks) * kQueryBlock;
     const size_t at = static_cast<size_t>(s * rows + g * p.n + i0);
-    forward_block(p, kt_or_null, g, i0, s * split.chunk, (s + 1) * split.chunk,
-                  scratch[static_cast<size_t>(omp_get_thread_num())],
-                  {parts.out.data() + at * static_cast<size_t>(p.dv), p.dv, nullptr, 0,
-                   parts.row_max.data() + at, parts.log_sum.data() + at});
+    forward_block(
+        p, keys, g, i0, s * split.chunk, (s + 1) * split.chunk,
+        scratch[static_cast<size_t>(omp_get_thread_num())],
+        BlockOutput<float>{parts.out.data() + at * static_cast<size_t>(p.dv), p.dv, nullptr, 0,
+                           parts.row_max.data() + at, parts.log_sum.data() + at});
   }
   const float exp_scale = flash::TileMasker{p}.prescale() ? 1.0f : p.scale;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t g = row / p.n, i = row % p.n;
     merge_row(parts, row, rows, split.splits, p.dv, exp_scale,
+              scratch[static_cast<size_t>(omp_get_thread_num())].acc.data(),
               p.query_matrix(o.out, g) + i * o.out.row_stride,
               p.query_matrix(o.lse, g) + i * o.lse.row_stride, stats_at(o.stats.row_max, row),
               stats_at(o.stats.log_sum, row));
   }
+}
+
+}  // namespace
+
+void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
+  forward(p, o);
+}
+
+void flash_forward(const Bf16AttentionProblem& p, const BasicForwardOutputs<bfloat16>& o) {
+  forward(p, o);
 }
 
 }  // namespace llm_utils::cpu

@@ -1,14 +1,20 @@
 #pragma once
 // The SIMD building blocks of the fused kernels, chosen once per process by the CPU's features:
 // AVX-512 or AVX2+FMA (explicit intrinsics, the same algorithms at 16 and 8 lanes) or portable
-// (plain C++ for baseline x86-64). The fused kernels only ever call through this table.
+// (plain C++ for baseline x86-64). The fused kernels only ever call through this table (and
+// its bfloat16 companion, bf16_microkernels.hpp).
+//
+// The ISA: the best the CPU has, or the one the environment variable LLM_UTILS_ISA names
+// (portable, avx2, avx512, avx512_bf16 or amx), read once at the first kernel call; a name the
+// CPU cannot run (or amx, which no table implements yet) makes every kernel call throw
+// ArgumentError saying so. avx512_bf16 is avx512 for float32 and vdpbf16ps for bfloat16.
 
 #include <cstdint>
 #include <optional>
 
 namespace llm_utils::cpu {
 
-enum class Isa { portable, avx2, avx512 };
+enum class Isa { portable, avx2, avx512, avx512_bf16 };
 
 // The SIMD exp's constants (AVX2 and AVX-512 use the same, for the same bits): clamps, and the
 // polynomial p(r) = 1 + r + c2 r^2 + ... + c6 r^6 for exp(r) on |r| <= ln(2)/2, its coefficients
@@ -73,14 +79,24 @@ struct Microkernels {
                          float* l, float* acc, int64_t ld_acc, int64_t acc_cols);
 };
 
-/// The best table this CPU supports, unless force_isa() chose another.
+/// The float32 table of the ISA in use (selected_isa()).
 const Microkernels& microkernels();
 
 /// The best ISA this CPU supports.
 Isa detected_isa();
 
-/// Forces a table (for tests and benchmarks); nullopt restores detection. Throws
-/// ArgumentError if the CPU lacks the ISA. Not thread-safe: call between computations.
+/// Whether this CPU can run the ISA's tables.
+bool cpu_supports(Isa isa);
+
+/// The ISA the kernels use: force_isa()'s, else LLM_UTILS_ISA's, else detected_isa(). Throws
+/// ArgumentError when LLM_UTILS_ISA names an unknown ISA or one this CPU cannot run.
+Isa selected_isa();
+
+/// Parses an ISA name as LLM_UTILS_ISA takes it; throws ArgumentError naming the choices.
+Isa parse_isa(const char* name);
+
+/// Forces a table (for tests and benchmarks); nullopt restores LLM_UTILS_ISA or detection.
+/// Throws ArgumentError if the CPU lacks the ISA. Not thread-safe: call between computations.
 void force_isa(std::optional<Isa> isa);
 
 // One table per ISA, defined in their own translation units.

@@ -20,6 +20,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "llm_utils/bfloat16.hpp"
+
 namespace llm_utils::detail {
 
 /// A (batch, heads, rows, cols) array whose rows are contiguous: row r of matrix (b, h) starts
@@ -42,7 +44,9 @@ struct Strided {
   }
 };
 
-struct AttentionProblem {
+/// Everything about one attention call but its q, k, v: sizes, scale, masks, and where each
+/// (batch, head) matrix of a query-like or key-like array starts.
+struct AttentionShape {
   int64_t batch = 0;     // B
   int64_t heads = 0;     // H: query heads per batch element
   int64_t kv_heads = 0;  // G: key/value heads per batch element, a divisor of H
@@ -50,7 +54,6 @@ struct AttentionProblem {
   int64_t m = 0;         // keys per head
   int64_t d = 0;         // head dim of q and k
   int64_t dv = 0;        // head dim of v
-  Strided<const float> q, k, v;
   float divisor = 1.0f;  // scores are divided by it (the reference) or multiplied by `scale`
   float scale = 1.0f;    // 1 / divisor
   bool causal = false;
@@ -91,11 +94,6 @@ struct AttentionProblem {
   T* kv_matrix(const Strided<T>& a, int64_t kv) const {
     return a.matrix(kv / kv_heads, kv % kv_heads);
   }
-  /// The (M, d) keys and (M, dv) values query head g attends to; rows k.row_stride apart.
-  const float* k_of(int64_t g) const { return kv_matrix(k, kv_of(g)); }
-  const float* v_of(int64_t g) const { return kv_matrix(v, kv_of(g)); }
-  /// The (N, d) queries of head g, rows q.row_stride apart.
-  const float* q_of(int64_t g) const { return query_matrix(q, g); }
 
   /// The mask's element (g, 0, 0); index it with mask_index(i, j). Only when mask != nullptr.
   const float* mask_of(int64_t g) const {
@@ -111,6 +109,22 @@ struct AttentionProblem {
   /// True when there is nothing to compute: no query head or no query.
   bool no_queries() const { return batch == 0 || heads == 0 || n == 0; }
 };
+
+/// One attention call on q, k, v of element type T: float, or bfloat16 (whose kernels
+/// accumulate and take the softmax in float32; the mask, lse and statistics stay float32).
+template <typename T>
+struct BasicAttentionProblem : AttentionShape {
+  Strided<const T> q, k, v;
+
+  /// The (M, d) keys and (M, dv) values query head g attends to; rows k.row_stride apart.
+  const T* k_of(int64_t g) const { return kv_matrix(k, kv_of(g)); }
+  const T* v_of(int64_t g) const { return kv_matrix(v, kv_of(g)); }
+  /// The (N, d) queries of head g, rows q.row_stride apart.
+  const T* q_of(int64_t g) const { return query_matrix(q, g); }
+};
+
+using AttentionProblem = BasicAttentionProblem<float>;
+using Bf16AttentionProblem = BasicAttentionProblem<bfloat16>;
 
 /// Per query row softmax statistics that the fused forward can leave for the fused backward and
 /// attention weights: the row max m (in the units the kernel exponentiates: raw scores, or
@@ -133,21 +147,25 @@ inline RowStats saved_row_stats(const float* row_max, const float* log_sum, bool
 }
 
 /// The forward's outputs: out (B, H, N, dv) and lse (B, H, N).
-struct ForwardOutputs {
-  Strided<float> out;
+template <typename T>
+struct BasicForwardOutputs {
+  Strided<T> out;
   Strided<float> lse;
   RowStats stats;  // written when given and the fused kernel runs
 };
+using ForwardOutputs = BasicForwardOutputs<float>;
 
 /// What the backward reads and writes: the forward's out and lse (and its row statistics, when
 /// the fused forward wrote them), dout; dq, dk may have data == nullptr when not wanted; dv is
 /// required. Each given gradient is overwritten.
-struct BackwardTensors {
-  Strided<const float> out;
+template <typename T>
+struct BasicBackwardTensors {
+  Strided<const T> out;
   Strided<const float> lse;
   RowStats stats;
-  Strided<const float> dout;
-  Strided<float> dq, dk, dv;
+  Strided<const T> dout;
+  Strided<T> dq, dk, dv;
 };
+using BackwardTensors = BasicBackwardTensors<float>;
 
 }  // namespace llm_utils::detail

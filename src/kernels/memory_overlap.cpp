@@ -17,23 +17,24 @@ struct Footprint {
   uint64_t period;  // 0: one run only
 };
 
-Footprint footprint(const ConstTensorView& v) {
-  const Shape& shape = v.shape();
-  const Shape strides = v.strides();
+Footprint footprint(const MemoryExtent& v) {
+  const Shape& shape = v.shape;
+  const Shape& strides = v.strides;
+  const uint64_t element = v.element_size;
   // (stride, size) in bytes of every dimension that repeats, innermost first.
   std::vector<std::pair<uint64_t, uint64_t>> dims;
   uint64_t extent = 0;  // offset of the last element, in bytes
   for (size_t i = 0; i < shape.size(); ++i) {
     // A dimension of one element, or broadcast with stride 0, adds no bytes of its own.
     if (shape[i] <= 1 || strides[i] == 0) continue;
-    const auto stride = static_cast<uint64_t>(strides[i]) * sizeof(float);
+    const auto stride = static_cast<uint64_t>(strides[i]) * element;
     dims.emplace_back(stride, static_cast<uint64_t>(shape[i]));
     extent += stride * static_cast<uint64_t>(shape[i] - 1);
   }
   std::sort(dims.begin(), dims.end());
-  const auto base = reinterpret_cast<uintptr_t>(v.data());
+  const auto base = reinterpret_cast<uintptr_t>(v.data);
   // The innermost dimensions that continue one contiguous run.
-  uint64_t run = sizeof(float);
+  uint64_t run = element;
   size_t merged = 0;
   while (merged < dims.size() && dims[merged].first == run) {
     run *= dims[merged].second;
@@ -41,7 +42,7 @@ Footprint footprint(const ConstTensorView& v) {
   }
   uint64_t period = 0;
   for (size_t i = merged; i < dims.size(); ++i) period = std::gcd(period, dims[i].first);
-  return {base, base + extent + sizeof(float) - 1, run, period};
+  return {base, base + extent + element - 1, run, period};
 }
 
 // Whether [x, x + lx) and [y, y + ly) meet modulo r (lx, ly <= r).
@@ -53,8 +54,8 @@ bool meet_modulo(uint64_t x, uint64_t lx, uint64_t y, uint64_t ly, uint64_t r) {
 
 }  // namespace
 
-bool may_overlap(const ConstTensorView& a, const ConstTensorView& b) {
-  if (a.numel() == 0 || b.numel() == 0) return false;
+bool may_overlap(const MemoryExtent& a, const MemoryExtent& b) {
+  if (shape_numel(a.shape) == 0 || shape_numel(b.shape) == 0) return false;
   const Footprint fa = footprint(a), fb = footprint(b);
   if (fa.last < fb.base || fb.last < fa.base) return false;
   // Both periodic with runs that fit in the common period: compare the runs' residues.

@@ -14,7 +14,7 @@ std::string blas_description() {
 }
 
 std::string kernel_isa() {
-  return cpu::isa_name(cpu::microkernels().isa);
+  return cpu::isa_name(cpu::selected_isa());
 }
 
 }  // namespace llm_utils

@@ -1,0 +1,63 @@
+#pragma once
+// The bfloat16 building blocks of the fused kernels: a GEMM on bfloat16 operands accumulating in
+// float32, and the conversions around it. One table per ISA, chosen with the float32 table
+// (microkernels.hpp): `avx512_bf16` runs vdpbf16ps; `avx512`, `avx2` and `portable` compute the
+// same sums with float32 multiply-adds on the widened operands, bit for bit.
+//
+// The pairs layout. vdpbf16ps multiplies pairs of adjacent bfloat16s, so the GEMM's B operand
+// (k x n) is stored with rows 2p and 2p + 1 interleaved: element (r, c) at
+//   b[(r / 2) * ldb + 2 * c + r % 2],   ldb >= 2 n (in bfloat16 elements),
+// "pair row" p holding n pairs. With k odd the last pair row's second elements must be zero.
+// A (m x k) is plain row-major: a row's consecutive elements already form the pairs.
+
+#include <cstdint>
+
+#include "cpu/microkernels.hpp"
+#include "llm_utils/bfloat16.hpp"
+
+namespace llm_utils::cpu {
+
+struct Bf16Microkernels {
+  Isa isa;
+
+  /// C (m x n) = (accumulate ? C : 0) + alpha * A (m x k) B (k x n): A row-major (lda), B in
+  /// pairs (ldb), C float32 row-major (ldc). Each element of A B is summed in float32 from zero,
+  /// pair after pair, the pair's second product first, each one multiply-add rounded once
+  /// (vdpbf16ps's order; a product of two bfloat16s is exact in float32), then times alpha.
+  /// avx512_bf16 treats subnormal inputs and results as zero (the instruction's DAZ / FTZ); the
+  /// other tables keep them.
+  void (*gemm)(int64_t m, int64_t n, int64_t k, float alpha, const bfloat16* a, int64_t lda,
+               const bfloat16* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
+
+  /// dst[j] = src[j] rounded to bfloat16 (bfloat16.hpp: PyTorch's rounding), j < n.
+  void (*round)(const float* src, int64_t n, bfloat16* dst);
+
+  /// One pair row from two float32 rows: dst[2j] = row0[j], dst[2j + 1] = row1[j] (0 when row1
+  /// is null), rounded, j < n.
+  void (*round_pairs)(const float* row0, const float* row1, int64_t n, bfloat16* dst);
+
+  /// The same from two bfloat16 rows (a copy).
+  void (*interleave)(const bfloat16* row0, const bfloat16* row1, int64_t n, bfloat16* dst);
+
+  /// dst[j] = src[j] as float32 (exact), j < n.
+  void (*widen)(const bfloat16* src, int64_t n, float* dst);
+};
+
+/// The table for the ISA microkernels() runs (ISA avx512_bf16 runs its own; see
+/// microkernels.hpp for how the ISA is chosen).
+const Bf16Microkernels& bf16_microkernels();
+
+/// The pairs layout of the transpose of src (rows x cols, cols even, leading dimension lds): the
+/// (cols x rows) matrix whose element (c, r) is src's (r, c), as B operand, leading dimension
+/// ldd. Element pairs (2p, 2p + 1) of a row of src stay adjacent, so this is the transpose of
+/// src viewed as (rows x cols / 2) 32-bit units: the float32 table's transpose, moving bits.
+void transpose_to_pairs(const bfloat16* src, int64_t rows, int64_t cols, int64_t lds, bfloat16* dst,
+                        int64_t ldd);
+
+// One table per ISA, defined in their own translation units.
+const Bf16Microkernels& portable_bf16_microkernels();
+const Bf16Microkernels& avx2_bf16_microkernels();
+const Bf16Microkernels& avx512_bf16_emulated_microkernels();
+const Bf16Microkernels& avx512_bf16_native_microkernels();
+
+}  // namespace llm_utils::cpu

@@ -1,0 +1,206 @@
+#pragma once
+// The AVX-512 bfloat16 microkernels, included by two translation units:
+// bf16_microkernels_avx512bf16.cpp with LLM_UTILS_BF16_NATIVE 1 (compiled with -mavx512bf16:
+// vdpbf16ps) and bf16_microkernels_avx512.cpp with 0 (AVX-512F only: each pair widened to two
+// float32 vectors and two multiply-adds, the instruction's order, the same bits on normal
+// numbers). Everything is in an anonymous namespace: each unit has its own copy.
+//
+// gemm: an MR x (NV * 16) tile of C in zmm accumulators; per pair row of B, NV vectors of 16
+// pairs and one broadcast pair of A per row. Native: MR = 6, NV = 4 (24 accumulators).
+// Emulated: each B vector becomes two (its first and second elements), so MR = 4 keeps the
+// 16 accumulators, 8 B halves and 2 A halves in the 32 registers.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/bf16_microkernels.hpp"
+
+#ifndef LLM_UTILS_BF16_NATIVE
+#error "define LLM_UTILS_BF16_NATIVE to 0 or 1 before including this file"
+#endif
+
+namespace llm_utils::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int kMaxRows = LLM_UTILS_BF16_NATIVE ? 6 : 4;
+constexpr int kMaxVectors = 4;
+
+inline __mmask16 tail_mask(int64_t remaining) {
+  return remaining >= kLanes ? static_cast<__mmask16>(0xFFFF)
+                             : static_cast<__mmask16>((1u << remaining) - 1u);
+}
+
+// The pair (a[0], a[1]) as one 32-bit lane; with `half`, (a[0], 0) (the last of an odd k).
+inline uint32_t load_pair(const bfloat16* a, bool half) {
+  if (half) return a[0].bits;
+  uint32_t u;
+  std::memcpy(&u, a, sizeof u);
+  return u;
+}
+
+// acc += the pairs' products: the second elements' first, then the first elements'.
+inline __m512 dot_pairs(__m512 acc, __m512i a_pair, __m512i b_pairs) {
+#if LLM_UTILS_BF16_NATIVE
+  return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a_pair),
+                          reinterpret_cast<__m512bh>(b_pairs));
+#else
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const __m512 a1 = _mm512_castsi512_ps(_mm512_and_si512(a_pair, high));
+  const __m512 b1 = _mm512_castsi512_ps(_mm512_and_si512(b_pairs, high));
+  const __m512 a0 = _mm512_castsi512_ps(_mm512_slli_epi32(a_pair, 16));
+  const __m512 b0 = _mm512_castsi512_ps(_mm512_slli_epi32(b_pairs, 16));
+  return _mm512_fmadd_ps(a0, b0, _mm512_fmadd_ps(a1, b1, acc));
+#endif
+}
+
+// Loops over MR and NV fully unrolled, so acc stays in registers (as the float32 gemm_tile).
+template <int MR, int NV>
+void gemm_tile(int64_t k, float alpha, const bfloat16* a, int64_t lda, const bfloat16* b,
+               int64_t ldb, float* c, int64_t ldc, bool accumulate, __mmask16 last_mask) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  const int64_t pairs = (k + 1) / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const bfloat16* b_row = b + p * ldb;
+    const bool half = 2 * p + 1 == k;
+    __m512i bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; ++v) bv[v] = _mm512_loadu_si512(b_row + v * 2 * kLanes);
+    bv[NV - 1] = _mm512_maskz_loadu_epi32(last_mask, b_row + (NV - 1) * 2 * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512i a_rp =
+          _mm512_set1_epi32(static_cast<int>(load_pair(a + r * lda + 2 * p, half)));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = dot_pairs(acc[r][v], a_rp, bv[v]);
+    }
+  }
+  const __m512 alpha_v = _mm512_set1_ps(alpha);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float* c_row = c + r * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mask = v == NV - 1 ? last_mask : static_cast<__mmask16>(0xFFFF);
+      __m512 result = _mm512_mul_ps(acc[r][v], alpha_v);
+      if (accumulate) {
+        result = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, c_row + v * kLanes), result);
+      }
+      _mm512_mask_storeu_ps(c_row + v * kLanes, mask, result);
+    }
+  }
+}
+
+using TileFn = void (*)(int64_t, float, const bfloat16*, int64_t, const bfloat16*, int64_t, float*,
+                        int64_t, bool, __mmask16);
+
+template <int MR>
+TileFn tile_for_vectors(int nv) {
+  switch (nv) {
+    case 1:
+      return gemm_tile<MR, 1>;
+    case 2:
+      return gemm_tile<MR, 2>;
+    case 3:
+      return gemm_tile<MR, 3>;
+    default:
+      return gemm_tile<MR, 4>;
+  }
+}
+
+TileFn tile_for(int mr, int nv) {
+  switch (mr) {
+    case 1:
+      return tile_for_vectors<1>(nv);
+    case 2:
+      return tile_for_vectors<2>(nv);
+    case 3:
+      return tile_for_vectors<3>(nv);
+    case 4:
+      return tile_for_vectors<4>(nv);
+#if LLM_UTILS_BF16_NATIVE
+    case 5:
+      return tile_for_vectors<5>(nv);
+    default:
+      return tile_for_vectors<6>(nv);
+#else
+    default:
+      return tile_for_vectors<4>(nv);
+#endif
+  }
+}
+
+void gemm(int64_t m, int64_t n, int64_t k, float alpha, const bfloat16* a, int64_t lda,
+          const bfloat16* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  constexpr int64_t kPanel = kMaxVectors * kLanes;
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const int64_t nc = std::min(kPanel, n - j0);
+    const int nv = static_cast<int>((nc + kLanes - 1) / kLanes);
+    const __mmask16 last = tail_mask(nc - static_cast<int64_t>(nv - 1) * kLanes);
+    for (int64_t i0 = 0; i0 < m; i0 += kMaxRows) {
+      const int mr = static_cast<int>(std::min<int64_t>(kMaxRows, m - i0));
+      tile_for(mr, nv)(k, alpha, a + i0 * lda, lda, b + 2 * j0, ldb, c + i0 * ldc + j0, ldc,
+                       accumulate, last);
+    }
+  }
+}
+
+// 16 floats to the bits of their bfloat16s, one per 32-bit lane (upper halves zero): round to
+// nearest even by adding 0x7FFF plus the kept part's lowest bit, NaN to 0x7FC0.
+inline __m512i round_lanes(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
+}
+
+void round(const float* src, int64_t n, bfloat16* dst) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512i r = round_lanes(_mm512_maskz_loadu_ps(mask, src + j));
+    _mm512_mask_cvtepi32_storeu_epi16(dst + j, mask, r);
+  }
+}
+
+void round_pairs(const float* row0, const float* row1, int64_t n, bfloat16* dst) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512i first = round_lanes(_mm512_maskz_loadu_ps(mask, row0 + j));
+    const __m512i second = row1 != nullptr ? round_lanes(_mm512_maskz_loadu_ps(mask, row1 + j))
+                                           : _mm512_setzero_si512();
+    _mm512_mask_storeu_epi32(dst + 2 * j, mask,
+                             _mm512_or_si512(first, _mm512_slli_epi32(second, 16)));
+  }
+}
+
+void interleave(const bfloat16* row0, const bfloat16* row1, int64_t n, bfloat16* dst) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512i first = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, row0 + j));
+    const __m512i second = row1 != nullptr
+                               ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, row1 + j))
+                               : _mm512_setzero_si512();
+    _mm512_mask_storeu_epi32(dst + 2 * j, mask,
+                             _mm512_or_si512(first, _mm512_slli_epi32(second, 16)));
+  }
+}
+
+void widen(const bfloat16* src, int64_t n, float* dst) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, src + j));
+    _mm512_mask_storeu_ps(dst + j, mask, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+  }
+}
+
+}  // namespace
+}  // namespace llm_utils::cpu

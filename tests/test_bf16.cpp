@@ -1,0 +1,315 @@
+// bfloat16: the rounding (PyTorch's), every ISA's bfloat16 microkernels against a scalar model of
+// vdpbf16ps bit for bit, the operand layouts, and the fused bfloat16 kernels against the oracle
+// (the float32 reference on the widened inputs) on every ISA, with the tolerances
+// docs/numerics.md states.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/bf16_microkernels.hpp"
+#include "kernel_test_util.hpp"
+
+namespace llm_utils {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+TEST(BFloat16, RoundsToNearestEvenAsPyTorch) {
+  // Values whose bfloat16 bits torch.tensor(x, dtype=torch.float32).to(torch.bfloat16) gives.
+  EXPECT_EQ(bfloat16(1.0f).bits, 0x3F80);
+  EXPECT_EQ(bfloat16(-2.0f).bits, 0xC000);
+  EXPECT_EQ(bfloat16(from_bits(0x3F808000)).bits, 0x3F80);  // tie, even below
+  EXPECT_EQ(bfloat16(from_bits(0x3F818000)).bits, 0x3F82);  // tie, even above
+  EXPECT_EQ(bfloat16(from_bits(0x3F808001)).bits, 0x3F81);  // above the tie
+  EXPECT_EQ(bfloat16(from_bits(0x3F807FFF)).bits, 0x3F80);  // below the tie
+  EXPECT_EQ(bfloat16(3.14159265f).bits, 0x4049);
+  EXPECT_EQ(bfloat16(kInf).bits, 0x7F80);
+  EXPECT_EQ(bfloat16(-kInf).bits, 0xFF80);
+  EXPECT_EQ(bfloat16(std::numeric_limits<float>::max()).bits, 0x7F80);  // overflows to inf
+  EXPECT_EQ(bfloat16(std::numeric_limits<float>::quiet_NaN()).bits, 0x7FC0);
+  EXPECT_EQ(bfloat16(from_bits(0xFFC00001)).bits, 0x7FC0);  // any NaN
+  EXPECT_EQ(bfloat16(from_bits(0x00018000)).bits, 0x0002);  // subnormal tie: kept, not flushed
+  EXPECT_EQ(bfloat16(-0.0f).bits, 0x8000);
+  EXPECT_EQ(static_cast<float>(bfloat16::from_bits(0x4049)), 3.140625f);
+  EXPECT_EQ(round_to_bfloat16(0.1f), 0.10009765625f);
+}
+
+TEST(BFloat16, TensorsRoundAndWiden) {
+  const Tensor x({2, 3}, {1.0f, 0.1f, -3.0f, 1e-3f, 65504.0f, 7.0f});
+  const BFloat16Tensor b = BFloat16Tensor::from_float(x);
+  ASSERT_EQ(b.shape(), x.shape());
+  const Tensor back = b.to_float();
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(back[i], round_to_bfloat16(x[i]));
+  // A strided view is read through its strides: the transpose.
+  const BFloat16Tensor t = BFloat16Tensor::from_float(x.view().transpose(0, 1));
+  ASSERT_EQ(t.shape(), (Shape{3, 2}));
+  EXPECT_EQ(static_cast<float>(t[1]), round_to_bfloat16(1e-3f));
+  EXPECT_EQ(static_cast<float>(t[2]), round_to_bfloat16(0.1f));
+}
+
+// Random floats of every kind: normal over a wide range, subnormal, zero, inf, NaN.
+std::vector<float> mixed_floats(int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::vector<float> out(static_cast<size_t>(n));
+  for (float& x : out) x = from_bits(static_cast<uint32_t>(gen()));
+  return out;
+}
+
+TEST(Bf16Microkernels, ConversionsMatchTheScalarRounding) {
+  testing::KernelEnvironment restore;
+  const int64_t n = 1000;  // not a multiple of any vector width
+  const std::vector<float> a = mixed_floats(n, 1), b = mixed_floats(n, 2);
+  for (cpu::Isa isa : testing::available_bf16_isas()) {
+    SCOPED_TRACE(cpu::isa_name(isa));
+    cpu::force_isa(isa);
+    const cpu::Bf16Microkernels& mk = cpu::bf16_microkernels();
+    std::vector<bfloat16> r(n + 1, bfloat16::from_bits(0xABCD));
+    mk.round(a.data(), n, r.data());
+    for (int64_t j = 0; j < n; ++j) ASSERT_EQ(r[j].bits, bfloat16(a[j]).bits) << j;
+    EXPECT_EQ(r[n].bits, 0xABCD);  // nothing written past n
+    std::vector<bfloat16> pairs(2 * n + 2, bfloat16::from_bits(0xABCD));
+    mk.round_pairs(a.data(), b.data(), n, pairs.data());
+    for (int64_t j = 0; j < n; ++j) {
+      ASSERT_EQ(pairs[2 * j].bits, bfloat16(a[j]).bits) << j;
+      ASSERT_EQ(pairs[2 * j + 1].bits, bfloat16(b[j]).bits) << j;
+    }
+    EXPECT_EQ(pairs[2 * n].bits, 0xABCD);
+    mk.round_pairs(a.data(), nullptr, n, pairs.data());
+    for (int64_t j = 0; j < n; ++j) ASSERT_EQ(pairs[2 * j + 1].bits, 0) << j;
+    std::vector<bfloat16> rb(n);
+    mk.round(b.data(), n, rb.data());
+    std::vector<bfloat16> mixed(2 * n);
+    mk.interleave(r.data(), rb.data(), n, mixed.data());
+    for (int64_t j = 0; j < n; ++j) {
+      ASSERT_EQ(mixed[2 * j], r[j]);
+      ASSERT_EQ(mixed[2 * j + 1], rb[j]);
+    }
+    std::vector<float> wide(n);
+    mk.widen(r.data(), n, wide.data());
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t want = static_cast<uint32_t>(r[j].bits) << 16;
+      uint32_t got;
+      std::memcpy(&got, &wide[j], sizeof got);
+      ASSERT_EQ(got, want) << j;
+    }
+  }
+}
+
+// Normal bfloat16s of magnitudes 2^-4 .. 2^4, either sign: no product or sum is subnormal.
+std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
+  std::uniform_int_distribution<int> exponent(-4, 4), sign(0, 1);
+  std::vector<bfloat16> out(static_cast<size_t>(n));
+  for (bfloat16& x : out) {
+    x = bfloat16((sign(gen) ? -1.0f : 1.0f) * std::ldexp(mantissa(gen), exponent(gen)));
+  }
+  return out;
+}
+
+// The documented sum: per element, from zero, pair after pair, the second product then the
+// first, each added in float32 (the product exact), then times alpha.
+std::vector<float> model_gemm(int64_t m, int64_t n, int64_t k, float alpha,
+                              const std::vector<bfloat16>& a, const std::vector<bfloat16>& b,
+                              int64_t ldb) {
+  std::vector<float> c(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int64_t p = 0; 2 * p < k; ++p) {
+        if (2 * p + 1 < k) {
+          acc +=
+              static_cast<float>(a[i * k + 2 * p + 1]) * static_cast<float>(b[p * ldb + 2 * j + 1]);
+        }
+        acc += static_cast<float>(a[i * k + 2 * p]) * static_cast<float>(b[p * ldb + 2 * j]);
+      }
+      c[i * n + j] = acc * alpha;
+    }
+  }
+  return c;
+}
+
+TEST(Bf16Microkernels, GemmIsTheDocumentedSumOnEveryIsa) {
+  testing::KernelEnvironment restore;
+  for (cpu::Isa isa : testing::available_bf16_isas()) {
+    SCOPED_TRACE(cpu::isa_name(isa));
+    cpu::force_isa(isa);
+    const cpu::Bf16Microkernels& mk = cpu::bf16_microkernels();
+    for (int64_t m : {1, 4, 7, 13}) {
+      for (int64_t n : {1, 9, 17, 64, 70}) {
+        for (int64_t k : {1, 2, 7, 64, 65}) {
+          SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
+          const int64_t ldb = 2 * n + 6;  // padded pair rows
+          const std::vector<bfloat16> a = normal_bf16(m * k, 3);
+          std::vector<bfloat16> b = normal_bf16(((k + 1) / 2) * ldb, 4);
+          if (k % 2 == 1) {  // the last pair row's second elements must be zero
+            for (int64_t j = 0; j < n; ++j) b[(k / 2) * ldb + 2 * j + 1] = bfloat16();
+          }
+          const std::vector<float> want = model_gemm(m, n, k, 0.5f, a, b, ldb);
+          std::vector<float> c(static_cast<size_t>(m * n), 1.0f);
+          mk.gemm(m, n, k, 0.5f, a.data(), k, b.data(), ldb, c.data(), n, false);
+          for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(c[i], want[i]) << i;
+          mk.gemm(m, n, k, 0.5f, a.data(), k, b.data(), ldb, c.data(), n, true);
+          for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(c[i], 2.0f * want[i]) << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(Bf16Microkernels, TransposeToPairs) {
+  testing::KernelEnvironment restore;
+  for (cpu::Isa isa : testing::available_isas()) {
+    SCOPED_TRACE(cpu::isa_name(isa));
+    cpu::force_isa(isa);
+    for (int64_t rows : {1, 16, 37, 64}) {
+      for (int64_t cols : {1, 2, 31, 64}) {
+        for (int64_t lds : {cols, cols + 1, cols + 8}) {
+          const std::vector<bfloat16> src = normal_bf16(rows * lds, 5);
+          const int64_t ldd = 2 * rows + 4;
+          std::vector<bfloat16> dst(static_cast<size_t>(((cols + 1) / 2) * ldd),
+                                    bfloat16::from_bits(0xABCD));
+          cpu::transpose_to_pairs(src.data(), rows, cols, lds, dst.data(), ldd);
+          for (int64_t c = 0; c < cols; ++c) {
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(dst[(c / 2) * ldd + 2 * r + c % 2], src[r * lds + c])
+                  << rows << "x" << cols << " lds " << lds;
+            }
+          }
+          if (cols % 2 == 1) {
+            for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(dst[(cols / 2) * ldd + 2 * r + 1].bits, 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The largest |actual - expected| over the largest |expected| (infinities equal, compared
+// apart).
+double relative_error(const Tensor& actual, const Tensor& expected) {
+  double worst = 0.0, scale = 0.0;
+  for (int64_t i = 0; i < expected.numel(); ++i) {
+    if (std::isinf(expected[i])) {
+      if (actual[i] != expected[i]) return kInf;
+      continue;
+    }
+    scale = std::max(scale, std::fabs(static_cast<double>(expected[i])));
+    worst = std::max(worst, std::fabs(static_cast<double>(actual[i]) - expected[i]));
+  }
+  return scale == 0.0 ? worst : worst / scale;
+}
+
+struct Case {
+  Shape q, k, v;  // rank 3 or 4
+  AttentionOptions options;
+  std::string name;
+};
+
+struct Results {
+  Tensor out, lse, probs, dq, dk, dv;
+};
+
+Results run_bf16(const BFloat16Tensor& q, const BFloat16Tensor& k, const BFloat16Tensor& v,
+                 const BFloat16Tensor& dout, const AttentionOptions& o) {
+  Shape lse_shape(q.shape().begin(), q.shape().end() - 1);
+  Shape probs_shape = lse_shape;
+  probs_shape.push_back(k.shape()[k.shape().size() - 2]);
+  BFloat16Tensor out(dout.shape()), dq(q.shape()), dk(k.shape()), dv(v.shape());
+  Tensor lse(lse_shape), probs(probs_shape);
+  attention_forward(q, k, v, out, lse, o);
+  attention_probabilities(q, k, lse, probs, o);
+  attention_backward(q, k, v, out, lse, dout, dq, dk, dv, o);
+  return {out.to_float(), lse, probs, dq.to_float(), dk.to_float(), dv.to_float()};
+}
+
+// The bounds docs/numerics.md states for the bfloat16 flash kernels against the oracle, relative
+// to the largest |oracle| element: outputs within 2^-7 (the oracle's own rounding of O is up to
+// 2^-9 of it, flash's rounding of P adds about as much); gradients within 2^-6 (dS is rounded
+// too); lse and probs, computed in float32 from the same bfloat16 q and k, within 1e-6.
+constexpr double kOutBound = 1.0 / 128, kGradBound = 1.0 / 64, kStatsBound = 1e-6;
+
+void expect_within_bounds(const Results& got, const Results& want) {
+  EXPECT_LE(relative_error(got.out, want.out), kOutBound) << "out";
+  EXPECT_LE(relative_error(got.lse, want.lse), kStatsBound) << "lse";
+  EXPECT_LE(relative_error(got.probs, want.probs), kStatsBound) << "probs";
+  EXPECT_LE(relative_error(got.dq, want.dq), kGradBound) << "dq";
+  EXPECT_LE(relative_error(got.dk, want.dk), kGradBound) << "dk";
+  EXPECT_LE(relative_error(got.dv, want.dv), kGradBound) << "dv";
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() &&
+         std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
+}
+
+TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
+  testing::KernelEnvironment restore;
+  // A padding-style additive mask: the last keys hidden from every query, some from a few.
+  Tensor mask({130, 130});
+  for (int64_t i = 0; i < 130; ++i) {
+    for (int64_t j = 0; j < 130; ++j)
+      mask.at({i, j}) = j >= 120 || (i % 7 == 0 && j % 5 == 0) ? -kInf : 0.0f;
+  }
+  std::vector<Case> cases = {
+      {{2, 130, 64}, {2, 130, 64}, {2, 130, 64}, {}, "rank 3"},
+      {{2, 130, 64}, {2, 130, 64}, {2, 130, 64}, {.additive_mask = mask}, "additive mask"},
+      {{1, 200, 64}, {1, 200, 64}, {1, 200, 64}, {.causal = true}, "causal"},
+      {{1, 4, 70, 33},
+       {1, 2, 150, 33},
+       {1, 2, 150, 17},
+       {.causal = true, .query_offset = 80},
+       "GQA, odd d, offset"},
+      {{1, 1, 1, 64}, {1, 1, 2000, 64}, {1, 1, 2000, 64}, {}, "decode (key split)"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Shape dout_shape = c.q;
+    dout_shape.back() = c.v.back();
+    // Scores of a few units: softmax rows neither uniform nor one-hot.
+    Generator gen(11);
+    const BFloat16Tensor q = BFloat16Tensor::from_float(gen.uniform(c.q, -2, 2));
+    const BFloat16Tensor k = BFloat16Tensor::from_float(gen.uniform(c.k, -2, 2));
+    const BFloat16Tensor v = BFloat16Tensor::from_float(gen.uniform(c.v, -1, 1));
+    const BFloat16Tensor dout = BFloat16Tensor::from_float(gen.uniform(dout_shape, -1, 1));
+    AttentionOptions o = c.options;
+    o.backend = Backend::reference;
+    const Results want = run_bf16(q, k, v, dout, o);
+    o.backend = Backend::flash;
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      // avx512's, which avx512_bf16 (the same float32 table, vdpbf16ps for its emulation)
+      // must repeat bit for bit.
+      std::optional<Results> emulated;
+      for (cpu::Isa isa : testing::available_bf16_isas()) {
+        SCOPED_TRACE(std::string(cpu::isa_name(isa)) + ", threads " + std::to_string(threads));
+        cpu::force_isa(isa);
+        const Results got = run_bf16(q, k, v, dout, o);
+        expect_within_bounds(got, want);
+        if (isa == cpu::Isa::avx512) emulated = got;
+        if (isa != cpu::Isa::avx512_bf16 || !emulated) continue;
+        EXPECT_TRUE(same_bits(got.out, emulated->out)) << "out";
+        EXPECT_TRUE(same_bits(got.lse, emulated->lse)) << "lse";
+        EXPECT_TRUE(same_bits(got.dq, emulated->dq)) << "dq";
+        EXPECT_TRUE(same_bits(got.dk, emulated->dk)) << "dk";
+        EXPECT_TRUE(same_bits(got.dv, emulated->dv)) << "dv";
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llm_utils
