@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/bf16_microkernels.hpp"
 #include "cpu/microkernels.hpp"
 #include "fma_peak.hpp"
 #include "workload.hpp"
@@ -82,7 +83,7 @@ void BM_FmaPeak(benchmark::State& state) {
 BENCHMARK(BM_FmaPeak)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 // The microkernels at the fused kernels' tile shapes, on one core. Arg 0 is the ISA
-// (0 portable, 1 avx2, 2 avx512); an ISA this CPU lacks is skipped with a message.
+// (0 portable, 1 avx2, 2 avx512, 3 avx512_bf16); an ISA this CPU lacks is skipped with a message.
 bool force_isa_or_skip(benchmark::State& state) {
   const auto isa = static_cast<llm_utils::cpu::Isa>(state.range(0));
   try {
@@ -116,6 +117,58 @@ BENCHMARK(BM_MicrokernelGemm)
     ->ArgsProduct({{0, 1, 2}, {64}, {64}, {64}})
     ->ArgsProduct({{1, 2}, {64}, {64}, {128}})
     ->ArgsProduct({{1, 2}, {6}, {16}, {64}});  // one register tile, all in L1
+
+void BM_MicrokernelGemmBf16(benchmark::State& state) {
+  if (!force_isa_or_skip(state)) return;
+  const int64_t m = state.range(1), n = state.range(2), k = state.range(3);
+  const llm_utils::bfloat16 half(0.5f), quarter(0.25f);
+  std::vector<llm_utils::bfloat16> a(static_cast<size_t>(m * k), half);     // (m, k)
+  std::vector<llm_utils::bfloat16> b(static_cast<size_t>(k * n), quarter);  // (k / 2, 2 n) pairs
+  std::vector<float> c(static_cast<size_t>(m * n), 0.0f);                   // (m, n)
+  const auto& mk = llm_utils::cpu::bf16_microkernels();
+  for (auto _ : state) {
+    mk.gemm(m, n, k, 1.0f, a.data(), k, b.data(), 2 * n, c.data(), n, true);
+    benchmark::DoNotOptimize(c.data());
+  }
+  llm_utils::cpu::force_isa(std::nullopt);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+// args: isa (3 avx512_bf16), m, n, k: the tiles as above, in bfloat16
+BENCHMARK(BM_MicrokernelGemmBf16)
+    ->ArgNames({"isa", "m", "n", "k"})
+    ->ArgsProduct({{2, 3}, {64}, {64}, {64}})
+    ->ArgsProduct({{2, 3}, {64}, {64}, {128}})
+    ->ArgsProduct({{3}, {6}, {64}, {64}});
+
+// One online-softmax step on a 64 x 64 tile of scores (in [-4, 4], the running max already
+// above them so no correction), float32 in place or bfloat16 out.
+void BM_MicrokernelSoftmax(benchmark::State& state) {
+  if (!force_isa_or_skip(state)) return;
+  const bool bf16 = state.range(1) != 0;
+  constexpr int64_t kTile = 64;
+  std::vector<float> scores(kTile * kTile), s(kTile * kTile);  // (64, 64)
+  for (size_t j = 0; j < scores.size(); ++j) scores[j] = static_cast<float>(j % 97) * 0.08f - 4.0f;
+  std::vector<float> m(kTile, 5.0f), l(kTile, 1.0f), acc(kTile * kTile, 1.0f);  // (64), (64, 64)
+  std::vector<llm_utils::bfloat16> p(kTile * kTile);                            // (64, 64)
+  for (auto _ : state) {
+    std::copy(scores.begin(), scores.end(), s.begin());
+    if (bf16) {
+      llm_utils::cpu::bf16_microkernels().online_softmax(s.data(), kTile, kTile, kTile, 0.125f,
+                                                         m.data(), l.data(), acc.data(), kTile,
+                                                         kTile, p.data(), kTile);
+    } else {
+      llm_utils::cpu::microkernels().online_softmax(s.data(), kTile, kTile, kTile, 0.125f, m.data(),
+                                                    l.data(), acc.data(), kTile, kTile);
+    }
+    benchmark::DoNotOptimize(p.data());
+    benchmark::DoNotOptimize(s.data());
+  }
+  llm_utils::cpu::force_isa(std::nullopt);
+  state.counters["elements/s"] = benchmark::Counter(static_cast<double>(kTile * kTile),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MicrokernelSoftmax)->ArgNames({"isa", "bf16"})->ArgsProduct({{2, 3}, {0, 1}});
 
 void BM_MicrokernelExp(benchmark::State& state) {
   if (!force_isa_or_skip(state)) return;

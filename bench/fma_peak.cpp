@@ -14,17 +14,8 @@ bool has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-}  // namespace
-
-const char* fma_peak_isa() {
-  if (has_avx512()) return "avx512";
-  if (has_avx2()) return "avx2";
-  return "none";
-}
-
-double fma_peak_gflops(int threads) {
-  if (!has_avx512() && !has_avx2()) return 0.0;
-  const auto loop = has_avx512() ? fma_loop_avx512 : fma_loop_avx2;
+// The best of three runs of `loop` on `threads` threads, in GFLOP/s.
+double loop_peak(double (*loop)(long long, float*), int threads) {
   constexpr long long kIterations = 20'000'000;  // 0.04 s (Zen 4) to 0.1 s (Zen 1) per run
   double best = 0.0;
   for (int run = 0; run < 3; ++run) {  // the best of three: the peak, not an average
@@ -40,6 +31,24 @@ double fma_peak_gflops(int threads) {
     if (seconds > 0.0 && flops / seconds > best) best = flops / seconds;
   }
   return best * 1e-9;
+}
+
+}  // namespace
+
+const char* fma_peak_isa() {
+  if (has_avx512()) return "avx512";
+  if (has_avx2()) return "avx2";
+  return "none";
+}
+
+double fma_peak_gflops(int threads) {
+  if (!has_avx512() && !has_avx2()) return 0.0;
+  return loop_peak(has_avx512() ? fma_loop_avx512 : fma_loop_avx2, threads);
+}
+
+double bf16_peak_gflops(int threads) {
+  if (!has_avx512() || !__builtin_cpu_supports("avx512bf16")) return 0.0;
+  return loop_peak(dpbf16_loop_avx512, threads);
 }
 
 }  // namespace llm_utils::bench

@@ -13,10 +13,15 @@ double fma_peak_gflops(int threads);
 /// Which loop fma_peak_gflops runs: "avx512", "avx2" or "none".
 const char* fma_peak_isa();
 
+/// GFLOP/s of `threads` threads issuing independent vdpbf16ps from registers (a bfloat16 pair's
+/// two multiply-adds counted as 4 operations): the bfloat16 peak. 0 without AVX512_BF16.
+double bf16_peak_gflops(int threads);
+
 // The loops, one per ISA in its own translation unit (compiled for that ISA): `iterations`
 // rounds of independent FMAs; returns the floating-point operations done (a multiply-add is 2)
 // and writes a value that depends on every accumulator to `sink`, so nothing is optimised away.
 double fma_loop_avx2(long long iterations, float* sink);
 double fma_loop_avx512(long long iterations, float* sink);
+double dpbf16_loop_avx512(long long iterations, float* sink);
 
 }  // namespace llm_utils::bench

@@ -52,7 +52,24 @@ struct WorkloadRunner::State {
   Tensor x, grad_out;              // module inputs
   Tensor q, k, v, out, lse, dout;  // core inputs / outputs
   Tensor dq, dk, dv;
+  // The core in bfloat16: the same tensors rounded.
+  BFloat16Tensor bq, bk, bv, bout, bdout, bdq, bdk, bdv;
   AttentionOptions options;
+
+  void core_forward() {
+    if (w.bf16) {
+      attention_forward(bq, bk, bv, bout, lse, options);
+    } else {
+      attention_forward(q, k, v, out, lse, options);
+    }
+  }
+  void core_backward() {
+    if (w.bf16) {
+      attention_backward(bq, bk, bv, bout, lse, bdout, bdq, bdk, bdv, options);
+    } else {
+      attention_backward(q, k, v, out, lse, dout, dq, dk, dv, options);
+    }
+  }
 };
 
 WorkloadRunner::WorkloadRunner(const Workload& w) : state_(std::make_unique<State>()) {
@@ -73,7 +90,19 @@ WorkloadRunner::WorkloadRunner(const Workload& w) : state_(std::make_unique<Stat
       s.dv = Tensor(qs);
     }
     s.options = {.causal = w.causal, .backend = w.backend};
-    if (w.backward_only) attention_forward(s.q, s.k, s.v, s.out, s.lse, s.options);
+    if (w.bf16) {
+      s.bq = BFloat16Tensor::from_float(s.q);
+      s.bk = BFloat16Tensor::from_float(s.k);
+      s.bv = BFloat16Tensor::from_float(s.v);
+      s.bdout = BFloat16Tensor::from_float(s.dout);
+      s.bout = BFloat16Tensor(qs);
+      if (w.backward || w.backward_only) {
+        s.bdq = BFloat16Tensor(qs);
+        s.bdk = BFloat16Tensor(qs);
+        s.bdv = BFloat16Tensor(qs);
+      }
+    }
+    if (w.backward_only) s.core_forward();
     return;
   }
   if (w.causal) throw ArgumentError("bench: --causal applies to --module core only");
@@ -139,10 +168,8 @@ void WorkloadRunner::run() {
     }
     return;
   }
-  if (forward) attention_forward(s.q, s.k, s.v, s.out, s.lse, s.options);
-  if (backward) {
-    attention_backward(s.q, s.k, s.v, s.out, s.lse, s.dout, s.dq, s.dk, s.dv, s.options);
-  }
+  if (forward) s.core_forward();
+  if (backward) s.core_backward();
 }
 
 namespace {

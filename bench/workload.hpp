@@ -25,6 +25,7 @@ struct Workload {
   bool decode = false;         ///< `mha` only: one token per sequence against a cache of `seq`
   int64_t decode_steps = 64;   ///< room in the cache (context_length) for this many run()s
   Backend backend = Backend::automatic;
+  bool bf16 = false;  ///< bfloat16 storage (core: q, k, v and the outputs; modules: their dtype)
 };
 
 /// Floating-point operations of one run (forward, plus backward when asked), counting a

@@ -22,6 +22,7 @@ struct BenchOptions {
   int repeat = 5;
   bool json = false;
   int64_t sgemm_size = 2048;
+  std::string dtype = "fp32";
 };
 
 const char* pass_name(const llm_utils::bench::Workload& w) {
@@ -54,10 +55,21 @@ std::string duration(double ms) {
   return buf;
 }
 
+// ", 41% of the BF16 peak (...)" when a bfloat16 peak was measured.
+std::string bf16_line(double bf16_peak, double gflops) {
+  if (bf16_peak <= 0.0) return "";
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "\n  = %.0f%% of the BF16 peak (%.1f GFLOP/s, vdpbf16ps, measured)",
+                100.0 * gflops / bf16_peak, bf16_peak);
+  return buf;
+}
+
 void bench(BenchOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
   llm_utils::bench::Workload& w = o.workload;
   w.backend = llm_utils::parse_backend(o.backend);
+  w.bf16 = o.dtype == "bf16" || o.dtype == "bfloat16";
   const int64_t head_dim =
       w.module == "mha" ? w.d_out / std::max<int64_t>(1, w.num_heads) : w.d_out;
   const int64_t queries = w.decode ? 1 : w.seq, keys = w.decode ? w.seq + 1 : w.seq;
@@ -72,6 +84,10 @@ void bench(BenchOptions o, std::ostream& out) {
   const int threads = llm_utils::get_num_threads();
   const double peak = llm_utils::bench::fma_peak_gflops(threads);
   const double percent_of_peak = peak > 0.0 ? 100.0 * gflops / peak : 0.0;
+  // The bfloat16 peak where the CPU has one (vdpbf16ps), measured the same way.
+  const double bf16_peak = w.bf16 ? llm_utils::bench::bf16_peak_gflops(threads) : 0.0;
+  const double percent_of_bf16_peak = bf16_peak > 0.0 ? 100.0 * gflops / bf16_peak : 0.0;
+  const char* dtype = w.bf16 ? "bfloat16" : "float32";
   // Tokens per second: one per sequence per decode step, else every token of the batch.
   const double tokens_per_s =
       static_cast<double>(w.batch * (w.decode ? 1 : w.seq)) / (t.median_ms * 1e-3);
@@ -85,7 +101,8 @@ void bench(BenchOptions o, std::ostream& out) {
                   "\"median_ms\": %.6f, \"min_ms\": %.6f, \"gflops\": %.2f, "
                   "\"sgemm_gflops\": %.2f, \"percent_of_sgemm\": %.1f, "
                   "\"fma_peak_gflops\": %.2f, \"fma_peak_isa\": \"%s\", "
-                  "\"percent_of_peak\": %.1f, "
+                  "\"percent_of_peak\": %.1f, \"dtype\": \"%s\", \"bf16_peak_gflops\": %.2f, "
+                  "\"percent_of_bf16_peak\": %.1f, "
                   "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f, \"blas\": \"%s\", "
                   "\"kernel_isa\": \"%s\"}\n",
                   w.module.c_str(), static_cast<long long>(w.batch), static_cast<long long>(w.seq),
@@ -95,24 +112,25 @@ void bench(BenchOptions o, std::ostream& out) {
                   w.backward_only ? "true" : "false", w.decode ? "true" : "false",
                   llm_utils::backend_name(used), threads, o.repeat, t.median_ms, t.min_ms, gflops,
                   sgemm, 100.0 * gflops / sgemm, peak, llm_utils::bench::fma_peak_isa(),
-                  percent_of_peak, tokens_per_s, rss, llm_utils::blas_description().c_str(),
-                  llm_utils::kernel_isa().c_str());
+                  percent_of_peak, dtype, bf16_peak, percent_of_bf16_peak, tokens_per_s, rss,
+                  llm_utils::blas_description().c_str(), llm_utils::kernel_isa().c_str());
   } else {
     std::snprintf(
         line, sizeof line,
-        "%s%s %s, backend %s, %d thread%s, %d runs\n"
+        "%s%s %s, %s, backend %s, %d thread%s, %d runs\n"
         "  median %s (min %s), %.1f GFLOP/s = %.0f%% of SGEMM (%.1f GFLOP/s "
-        "at %lld^3)%s\n  = %.0f%% of the FP32 FMA peak (%.1f GFLOP/s, %s, measured)\n"
+        "at %lld^3)%s\n  = %.0f%% of the FP32 FMA peak (%.1f GFLOP/s, %s, measured)%s\n"
         "  peak resident memory %.1f MiB\n  BLAS: %s; fused kernels: %s\n",
-        w.module.c_str(), pass_name(w), sizes(w).c_str(), llm_utils::backend_name(used), threads,
-        threads == 1 ? "" : "s", o.repeat, duration(t.median_ms).c_str(),
+        w.module.c_str(), pass_name(w), sizes(w).c_str(), dtype, llm_utils::backend_name(used),
+        threads, threads == 1 ? "" : "s", o.repeat, duration(t.median_ms).c_str(),
         duration(t.min_ms).c_str(), gflops, 100.0 * gflops / sgemm, sgemm,
         static_cast<long long>(o.sgemm_size),
         w.decode
             ? (", " + std::to_string(static_cast<long long>(tokens_per_s)) + " tokens/s").c_str()
             : "",
-        percent_of_peak, peak, llm_utils::bench::fma_peak_isa(), rss,
-        llm_utils::blas_description().c_str(), llm_utils::kernel_isa().c_str());
+        percent_of_peak, peak, llm_utils::bench::fma_peak_isa(),
+        bf16_line(bf16_peak, gflops).c_str(), rss, llm_utils::blas_description().c_str(),
+        llm_utils::kernel_isa().c_str());
   }
   out << line;
 }
@@ -163,6 +181,11 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
       ->capture_default_str();
   cmd->add_option("--sgemm-size", o->sgemm_size, "Size of the square SGEMM measured alongside")
       ->check(positive_integer())
+      ->capture_default_str();
+  cmd->add_option("--dtype", o->dtype,
+                  "Storage of q, k, v (and a module's projections): fp32, or bf16 with float32 "
+                  "accumulation and softmax")
+      ->check(CLI::IsMember({"fp32", "float32", "bf16", "bfloat16"}))
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "One JSON object instead of text");
   cmd->footer(

@@ -41,6 +41,15 @@ struct Bf16Microkernels {
 
   /// dst[j] = src[j] as float32 (exact), j < n.
   void (*widen)(const bfloat16* src, int64_t n, float* dst);
+
+  /// Microkernels::online_softmax on a float32 tile of scores s, the probabilities stored
+  /// rounded into p (rows x cols, leading dimension ld_p) instead of back into s (left
+  /// unspecified). m, l and acc as there, l summing the float32 exponentials. The AVX-512
+  /// tables' exponential is a cheaper one, exp(x) = 2^(x log2 e) by a degree-5 polynomial
+  /// (within 2e-7 relative, where float32's is within 1.2e-7): P is rounded to 2^-9 anyway.
+  void (*online_softmax)(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                         float* l, float* acc, int64_t ld_acc, int64_t acc_cols, bfloat16* p,
+                         int64_t ld_p);
 };
 
 /// The table for the ISA microkernels() runs (ISA avx512_bf16 runs its own; see

@@ -171,10 +171,19 @@ void widen(const bfloat16* src, int64_t n, float* dst) {
   for (; j < n; ++j) dst[j] = static_cast<float>(src[j]);
 }
 
+// The float32 table's step, then its probabilities rounded.
+void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                    float* l, float* acc, int64_t ld_acc, int64_t acc_cols, bfloat16* p,
+                    int64_t ld_p) {
+  avx2_microkernels().online_softmax(s, ld, rows, cols, scale, m, l, acc, ld_acc, acc_cols);
+  for (int64_t r = 0; r < rows; ++r) round(s + r * ld, cols, p + r * ld_p);
+}
+
 }  // namespace
 
 const Bf16Microkernels& avx2_bf16_microkernels() {
-  static const Bf16Microkernels table{Isa::avx2, gemm, round, round_pairs, interleave, widen};
+  static const Bf16Microkernels table{Isa::avx2,  gemm,  round,         round_pairs,
+                                      interleave, widen, online_softmax};
   return table;
 }
 

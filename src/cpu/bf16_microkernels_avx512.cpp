@@ -7,7 +7,8 @@
 namespace llm_utils::cpu {
 
 const Bf16Microkernels& avx512_bf16_emulated_microkernels() {
-  static const Bf16Microkernels table{Isa::avx512, gemm, round, round_pairs, interleave, widen};
+  static const Bf16Microkernels table{Isa::avx512, gemm,  round,         round_pairs,
+                                      interleave,  widen, online_softmax};
   return table;
 }
 

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "cpu/bf16_microkernels.hpp"
+#include "cpu/online_softmax_avx512.hpp"
 
 #ifndef LLM_UTILS_BF16_NATIVE
 #error "define LLM_UTILS_BF16_NATIVE to 0 or 1 before including this file"
@@ -200,6 +201,39 @@ void widen(const bfloat16* src, int64_t n, float* dst) {
     const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, src + j));
     _mm512_mask_storeu_ps(dst + j, mask, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
   }
+}
+
+// 2^x, x <= 0 or NaN: n = round(x), f = x - n in [-1/2, 1/2] (exact), 2^f by a degree-5
+// polynomial fitted for relative error (1.7e-7 in float32), 2^n by vscalefps. Below the clamp
+// (-inf included) the result rounds to 0; NaN stays NaN (max returns its second operand).
+inline __m512 exp2_nonpositive(__m512 x) {
+  const __m512 t = _mm512_max_ps(_mm512_set1_ps(-160.0f), x);
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(0.0013273167423903942f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009671817533671856f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.055507075041532516f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022236466407776f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
+                    float* l, float* acc, int64_t ld_acc, int64_t acc_cols, bfloat16* p,
+                    int64_t ld_p) {
+  // exp(d * scale) = 2^(d * scale * log2 e); every d here is <= 0 (a difference from the max).
+  const __m512 scale_log2e = _mm512_set1_ps(scale * 1.44269504088896341f);
+  const auto scaled_exp = [scale_log2e](__m512 diff) {
+    return exp2_nonpositive(_mm512_mul_ps(diff, scale_log2e));
+  };
+  const auto store = [p, ld_p](int64_t r, int64_t j, __mmask16 mask, __m512 e) {
+    _mm512_mask_cvtepi32_storeu_epi16(p + r * ld_p + j, mask, round_lanes(e));
+  };
+  const auto clear = [p, ld_p, cols](int64_t r) {
+    std::fill(p + r * ld_p, p + r * ld_p + cols, bfloat16());
+  };
+  online_softmax_avx512(s, ld, rows, cols, scaled_exp, store, clear, m, l, acc, ld_acc, acc_cols);
 }
 
 }  // namespace

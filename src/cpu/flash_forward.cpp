@@ -1,6 +1,6 @@
 // The fused forward: for each block of queries, stream the key/value blocks once, keeping a
 // running row max m and row sum l (online softmax) and rescaling the output accumulator when
-// the max grows; the N x M scores never exist beyond one 64 x 64 tile.
+// the max grows; the N x M scores never exist beyond one 64 x 128 tile.
 //
 // When there are too few query blocks to keep every core busy (a decode step: one query per
 // head against a long KV cache), the keys are also split into chunks; each (query block, chunk)
@@ -29,6 +29,11 @@ using flash::Operands;
 
 namespace {
 
+// Keys per online-softmax step: two key blocks, so the step's fixed costs per row (the
+// batched reductions, the bookkeeping of m and l, rescaling the accumulator) and the P V
+// product's accumulator loads and stores are paid once per 128 keys.
+constexpr int64_t kKeyStep = 2 * kKeyBlock;
+
 // With one query block per batch element each key block is used once, so it is transposed
 // (and, in bfloat16, its values interleaved) tile by tile as it is needed (in L1) rather than
 // all of K up front (a second pass over memory).
@@ -41,17 +46,17 @@ constexpr int64_t kMinBlocksPerSplit = 8;
 template <typename T>
 struct ForwardScratch {
   ForwardScratch(int64_t d, int64_t dv)
-      : scores(kQueryBlock * kKeyBlock),
+      : scores(kQueryBlock * kKeyStep),
         kt_tile((d + 1) * kKeyBlock),
-        v_tile(std::is_same_v<T, float> ? 0 : kKeyBlock * dv),
-        p_tile(Operands<T>::kTileBuffer),
+        v_tile(std::is_same_v<T, float> ? 0 : kKeyStep * dv),
+        p_tile(std::is_same_v<T, float> ? 0 : kQueryBlock * kKeyStep),
         acc(kQueryBlock * dv),
         row_max(kQueryBlock),
         row_sum(kQueryBlock) {}
-  std::vector<float> scores;   // (Br, Bc) scores, then probabilities, of one tile
+  std::vector<float> scores;   // (Br, 2 Bc) scores, then probabilities, of one step
   std::vector<T> kt_tile;      // (d, Bc) one key block transposed, when K^T is not built
-  std::vector<T> v_tile;       // (Bc / 2, 2 dv) bfloat16: one value block in pairs, likewise
-  std::vector<T> p_tile;       // (Br, Bc) bfloat16: the probabilities rounded
+  std::vector<T> v_tile;       // (Bc, 2 dv) bfloat16: one step's values in pairs, likewise
+  std::vector<T> p_tile;       // (Br, 2 Bc) bfloat16: the probabilities rounded
   std::vector<float> acc;      // (Br, dv) unnormalised output
   std::vector<float> row_max;  // (Br) running max of the (raw or prescaled) scores
   std::vector<float> row_sum;  // (Br) running sum of exp
@@ -65,21 +70,25 @@ struct KeyOperands {
   const typename Operands<T>::RowsB* v;         // (B*G) blocks of Bc value rows
 };
 
-// tile (br, bc), leading dimension kKeyBlock = Q_blk (br, d) K[j0, j0 + bc)^T, from K^T
-// when given, else from this key block transposed into `kt_tile` (d, Bc). Either way the same
-// GEMM on the same numbers: the same bits as the backward's recomputation.
+// tile (br, bc), leading dimension kKeyStep = Q_blk (br, d) K[j0, j0 + bc)^T, bc <= kKeyStep,
+// one GEMM per key block: from K^T when given, else from the block transposed into `kt_tile`
+// (d, Bc). Either way the same GEMM on the same numbers: the same bits as the backward's
+// recomputation.
 template <typename T>
 void score_tile(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys, int64_t g,
                 const T* q, int64_t br, int64_t j0, int64_t bc, T* kt_tile, float* tile) {
   using Ops = Operands<T>;
-  if (keys.kt != nullptr) {
-    Ops::gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, keys.kt->block(p.kv_of(g), j0), keys.kt->ld,
-              tile, kKeyBlock, false);
-    return;
+  for (int64_t c0 = 0; c0 < bc; c0 += kKeyBlock) {
+    const int64_t width = std::min(kKeyBlock, bc - c0), j = j0 + c0;
+    if (keys.kt != nullptr) {
+      Ops::gemm(br, width, p.d, 1.0f, q, p.q.row_stride, keys.kt->block(p.kv_of(g), j), keys.kt->ld,
+                tile + c0, kKeyStep, false);
+      continue;
+    }
+    const int64_t ld =
+        Ops::transposed_b_tile(p.k_of(g) + j * p.k.row_stride, width, p.d, p.k.row_stride, kt_tile);
+    Ops::gemm(br, width, p.d, 1.0f, q, p.q.row_stride, kt_tile, ld, tile + c0, kKeyStep, false);
   }
-  const int64_t ld =
-      Ops::transposed_b_tile(p.k_of(g) + j0 * p.k.row_stride, bc, p.d, p.k.row_stride, kt_tile);
-  Ops::gemm(br, bc, p.d, 1.0f, q, p.q.row_stride, kt_tile, ld, tile, kKeyBlock, false);
 }
 
 // Where forward_block writes a query block's rows: out (br, dv) with rows `out_stride` apart,
@@ -96,15 +105,14 @@ struct BlockOutput {
 };
 
 // Queries [i0, i0 + br) of query head g against the visible keys in [j_begin, j_limit)
-// (j_begin a multiple of kKeyBlock): output rows normalised over those keys and their softmax
-// statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row that sees no key of
-// the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
+// (j_begin a multiple of kKeyBlock, the range cut at j_limit): output rows normalised over those
+// keys and their softmax statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row
+// that sees no key of the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
 template <typename T, typename Out>
 void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys, int64_t g,
                    int64_t i0, int64_t j_begin, int64_t j_limit, ForwardScratch<T>& s,
                    const BlockOutput<Out>& o) {
   using Ops = Operands<T>;
-  const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const int64_t br = std::min(kQueryBlock, p.n - i0);
   const T* q = p.q_of(g) + i0 * p.q.row_stride;  // (br, d), rows q.row_stride apart
@@ -117,14 +125,14 @@ void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys
   std::fill(s.row_sum.begin(), s.row_sum.begin() + br, 0.0f);
 
   const int64_t j_end = std::min(j_limit, flash::key_end(p, i0, br));
-  for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyBlock) {
-    const int64_t bc = std::min(kKeyBlock, j_end - j0);
-    float* tile = s.scores.data();  // (br, bc), leading dimension kKeyBlock
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyStep) {
+    const int64_t bc = std::min(kKeyStep, j_end - j0);
+    float* tile = s.scores.data();  // (br, bc), leading dimension kKeyStep
     score_tile(p, keys, g, q, br, j0, bc, s.kt_tile.data(), tile);
-    masker.apply(tile, kKeyBlock, g, i0, br, j0, bc, false);
+    masker.apply(tile, kKeyStep, g, i0, br, j0, bc, false);
     // Differences before the scale inside: exact near the max, however large the scores are.
-    mk.online_softmax(tile, kKeyBlock, br, bc, exp_scale, s.row_max.data(), s.row_sum.data(),
-                      s.acc.data(), p.dv, p.dv);
+    const T* p_blk = Ops::softmax_step(tile, kKeyStep, br, bc, exp_scale, s.row_max.data(),
+                                       s.row_sum.data(), s.acc.data(), p.dv, p.dv, s.p_tile.data());
     // acc += P_tile V_blk
     int64_t ldv = 0;
     const T* v_blk = nullptr;  // (bc, dv) as B
@@ -135,8 +143,8 @@ void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys
       v_blk = Ops::rows_b_tile(p.v_of(g) + j0 * p.v.row_stride, bc, p.dv, p.v.row_stride,
                                s.v_tile.data(), ldv);
     }
-    const T* p_blk = Ops::a_from_tile(tile, kKeyBlock, br, bc, s.p_tile.data());
-    Ops::gemm(br, p.dv, bc, 1.0f, p_blk, kKeyBlock, v_blk, ldv, s.acc.data(), p.dv, true);
+    // The value blocks of a step are consecutive in V (or V's pairs): one GEMM over bc keys.
+    Ops::gemm(br, p.dv, bc, 1.0f, p_blk, kKeyStep, v_blk, ldv, s.acc.data(), p.dv, true);
   }
 
   for (int64_t r = 0; r < br; ++r) {

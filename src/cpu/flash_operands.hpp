@@ -12,6 +12,7 @@
 //                    bfloat16 each block's row pairs interleaved;
 //   transposed_a(X)  X^T as A, block by 64 rows of X:  the blocked transpose for both;
 //   a_from_tile      a float32 tile as A:  float32 itself, bfloat16 rounded into a buffer;
+//   softmax_step     the online-softmax step, its probabilities as A (as a_from_tile);
 //   b_from_tile      a float32 tile as B:  float32 itself, bfloat16 rounded into pairs;
 //
 // and store_row puts float32 results into either type (bfloat16: rounded).
@@ -119,6 +120,14 @@ struct Operands<float> {
     ldb = lds;
     return src;
   }
+  /// The online-softmax step on a tile of scores (Microkernels::online_softmax); returns the
+  /// probabilities as A (leading dimension ld): the tile itself.
+  static const float* softmax_step(float* tile, int64_t ld, int64_t rows, int64_t cols, float scale,
+                                   float* m, float* l, float* acc, int64_t ld_acc, int64_t acc_cols,
+                                   float* /*buffer*/) {
+    microkernels().online_softmax(tile, ld, rows, cols, scale, m, l, acc, ld_acc, acc_cols);
+    return tile;
+  }
   /// A tile (rows x cols, leading dimension ld) as A: itself, leading dimension ld.
   static const float* a_from_tile(const float* tile, int64_t /*ld*/, int64_t /*rows*/,
                                   int64_t /*cols*/, float* /*buffer*/) {
@@ -166,6 +175,14 @@ struct Operands<bfloat16> {
   /// `rows` rows of src interleaved in pairs into buffer ((rows + 1) / 2 x 2 cols).
   static const bfloat16* rows_b_tile(const bfloat16* src, int64_t rows, int64_t cols, int64_t lds,
                                      bfloat16* buffer, int64_t& ldb);
+  /// The step with the probabilities rounded into buffer (leading dimension ld).
+  static const bfloat16* softmax_step(float* tile, int64_t ld, int64_t rows, int64_t cols,
+                                      float scale, float* m, float* l, float* acc, int64_t ld_acc,
+                                      int64_t acc_cols, bfloat16* buffer) {
+    bf16_microkernels().online_softmax(tile, ld, rows, cols, scale, m, l, acc, ld_acc, acc_cols,
+                                       buffer, ld);
+    return buffer;
+  }
   static const bfloat16* a_from_tile(const float* tile, int64_t ld, int64_t rows, int64_t cols,
                                      bfloat16* buffer) {
     const Bf16Microkernels& mk = bf16_microkernels();

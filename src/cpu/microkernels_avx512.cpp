@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "cpu/microkernels.hpp"
+#include "cpu/online_softmax_avx512.hpp"
 
 namespace llm_utils::cpu {
 namespace avx512_impl {
@@ -251,113 +252,18 @@ void softmax_grad(const float* p, float* dp, const float* dsum, int64_t n) {
   }
 }
 
-// Lane i of the result: the `Op` reduction of the 16 lanes of v[i] (v is clobbered). Four levels
-// of 128-bit and in-lane shuffles, 45 operations for 16 rows where 16 separate horizontal
-// reductions take about 160; the levels leave row perm[i] in lane i (a 4 x 4 transpose), which
-// the last permute undoes.
-template <typename Op>
-inline __m512 reduce16(__m512* v, Op op) {
-  for (int k = 0; k < 8; ++k) {  // lanes 0-7: row 2k's halves combined; 8-15: row 2k+1's
-    v[k] = op(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-  for (int k = 0; k < 4; ++k) {  // one 128-bit lane per row, 4 partials each
-    v[k] = op(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-              _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  }
-  for (int k = 0; k < 2; ++k) {  // 2 partials per row
-    v[k] = op(_mm512_shuffle_ps(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-              _mm512_shuffle_ps(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-  const __m512 r = op(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                      _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-  return _mm512_permutexvar_ps(perm, r);
-}
-
-// Fused over the tile, 16 rows at a time: the rows' maxima (one batched reduction), the new
-// maxima and corrections as vectors (the vector exp, no scalar exp per row), each row's
-// exponentials, their sums (one batched reduction), the accumulators' scaling; no call per row.
-// The exponentials are exp_centered_sum's, bit for bit (x - 0 is x).
+// Fused over the tile (online_softmax_avx512.hpp), with this table's exp; the exponentials
+// are exp_centered_sum's, bit for bit (x - 0 is x).
 void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
                     float* l, float* acc, int64_t ld_acc, int64_t acc_cols) {
   const __m512 vscale = _mm512_set1_ps(scale);
-  const __m512 vminus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const auto max_op = [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); };
-  const auto add_op = [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); };
-  alignas(64) float new_max[kLanes], correction[kLanes];
-  __m512 part[kLanes];  // one row's partial max, then partial sum, per lane
-  for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
-    const int64_t n = std::min<int64_t>(kLanes, rows - r0);
-    const __mmask16 row_mask = tail_mask(n);
-    float* s0 = s + r0 * ld;
-    __mmask16 nan_rows = 0;
-    for (int64_t r = 0; r < kLanes; ++r) {
-      __m512 mx = vminus_inf;
-      if (r < n) {
-        __mmask16 nan = 0;
-        for (int64_t j = 0; j < cols; j += kLanes) {
-          const __m512 v = _mm512_mask_loadu_ps(vminus_inf, tail_mask(cols - j), s0 + r * ld + j);
-          nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-          mx = _mm512_max_ps(mx, v);
-        }
-        if (nan != 0) nan_rows |= static_cast<__mmask16>(1u << r);
-      }
-      part[r] = mx;
-    }
-    __m512 tile_max = reduce16(part, max_op);
-    tile_max = _mm512_mask_blend_ps(nan_rows, tile_max,
-                                    _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
-    const __m512 old_max = _mm512_mask_loadu_ps(vminus_inf, row_mask, m + r0);
-    // m' = tile max where it is greater, or NaN; else the old max.
-    const __mmask16 take = _mm512_cmp_ps_mask(tile_max, old_max, _CMP_GT_OQ) |
-                           _mm512_cmp_ps_mask(tile_max, tile_max, _CMP_UNORD_Q);
-    const __m512 vnew_max = _mm512_mask_blend_ps(take, old_max, tile_max);
-    const __mmask16 was_empty = _mm512_cmp_ps_mask(old_max, vminus_inf, _CMP_EQ_OQ);
-    // exp((m - m') * scale), 0 where m was -inf (and where m' is, whose rows are skipped).
-    const __m512 vcorrection = _mm512_mask_blend_ps(
-        was_empty, exp_ps(_mm512_mul_ps(_mm512_sub_ps(old_max, vnew_max), vscale)),
-        _mm512_setzero_ps());
-    _mm512_store_ps(new_max, vnew_max);
-    _mm512_store_ps(correction, vcorrection);
-    // Rows with a visible key so far; the others keep s = 0 and their m, l, acc.
-    const __mmask16 live = row_mask & _mm512_cmp_ps_mask(vnew_max, vminus_inf, _CMP_NEQ_UQ);
-    for (int64_t r = 0; r < kLanes; ++r) {
-      __m512 sum = _mm512_setzero_ps();
-      if (r < n) {
-        float* row = s0 + r * ld;
-        if ((live >> r & 1u) == 0) {
-          // Every key so far is hidden from this query: nothing to add.
-          std::fill(row, row + cols, 0.0f);
-        } else {
-          const __m512 center = _mm512_set1_ps(new_max[r]);
-          for (int64_t j = 0; j < cols; j += kLanes) {
-            const __mmask16 mask = tail_mask(cols - j);
-            const __m512 v = _mm512_maskz_loadu_ps(mask, row + j);
-            // A rounded product: not fused with anything (see microkernels.hpp).
-            const __m512 e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v, center), vscale));
-            _mm512_mask_storeu_ps(row + j, mask, e);
-            sum = _mm512_mask_add_ps(sum, mask, sum, e);
-          }
-          const float c = correction[r];
-          if (c != 1.0f) {
-            float* acc_row = acc + (r0 + r) * ld_acc;
-            const __m512 vc = _mm512_set1_ps(c);
-            for (int64_t j = 0; j < acc_cols; j += kLanes) {
-              const __mmask16 mask = tail_mask(acc_cols - j);
-              _mm512_mask_storeu_ps(acc_row + j, mask,
-                                    _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, acc_row + j), vc));
-            }
-          }
-        }
-      }
-      part[r] = sum;
-    }
-    const __m512 tile_sum = reduce16(part, add_op);
-    const __m512 old_sum = _mm512_maskz_loadu_ps(row_mask, l + r0);
-    _mm512_mask_storeu_ps(l + r0, live, _mm512_fmadd_ps(old_sum, vcorrection, tile_sum));
-    _mm512_mask_storeu_ps(m + r0, live, vnew_max);
-  }
+  // A rounded product: not fused with anything (see microkernels.hpp).
+  const auto scaled_exp = [vscale](__m512 diff) { return exp_ps(_mm512_mul_ps(diff, vscale)); };
+  const auto store = [s, ld](int64_t r, int64_t j, __mmask16 mask, __m512 e) {
+    _mm512_mask_storeu_ps(s + r * ld + j, mask, e);
+  };
+  const auto clear = [s, ld, cols](int64_t r) { std::fill(s + r * ld, s + r * ld + cols, 0.0f); };
+  online_softmax_avx512(s, ld, rows, cols, scaled_exp, store, clear, m, l, acc, ld_acc, acc_cols);
 }
 
 }  // namespace
