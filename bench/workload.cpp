@@ -118,6 +118,7 @@ WorkloadRunner::WorkloadRunner(const Workload& w) : state_(std::make_unique<Stat
     s.mha = std::make_unique<MultiHeadAttention>(w.d_in, w.d_out, context, 0.0, w.num_heads, false,
                                                  options, &g);
     s.mha->set_backend(w.backend);
+    if (w.bf16) s.mha->set_dtype(DType::bfloat16);
     if (w.decode) {
       s.mha->eval();
       s.x = g.uniform({w.batch, 1, w.d_in}, -1, 1);
@@ -137,6 +138,7 @@ WorkloadRunner::WorkloadRunner(const Workload& w) : state_(std::make_unique<Stat
   if (w.decode) throw ArgumentError("bench: --decode applies to --module mha only");
   s.module = make_self_attention(w.module, w.d_in, w.d_out, w.module != "params", &g);
   s.module->set_backend(w.backend);
+  if (w.bf16) s.module->set_dtype(DType::bfloat16);
   s.x = g.uniform({w.batch, w.seq, w.d_in}, -1, 1);
   s.grad_out = g.uniform({w.batch, w.seq, w.d_out}, -1, 1);
   if (w.backward_only) s.module->forward(s.x);

@@ -311,5 +311,60 @@ TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
   }
 }
 
+// Every class in bfloat16 against itself in float32 on the same parameters and input: the output
+// within 2^-5 of its largest element, every gradient (of x and of each parameter) within 2^-4
+// of its largest (x, the weights, q, k, v, P, the context and dS each rounded once; the float32
+// run is the reference, not an oracle of the rounded computation: the PyTorch comparison in
+// python/tests/test_bf16.py is). And the bfloat16 run itself must differ from float32's (it
+// did round).
+TEST(Bf16Modules, EveryClassTracksItsFloat32Self) {
+  const int64_t b = 2, n = 80, d_in = 48;
+  for (const std::string& name : module_names()) {
+    SCOPED_TRACE(name);
+    ModuleSpec spec{.name = name,
+                    .d_in = d_in,
+                    .d_out = 32,
+                    .qkv_bias = name != "params",
+                    .context_length = n,
+                    .num_heads = name.rfind("mha", 0) == 0 ? 4 : 1};
+    if (name == "mha") spec.num_kv_groups = 2;
+    Generator g(5);
+    std::unique_ptr<Module> fp32 = make_module(spec, &g);
+    Generator g2(5);
+    std::unique_ptr<Module> bf16 = make_module(spec, &g2);
+    bf16->set_dtype(DType::bfloat16);
+    EXPECT_EQ(bf16->dtype(), DType::bfloat16);
+    Generator data(9);
+    const Tensor x = data.uniform({b, n, d_in}, -1, 1);
+    const Tensor out32 = fp32->forward(x), out16 = bf16->forward(x);
+    const Tensor dy = data.uniform(out32.shape(), -1, 1);
+    const Tensor dx32 = fp32->backward(dy), dx16 = bf16->backward(dy);
+    const double out_error = relative_error(out16, out32);
+    EXPECT_LE(out_error, 1.0 / 32);
+    EXPECT_GT(out_error, 0.0);
+    EXPECT_LE(relative_error(dx16, dx32), 1.0 / 16);
+    const NamedParameters p32 = fp32->named_parameters(), p16 = bf16->named_parameters();
+    ASSERT_EQ(p32.size(), p16.size());
+    double largest = 0.0;  // the largest gradient element of any parameter
+    for (const auto& [key, p] : p32) {
+      if (p.has_grad()) largest = std::max(largest, testing::max_abs(Tensor::from_view(p.grad())));
+    }
+    for (size_t i = 0; i < p32.size(); ++i) {
+      const std::string& key = p32[i].first;
+      ASSERT_EQ(p16[i].second.has_grad(), p32[i].second.has_grad()) << key;
+      if (!p32[i].second.has_grad()) continue;  // Linear4/5's queries and keys
+      const Tensor want = Tensor::from_view(p32[i].second.grad());
+      const Tensor got = Tensor::from_view(p16[i].second.grad());
+      if (key.size() >= 10 && key.compare(key.size() - 10, 10, "W_key.bias") == 0) {
+        // 0 in exact arithmetic (softmax ignores a shift shared by every key): rounding noise
+        // in both, bounded against the other gradients' scale.
+        EXPECT_LE(testing::max_abs(got), largest / 64) << key;
+        continue;
+      }
+      EXPECT_LE(relative_error(got, want), 1.0 / 16) << key;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llm_utils

@@ -14,11 +14,23 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "llm_utils/tensor.hpp"
 
 namespace llm_utils {
+
+/// The storage type a module computes in: float32 throughout, or bfloat16 storage of the
+/// projections' inputs, weights and outputs (q, k, v, the context) with float32 accumulation
+/// and softmax (Module::set_dtype).
+enum class DType { float32, bfloat16 };
+
+/// "float32" or "bfloat16".
+const char* dtype_name(DType dtype);
+/// Parses "float32" (or "fp32") and "bfloat16" (or "bf16"); throws ArgumentError naming the
+/// value otherwise.
+DType parse_dtype(const std::string& name);
 
 /// One bfloat16 value, stored as its bits.
 struct bfloat16 {

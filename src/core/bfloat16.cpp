@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "llm_utils/error.hpp"
+
 namespace llm_utils {
 namespace {
 
@@ -32,6 +34,16 @@ void for_each_element(const BasicTensorView<T>& view, F&& f) {
 }
 
 }  // namespace
+
+const char* dtype_name(DType dtype) {
+  return dtype == DType::bfloat16 ? "bfloat16" : "float32";
+}
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32") return DType::float32;
+  if (name == "bfloat16" || name == "bf16") return DType::bfloat16;
+  throw ArgumentError("unknown dtype '" + name + "' (expected float32, fp32, bfloat16 or bf16)");
+}
 
 BFloat16Tensor::BFloat16Tensor(Shape shape)
     : shape_(std::move(shape)), data_(static_cast<size_t>(shape_numel(shape_))) {}

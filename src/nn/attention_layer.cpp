@@ -13,15 +13,6 @@ namespace llm_utils::detail {
 
 using kernels::Trans;
 
-Strided<float> heads_view(float* rows, int64_t seq, int64_t width, int64_t c0, int64_t hd) {
-  return {rows + c0, seq * width, hd, width};
-}
-
-Strided<const float> heads_view(const float* rows, int64_t seq, int64_t width, int64_t c0,
-                                int64_t hd) {
-  return {rows + c0, seq * width, hd, width};
-}
-
 namespace {
 // Gives t the shape, reusing its storage when it already has it: repeated forwards of the same
 // size then allocate nothing here, not even the Shape (it shows on tiny inputs such as the
@@ -94,19 +85,26 @@ void AttentionLayer::pack(const QkvWeights& w) {
   }
 }
 
-AttentionProblem AttentionLayer::problem() const {
+template <typename T>
+BasicAttentionProblem<T> AttentionLayer::problem_over(const T* qkv) const {
   const LayerShape& s = shape_;
   const int64_t width = s.qkv_width(), hd = s.head_dim;
   AttentionOptions options;
   options.causal = call_.causal;
   options.scale_divisor = call_.scale_divisor;
-  AttentionProblem p =
-      make_attention_problem(heads_view(qkv_.data(), seq_, width, 0, hd),
-                             heads_view(qkv_.data(), seq_, width, s.heads * hd, hd),
-                             heads_view(qkv_.data(), seq_, width, (s.heads + s.kv_heads) * hd, hd),
-                             batch_, s.heads, s.kv_heads, seq_, seq_, hd, hd, options);
+  BasicAttentionProblem<T> p;
+  static_cast<AttentionShape&>(p) =
+      make_attention_shape(batch_, s.heads, s.kv_heads, seq_, seq_, hd, hd, options);
+  p.q = heads_view(qkv, seq_, width, 0, hd);
+  p.k = heads_view(qkv, seq_, width, s.heads * hd, hd);
+  p.v = heads_view(qkv, seq_, width, (s.heads + s.kv_heads) * hd, hd);
   apply_mask(call_.mask, p);
   return p;
+}
+template Bf16AttentionProblem AttentionLayer::problem_over(const bfloat16* qkv) const;
+
+AttentionProblem AttentionLayer::problem() const {
+  return problem_over<float>(qkv_.data());
 }
 
 void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, const QkvWeights& w,
@@ -118,6 +116,13 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
   seq_ = seq;
   call_ = std::move(call);
   weights_.reset();
+  bf16_ = call_.bf16;
+  if (!probs_.empty()) probs_ = Tensor();
+  if (!keep_.empty()) keep_ = Tensor();
+  if (bf16_) {
+    forward_bf16(x, w);
+    return;
+  }
   ensure_shape(x_, {rows, s.d_in});
   std::copy(x.data(), x.data() + rows * s.d_in, x_.data());
   pack(w);
@@ -148,8 +153,6 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
 
   ensure_shape(context_, {rows, s.heads * hd});
   ensure_shape(lse_, {batch, s.heads, seq});
-  if (!probs_.empty()) probs_ = Tensor();
-  if (!keep_.empty()) keep_ = Tensor();
   const AttentionProblem p = problem();
   if (call_.dropout > 0.0) {
     forward_with_dropout(p);
@@ -165,6 +168,7 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
 }
 
 Tensor AttentionLayer::backward(ConstTensorView dcontext, const QkvWeights& w, bool through_qk) {
+  if (bf16_) return backward_bf16(dcontext, w, through_qk);
   const LayerShape& s = shape_;
   const int64_t rows = batch_ * seq_, width = s.qkv_width(), hd = s.head_dim;
   const int64_t v0 = (s.heads + s.kv_heads) * hd;  // first value column of qkv
@@ -186,24 +190,36 @@ Tensor AttentionLayer::backward(ConstTensorView dcontext, const QkvWeights& w, b
     attention_backward(p, backend_used_, t);
   }
   // forward was `qkv = x W^T + b`: only the value columns when q and k are constants.
-  return projection_backward(dqkv, through_qk ? 0 : v0, width, w);
+  return projection_backward(dqkv.data(), x_.data(), packed_weight_.data(), through_qk ? 0 : v0,
+                             width, w);
 }
 
-Tensor AttentionLayer::projection_backward(const Tensor& dqkv, int64_t c0, int64_t c1,
-                                           const QkvWeights& w) {
+namespace {
+// The projections' GEMMs on either element type.
+void gemm_of(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float* c, int64_t ldc) {
+  kernels::gemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+void gemm_of(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, const bfloat16* a, int64_t lda,
+             const bfloat16* b, int64_t ldb, float* c, int64_t ldc) {
+  kernels::gemm_bf16(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+}  // namespace
+
+template <typename T>
+Tensor AttentionLayer::projection_backward(const T* dqkv, const T* x, const T* packed_weight,
+                                           int64_t c0, int64_t c1, const QkvWeights& w) {
   const int64_t rows = batch_ * seq_, width = shape_.qkv_width(), d_in = shape_.d_in;
   const int64_t cols = c1 - c0;
-  const float* dy = dqkv.data() + c0;  // (rows, cols), rows `width` apart
+  const T* dy = dqkv + c0;  // (rows, cols), rows `width` apart
   // forward was `qkv = x W_packed^T + b` (Linear layout): dW_packed (W, d_in) = dqkv^T x, each
   // projection's dW its rows of it; db = column sums of dqkv; dx = dqkv W_packed.
   // SelfAttention_Params: `qkv = x @ W_packed`: dW_packed (d_in, W) = x^T dqkv, dx = dqkv W^T.
   Tensor dw = w.linear_layout ? Tensor({cols, d_in}) : Tensor({d_in, cols});
   if (w.linear_layout) {
-    kernels::gemm(Trans::yes, Trans::no, cols, d_in, rows, 1.0f, dy, width, x_.data(), d_in, 0.0f,
-                  dw.data(), d_in);
+    gemm_of(Trans::yes, Trans::no, cols, d_in, rows, dy, width, x, d_in, dw.data(), d_in);
   } else {
-    kernels::gemm(Trans::yes, Trans::no, d_in, cols, rows, 1.0f, x_.data(), d_in, dy, width, 0.0f,
-                  dw.data(), cols);
+    gemm_of(Trans::yes, Trans::no, d_in, cols, rows, x, d_in, dy, width, dw.data(), cols);
   }
   int64_t p0 = 0;  // first column of projection i
   for (int i = 0; i < 3; ++i) {
@@ -220,8 +236,8 @@ Tensor AttentionLayer::projection_backward(const Tensor& dqkv, int64_t c0, int64
         ParameterRef bias = *w.bias[i];
         Tensor db({pc});  // (cols of projection i) column sums, in row order as Linear's
         for (int64_t r = 0; r < rows; ++r) {
-          const float* row = dqkv.data() + r * width + p0;
-          for (int64_t j = 0; j < pc; ++j) db[j] += row[j];
+          const T* row = dqkv + r * width + p0;
+          for (int64_t j = 0; j < pc; ++j) db[j] += static_cast<float>(row[j]);
         }
         bias.accumulate_grad(db);
       }
@@ -230,17 +246,29 @@ Tensor AttentionLayer::projection_backward(const Tensor& dqkv, int64_t c0, int64
   }
   Tensor dx({rows, d_in});
   if (w.linear_layout) {
-    kernels::gemm(Trans::no, Trans::no, rows, d_in, cols, 1.0f, dy, width,
-                  packed_weight_.data() + c0 * d_in, d_in, 0.0f, dx.data(), d_in);
+    gemm_of(Trans::no, Trans::no, rows, d_in, cols, dy, width, packed_weight + c0 * d_in, d_in,
+            dx.data(), d_in);
   } else {
-    kernels::gemm(Trans::no, Trans::yes, rows, d_in, cols, 1.0f, dy, width,
-                  packed_weight_.data() + c0, width, 0.0f, dx.data(), d_in);
+    gemm_of(Trans::no, Trans::yes, rows, d_in, cols, dy, width, packed_weight + c0, width,
+            dx.data(), d_in);
   }
   return dx;
+}
+template Tensor AttentionLayer::projection_backward(const bfloat16*, const bfloat16*,
+                                                    const bfloat16*, int64_t, int64_t,
+                                                    const QkvWeights&);
+
+const Tensor& AttentionLayer::context() const {
+  if (bf16_ && !context_widened_) {
+    context_ = context_bf16_.to_float();
+    context_widened_ = true;
+  }
+  return context_;
 }
 
 ConstTensorView AttentionLayer::heads_of_qkv(int64_t first, int64_t count) const {
   const int64_t width = shape_.qkv_width(), hd = shape_.head_dim;
+  widen_qkv();
   return ConstTensorView(qkv_.data() + first * hd, {batch_, count, seq_, hd},
                          {seq_ * width, hd, width, 1});
 }
@@ -251,6 +279,11 @@ const Tensor& AttentionLayer::attention_weights() const {
     Tensor weights({batch_, heads, seq_, seq_});  // (B, H, N, N)
     if (!probs_.empty()) {
       weights = probs_.reshape({batch_, heads, seq_, seq_});  // the dropout path has them
+    } else if (bf16_) {
+      attention_probabilities(problem_over<bfloat16>(qkv_bf16_.data()), backend_used_,
+                              Strided<const float>::contiguous(lse_.data(), heads, seq_, 1),
+                              saved_row_stats(row_max_.data(), log_sum_.data(), have_row_stats_),
+                              Strided<float>::contiguous(weights.data(), heads, seq_, seq_));
     } else {
       attention_probabilities(problem(), backend_used_,
                               Strided<const float>::contiguous(lse_.data(), heads, seq_, 1),

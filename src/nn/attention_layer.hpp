@@ -11,12 +11,18 @@
 //
 // With dropout (training mode, p > 0) the attention weights are materialised and dropped
 // (attention_layer_dropout.cpp); otherwise the kernels run (fused or reference).
+//
+// In bfloat16 (LayerCall::bf16, attention_layer_bf16.cpp) x and the packed weights are rounded,
+// the projection GEMM accumulates in float32 and its output is rounded into qkv_bf16 (B*N, W),
+// the bfloat16 kernels read their heads in place and write context_bf16 (B*N, H*hd); the float32
+// qkv and context are widened from them only when asked for.
 
 #include <cstdint>
 #include <optional>
 
 #include "detail/attention_problem.hpp"
 #include "llm_utils/attention.hpp"
+#include "llm_utils/bfloat16.hpp"
 #include "llm_utils/nn/parameter.hpp"
 #include "llm_utils/random.hpp"
 #include "llm_utils/tensor.hpp"
@@ -50,6 +56,7 @@ struct LayerCall {
   double dropout = 0.0;                // > 0: the materialised, dropped path
   Generator* generator = nullptr;      // draws the dropout mask; null: the default generator
   Backend backend = Backend::automatic;
+  bool bf16 = false;  // bfloat16 storage, float32 accumulation (Module::set_dtype)
 };
 
 class AttentionLayer {
@@ -66,8 +73,13 @@ class AttentionLayer {
   const LayerShape& shape() const { return shape_; }
   int64_t batch() const { return batch_; }
   int64_t seq() const { return seq_; }
-  /// (B*N, H*hd), the heads' context vectors side by side.
-  const Tensor& context() const { return context_; }
+  /// (B*N, H*hd), the heads' context vectors side by side (after a bfloat16 forward, their
+  /// bfloat16 values widened).
+  const Tensor& context() const;
+  /// Whether the last forward ran in bfloat16; then context_bf16() holds the context.
+  bool ran_bf16() const { return bf16_; }
+  /// (B*N, H*hd) the context of a bfloat16 forward.
+  const BFloat16Tensor& context_bf16() const { return context_bf16_; }
   /// Columns [first * hd, (first + count) * hd) of qkv as (B, count, N, hd): the heads of the
   /// queries (first 0), keys (first H) or values (first H + G).
   ConstTensorView heads_of_qkv(int64_t first, int64_t count) const;
@@ -90,25 +102,42 @@ class AttentionLayer {
   void clear_saved();
 
  private:
+  template <typename T>
+  BasicAttentionProblem<T> problem_over(const T* qkv) const;
   AttentionProblem problem() const;
   void forward_with_dropout(const AttentionProblem& p);
   void backward_with_dropout(const AttentionProblem& p, const BackwardTensors& t) const;
-  /// The projections' backward over columns [c0, c1) of dqkv (B*N, W): accumulates the
-  /// weight and bias gradients there, returns dx.
-  Tensor projection_backward(const Tensor& dqkv, int64_t c0, int64_t c1, const QkvWeights& w);
+  /// The projections' backward over columns [c0, c1) of dqkv (B*N, W), float32 or bfloat16
+  /// with x and the packed weight of the same type: accumulates the weight and bias gradients
+  /// there, returns dx.
+  template <typename T>
+  Tensor projection_backward(const T* dqkv, const T* x, const T* packed_weight, int64_t c0,
+                             int64_t c1, const QkvWeights& w);
+  /// The bfloat16 forward after the projection inputs are set (attention_layer_bf16.cpp).
+  void forward_bf16(ConstTensorView x, const QkvWeights& w);
+  Tensor backward_bf16(ConstTensorView dcontext, const QkvWeights& w, bool through_qk);
+  /// The float32 qkv with the bfloat16 forward's values, for the accessors and dropout.
+  void widen_qkv() const;
 
   LayerShape shape_;
   LayerCall call_;
   int64_t batch_ = 0, seq_ = 0;
   Backend backend_used_ = Backend::reference;
-  Tensor x_;              // (B*N, d_in) the input
-  Tensor packed_weight_;  // (W, d_in) or (d_in, W): the weights the forward used
-  Tensor packed_bias_;    // (W), or empty
-  Tensor qkv_;            // (B*N, W)
-  Tensor context_;        // (B*N, H*hd)
-  Tensor lse_;            // (B, H, N) log-sum-exp of each row of scores (kernel path)
-  Tensor row_max_;        // (B*H, N) the fused kernel's row statistics (kernel path)
-  Tensor log_sum_;        // (B*H, N)
+  Tensor x_;                // (B*N, d_in) the input
+  Tensor packed_weight_;    // (W, d_in) or (d_in, W): the weights the forward used
+  Tensor packed_bias_;      // (W), or empty
+  mutable Tensor qkv_;      // (B*N, W); after a bfloat16 forward, widened when asked for
+  mutable Tensor context_;  // (B*N, H*hd); likewise
+  // The bfloat16 forward's (empty otherwise): x, the packed weight, qkv and context rounded.
+  bool bf16_ = false;
+  mutable bool qkv_widened_ = false, context_widened_ = false;
+  BFloat16Tensor x_bf16_;        // (B*N, d_in)
+  BFloat16Tensor weight_bf16_;   // as packed_weight_
+  BFloat16Tensor qkv_bf16_;      // (B*N, W)
+  BFloat16Tensor context_bf16_;  // (B*N, H*hd)
+  Tensor lse_;                   // (B, H, N) log-sum-exp of each row of scores (kernel path)
+  Tensor row_max_;               // (B*H, N) the fused kernel's row statistics (kernel path)
+  Tensor log_sum_;               // (B*H, N)
   bool have_row_stats_ = false;
   Tensor probs_;                           // (B*H, N, N) softmax before dropout (dropout path only)
   Tensor keep_;                            // (B*H, N, N) dropout multipliers (dropout path only)
@@ -117,8 +146,9 @@ class AttentionLayer {
 
 /// Strided views of a (B*N, width) matrix's column block [c0, c0 + count * hd) as
 /// (B, count, N, hd) heads, for the kernels.
-Strided<float> heads_view(float* rows, int64_t seq, int64_t width, int64_t c0, int64_t hd);
-Strided<const float> heads_view(const float* rows, int64_t seq, int64_t width, int64_t c0,
-                                int64_t hd);
+template <typename T>
+Strided<T> heads_view(T* rows, int64_t seq, int64_t width, int64_t c0, int64_t hd) {
+  return {rows + c0, seq * width, hd, width};
+}
 
 }  // namespace llm_utils::detail

@@ -87,7 +87,7 @@ BroadcastMask merge_masks(const std::string& where, const AttentionMask& attn_ma
   return with_strides(std::move(sum), dims);
 }
 
-void apply_mask(const BroadcastMask& mask, AttentionProblem& p) {
+void apply_mask(const BroadcastMask& mask, AttentionShape& p) {
   if (!mask.present) return;
   p.mask = mask.values.data();
   p.mask_heads = p.heads;

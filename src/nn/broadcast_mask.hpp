@@ -31,6 +31,6 @@ BroadcastMask merge_masks(const std::string& where, const AttentionMask& attn_ma
                           const AttentionMask& key_padding, const MaskExtent& extent);
 
 /// Points the problem (B batch elements of p.heads heads) at the mask; nothing when it is absent.
-void apply_mask(const BroadcastMask& mask, AttentionProblem& p);
+void apply_mask(const BroadcastMask& mask, AttentionShape& p);
 
 }  // namespace llm_utils::detail

@@ -40,6 +40,7 @@ Tensor CausalAttention::forward_rows(ConstTensorView x, const Input& in) {
   call.dropout = training() ? dropout_ : 0.0;
   call.generator = generator_;
   call.backend = backend();
+  call.bf16 = dtype() == DType::bfloat16;
   layer_->forward(x, in.batch, in.seq, detail::linear_qkv_weights(W_query, W_key, W_value),
                   std::move(call));
   return Tensor::from_view(layer_->context());  // (B*N, d_out)

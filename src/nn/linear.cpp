@@ -103,6 +103,17 @@ void Linear::forward_into(const float* x, int64_t rows, float* y) const {
                 bias ? 1.0f : 0.0f, y, out);
 }
 
+namespace {
+// db (cols) = the column sums of dy (rows, cols), row after row as PyTorch's Linear.
+Tensor column_sums(const float* dy, int64_t rows, int64_t cols) {
+  Tensor db({cols});
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) db[j] += dy[r * cols + j];
+  }
+  return db;
+}
+}  // namespace
+
 Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
   const int64_t in = in_features(), out = out_features();
   const int64_t rows = rows_of(x, in, "Linear::backward", "x");
@@ -120,18 +131,51 @@ Tensor Linear::backward(ConstTensorView x, ConstTensorView dy, bool need_dx) {
                   dw.data(), in);
     weight.accumulate_grad(dw);
   }
-  if (bias && bias->requires_grad()) {
-    Tensor db({out});
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = 0; j < out; ++j) db[j] += dy.data()[r * out + j];
-    }
-    bias->accumulate_grad(db);
-  }
+  if (bias && bias->requires_grad()) bias->accumulate_grad(column_sums(dy.data(), rows, out));
   if (!need_dx) return {};
   // ... and dx (rows, in) = dy W.
   Tensor dx(x.shape());
   kernels::gemm(Trans::no, Trans::no, rows, in, out, 1.0f, dy.data(), out, weight.data().data(), in,
                 0.0f, dx.data(), in);
+  return dx;
+}
+
+void Linear::forward_into_bf16(const bfloat16* x, int64_t rows, float* y) const {
+  const int64_t in = in_features(), out = out_features();
+  check_bias();
+  const BFloat16Tensor w = BFloat16Tensor::from_float(weight.data());  // (out, in)
+  if (bias) {
+    const ConstTensorView b = bias->data();  // (out)
+    for (int64_t r = 0; r < rows; ++r) std::copy(b.data(), b.data() + out, y + r * out);
+  }
+  // y (rows, out) = x (rows, in) W^T (in, out) + y
+  kernels::gemm_bf16(Trans::no, Trans::yes, rows, out, in, 1.0f, x, in, w.data(), in,
+                     bias ? 1.0f : 0.0f, y, out);
+}
+
+Tensor Linear::backward_bf16(const bfloat16* x, int64_t rows, ConstTensorView dy, bool need_dx) {
+  const int64_t in = in_features(), out = out_features();
+  if (rows_of(dy, out, "Linear::backward", "dy") != rows) {
+    throw ArgumentError("Linear::backward: dy has shape " + shape_to_string(dy.shape()) + " for " +
+                        std::to_string(rows) + " rows of x");
+  }
+  Tensor dy_copy;
+  dy = contiguous(dy, dy_copy);
+  const BFloat16Tensor dy_bf = BFloat16Tensor::from_float(dy);  // (rows, out)
+  // forward was `y = x W^T + b`, so dW (out, in) = dy^T x and db (out) = column sums of dy.
+  if (weight.requires_grad()) {
+    Tensor dw({out, in});
+    kernels::gemm_bf16(Trans::yes, Trans::no, out, in, rows, 1.0f, dy_bf.data(), out, x, in, 0.0f,
+                       dw.data(), in);
+    weight.accumulate_grad(dw);
+  }
+  if (bias && bias->requires_grad()) bias->accumulate_grad(column_sums(dy.data(), rows, out));
+  if (!need_dx) return {};
+  // ... and dx (rows, in) = dy W.
+  const BFloat16Tensor w = BFloat16Tensor::from_float(weight.data());  // (out, in)
+  Tensor dx({rows, in});
+  kernels::gemm_bf16(Trans::no, Trans::no, rows, in, out, 1.0f, dy_bf.data(), out, w.data(), in,
+                     0.0f, dx.data(), in);
   return dx;
 }
 

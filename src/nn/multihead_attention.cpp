@@ -54,6 +54,11 @@ void MultiHeadAttentionWrapper::set_backend(Backend backend) {
   for (auto& head : heads) head.set_backend(backend);
 }
 
+void MultiHeadAttentionWrapper::set_dtype(DType dtype) {
+  Module::set_dtype(dtype);
+  for (auto& head : heads) head.set_dtype(dtype);
+}
+
 Tensor MultiHeadAttentionWrapper::forward_rows(ConstTensorView x, const Input& in) {
   const int64_t d = heads.front().d_out(), width = out_features(), rows = in.batch * in.seq;
   const ConstTensorView x3(x.data(), {in.batch, in.seq, in_features()});  // (B, N, d_in)
@@ -188,15 +193,23 @@ Tensor MultiHeadAttention::forward_uncached(ConstTensorView x, const Input& in,
   call.dropout = training() ? dropout_ : 0.0;
   call.generator = generator_;
   call.backend = backend();
+  call.bf16 = dtype() == DType::bfloat16;
   layer_->forward(x, b, n, detail::linear_qkv_weights(W_query, W_key, W_value), std::move(call));
   Tensor out({b * n, d_out()});  // (B*N, d_out) = out_proj(context)
-  out_proj.forward_into(layer_->context().data(), b * n, out.data());
+  if (layer_->ran_bf16()) {
+    out_proj.forward_into_bf16(layer_->context_bf16().data(), b * n, out.data());
+  } else {
+    out_proj.forward_into(layer_->context().data(), b * n, out.data());
+  }
   return out;
 }
 
 Tensor MultiHeadAttention::backward_rows(ConstTensorView dy) {
   // forward `out = out_proj(context)`.
-  const Tensor dcontext = out_proj.backward(layer_->context(), dy);  // (B*N, H*hd)
+  const Tensor dcontext =  // (B*N, H*hd)
+      layer_->ran_bf16() ? out_proj.backward_bf16(layer_->context_bf16().data(),
+                                                  layer_->batch() * layer_->seq(), dy)
+                         : out_proj.backward(layer_->context(), dy);
   // forward `context = attention(x W_packed^T + b)`.
   return layer_->backward(dcontext, detail::linear_qkv_weights(W_query, W_key, W_value), true);
 }

@@ -27,6 +27,7 @@ SelfAttentionBase::~SelfAttentionBase() = default;
 Tensor SelfAttentionBase::forward_rows(ConstTensorView x, const Input& in) {
   detail::LayerCall call;
   call.backend = backend();
+  call.bf16 = dtype() == DType::bfloat16;
   layer_->forward(x, in.batch, in.seq, qkv_weights(), std::move(call));
   after_forward(in.batch, in.seq);
   return Tensor::from_view(layer_->context());  // (B*N, d_out)

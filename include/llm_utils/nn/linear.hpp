@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "llm_utils/bfloat16.hpp"
 #include "llm_utils/nn/parameter.hpp"
 #include "llm_utils/random.hpp"
 #include "llm_utils/tensor.hpp"
@@ -42,10 +43,18 @@ class Linear {
   /// emplaced with another shape throws ArgumentError.
   void forward_into(const float* x, int64_t rows, float* y) const;
   /// ArgumentError when the bias (an optional a caller may emplace) does not fit the weight.
+  /// forward_into on bfloat16 rows x (rows, in_features): the weight rounded to bfloat16,
+  /// products accumulated in float32 into y (rows, out_features), plus the float32 bias.
+  void forward_into_bf16(const bfloat16* x, int64_t rows, float* y) const;
   void check_bias() const;
   /// Given the forward's input x (..., in) and dy (..., out): accumulates weight and bias
   /// gradients and, when `need_dx`, returns dx (..., in); otherwise an empty tensor.
   Tensor backward(ConstTensorView x, ConstTensorView dy, bool need_dx = true);
+
+  /// The backward of forward_into_bf16 for its x (rows, in_features): dy (rows, out_features)
+  /// float32, rounded to bfloat16 for the products dW = dy^T x and dx = dy W (float32
+  /// accumulation, W rounded as in the forward); db sums the float32 dy.
+  Tensor backward_bf16(const bfloat16* x, int64_t rows, ConstTensorView dy, bool need_dx = true);
 
   Parameter weight;               ///< (out_features, in_features)
   std::optional<Parameter> bias;  ///< (out_features), absent when built with bias = false

@@ -100,6 +100,15 @@ class Module {
   /// Which attention kernel forward and backward use (default: automatic).
   virtual void set_backend(Backend backend) { backend_ = backend; }
   Backend backend() const { return backend_; }
+  /// The storage the next forward (and its backward) computes in (default: float32). With
+  /// bfloat16, x and the projection weights are rounded to bfloat16 for the projections, q, k,
+  /// v and the context are stored in bfloat16, and every product accumulates in float32, the
+  /// softmax too (the bfloat16 kernels of attention.hpp); parameters, their gradients, the
+  /// module's input and output stay float32 (mixed precision: the float32 parameters are the
+  /// master copy an optimizer updates). The KV cache (MultiHeadAttention's use_cache) and
+  /// dropout run in float32 on the bfloat16-rounded projections.
+  virtual void set_dtype(DType dtype) { dtype_ = dtype; }
+  DType dtype() const { return dtype_; }
 
  protected:
   /// `max_seq_len` 0: no limit on N.
@@ -151,6 +160,7 @@ class Module {
   int64_t max_seq_len_;
   bool training_ = true;
   Backend backend_ = Backend::automatic;
+  DType dtype_ = DType::float32;
   // What the last successful forward left; a forward that throws leaves it as it was.
   struct Saved {
     Input input{0, 0, false};        // batch 0: no forward yet (or the weights were loaded)

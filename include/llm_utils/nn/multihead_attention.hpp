@@ -52,6 +52,7 @@ class MultiHeadAttentionWrapper : public Module {
   /// Propagate to every head.
   void train(bool mode = true) override;
   void set_backend(Backend backend) override;
+  void set_dtype(DType dtype) override;
   /// Each head's entries under `heads.<h>.`, head by head (`heads.0.mask`,
   /// `heads.0.W_query.weight`,
   /// ...), as PyTorch.
