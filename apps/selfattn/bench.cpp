@@ -69,7 +69,7 @@ void bench(BenchOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
   llm_utils::bench::Workload& w = o.workload;
   w.backend = llm_utils::parse_backend(o.backend);
-  w.bf16 = o.dtype == "bf16" || o.dtype == "bfloat16";
+  w.bf16 = llm_utils::parse_dtype(o.dtype) == llm_utils::DType::bfloat16;
   const int64_t head_dim =
       w.module == "mha" ? w.d_out / std::max<int64_t>(1, w.num_heads) : w.d_out;
   const int64_t queries = w.decode ? 1 : w.seq, keys = w.decode ? w.seq + 1 : w.seq;
@@ -182,11 +182,7 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
   cmd->add_option("--sgemm-size", o->sgemm_size, "Size of the square SGEMM measured alongside")
       ->check(positive_integer())
       ->capture_default_str();
-  cmd->add_option("--dtype", o->dtype,
-                  "Storage of q, k, v (and a module's projections): fp32, or bf16 with float32 "
-                  "accumulation and softmax")
-      ->check(CLI::IsMember({"fp32", "float32", "bf16", "bfloat16"}))
-      ->capture_default_str();
+  add_dtype_option(cmd, o->dtype);
   cmd->add_flag("--json", o->json, "One JSON object instead of text");
   cmd->footer(
       "FLOPs count a multiply-add as 2: projections 6*B*N*d_in*d_out, attention core "

@@ -21,6 +21,7 @@ CLI::Option* add_module_flags(CLI::App* cmd, ModuleFlags& f) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--backend", f.backend, "Attention kernel: auto, reference or flash")
       ->check(CLI::IsMember({"auto", "reference", "flash"}));
+  add_dtype_option(cmd, f.dtype);
   cmd->add_option("--threads", f.threads, "Threads for the computation (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));
   return module;
@@ -53,6 +54,7 @@ std::unique_ptr<llm_utils::SelfAttentionBase> build_module(ModuleFlags f) {
   llm_utils::manual_seed(f.seed.value_or(llm_utils::Generator::kDefaultSeed));
   auto module = llm_utils::make_self_attention(f.module, f.d_in, f.d_out, f.qkv_bias);
   module->set_backend(llm_utils::parse_backend(f.backend));
+  module->set_dtype(llm_utils::parse_dtype(f.dtype));
   if (weights) module->load_state_dict(*weights);
   return module;
 }

@@ -20,6 +20,7 @@ struct ModuleFlags {
   std::optional<uint64_t> seed;
   std::string weights;
   std::string backend = "auto";
+  std::string dtype = "fp32";
   int threads = 0;
 };
 

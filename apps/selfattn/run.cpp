@@ -30,6 +30,7 @@ struct RunOptions {
   std::string save_weights;
   int threads = 0;
   std::string backend = "auto";
+  std::string dtype = "fp32";
   // The book's causal and multi-head classes only.
   int64_t context_length = 0;  // 0: the input's sequence length, as the book's example
   int64_t num_heads = 1;
@@ -114,6 +115,7 @@ void run(RunOptions o, std::ostream& out) {
   spec.num_kv_groups = o.num_kv_groups;
   const std::unique_ptr<llm_utils::Module> module = llm_utils::make_module(spec);
   module->set_backend(llm_utils::parse_backend(o.backend));
+  module->set_dtype(llm_utils::parse_dtype(o.dtype));
   if (weights) module->load_state_dict(*weights);
 
   const llm_utils::Tensor y = module->forward(x);
@@ -167,6 +169,7 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", options->backend, "Attention kernel")
       ->check(CLI::IsMember({"auto", "reference", "flash"}));
+  add_dtype_option(cmd, options->dtype);
   cmd->add_option("--context-length", options->context_length,
                   "causal, mha-wrapper, mha: the longest sequence (default: the input's, or the "
                   "mask in --weights)")

@@ -22,6 +22,7 @@ namespace {
 
 struct TrainFlags {
   std::string module = "linear";
+  std::string dtype = "fp32";  // the student's
   int64_t d_in = 3;
   int64_t d_out = 2;
   bool qkv_bias = false;
@@ -130,6 +131,7 @@ void train(const TrainFlags& o, std::ostream& out) {
   // Seeded last, so the student's initial weights are PyTorch's for --seed.
   llm_utils::manual_seed(seed);
   auto student = llm_utils::make_self_attention(o.module, o.d_in, o.d_out, o.qkv_bias);
+  student->set_dtype(llm_utils::parse_dtype(o.dtype));
   stop_generator_advance(*student);
   TaskSampler sampler(task, teacher.get(), o.batch, o.seq, o.d_in, o.d_out, o.data_seed);
   std::string opt_desc;
@@ -264,6 +266,7 @@ Command add_train_command(CLI::App& app, std::ostream& out) {
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--threads", f->threads, "Threads for the computation (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));
+  add_dtype_option(cmd, f->dtype);
   cmd->footer(
       std::string(
           "Each step draws a fresh batch of inputs with features in [0, 1), computes the MSE "

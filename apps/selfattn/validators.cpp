@@ -91,4 +91,13 @@ CLI::Validator seed_integer() {
       "SEED");
 }
 
+CLI::Option* add_dtype_option(CLI::App* cmd, std::string& dtype) {
+  return cmd
+      ->add_option("--dtype", dtype,
+                   "Storage of the projections and q, k, v: fp32, or bf16 (bfloat16 with float32 "
+                   "accumulation and softmax)")
+      ->check(CLI::IsMember({"fp32", "float32", "bf16", "bfloat16"}))
+      ->capture_default_str();
+}
+
 }  // namespace selfattn

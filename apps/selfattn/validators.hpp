@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 namespace selfattn {
 
@@ -18,5 +19,8 @@ CLI::Validator non_negative_real();
 /// A seed as torch.manual_seed takes it: an integer in [-2^63, 2^64 - 1] (negative values wrap
 /// to their low 64 bits, as PyTorch's).
 CLI::Validator seed_integer();
+
+/// Registers --dtype (fp32 / float32 or bf16 / bfloat16) on `cmd`, into `dtype`.
+CLI::Option* add_dtype_option(CLI::App* cmd, std::string& dtype);
 
 }  // namespace selfattn

@@ -6,8 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <string>
+#include <utility>
 
+#include "llm_utils/bfloat16.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/tensor.hpp"
 
@@ -110,6 +113,16 @@ void bind_modules(py::module_& m);
 void bind_book_modules(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_io(py::module_& m);
+
+/// A module built by its constructor, then set to the dtype the keyword asked for ("float32",
+/// "fp32", "bfloat16" or "bf16"; ValueError otherwise).
+template <typename T, typename... Args>
+std::unique_ptr<T> make_in_dtype(const std::string& dtype, Args&&... args) {
+  const llm_utils::DType parsed = parse_dtype(dtype);  // before the constructor draws
+  auto module = std::make_unique<T>(std::forward<Args>(args)...);
+  module->set_dtype(parsed);
+  return module;
+}
 
 }  // namespace llm_utils::python
 

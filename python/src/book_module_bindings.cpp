@@ -61,10 +61,16 @@ Example::
     ctx = ca(batch)        # (2, 6, 3) -> (2, 6, 2), the book's numbers
 )doc");
   causal
-      .def(py::init<int64_t, int64_t, int64_t, double, bool, Generator*>(), py::arg("d_in"),
-           py::arg("d_out"), py::arg("context_length"), py::arg("dropout"),
+      .def(py::init([](int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
+                       bool qkv_bias, Generator* generator, const std::string& dtype) {
+             return make_in_dtype<CausalAttention>(dtype, d_in, d_out, context_length, dropout,
+                                                   qkv_bias, generator);
+           }),
+           py::arg("d_in"), py::arg("d_out"), py::arg("context_length"), py::arg("dropout"),
            py::arg("qkv_bias") = false, py::kw_only(), py::arg("generator") = nullptr,
-           "Builds W_query, W_key, W_value in that order, then the mask buffer.")
+           py::arg("dtype") = "float32",
+           "Builds W_query, W_key, W_value in that order, then the mask buffer. dtype:\n"
+           "'float32' or 'bfloat16' (Module.set_dtype).")
       .def_property_readonly(
           "W_query", [](py::object s) { return linear_of(s, s.cast<CausalAttention&>().W_query); },
           "The query projection, ``Linear(d_in, d_out, bias=qkv_bias)``.")
@@ -101,10 +107,15 @@ Args: d_in, d_out, context_length, dropout, num_heads, qkv_bias, as the book; ge
 keyword-only.
 )doc");
   wrapper
-      .def(py::init<int64_t, int64_t, int64_t, double, int64_t, bool, Generator*>(),
+      .def(py::init([](int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
+                       int64_t num_heads, bool qkv_bias, Generator* generator,
+                       const std::string& dtype) {
+             return make_in_dtype<MultiHeadAttentionWrapper>(
+                 dtype, d_in, d_out, context_length, dropout, num_heads, qkv_bias, generator);
+           }),
            py::arg("d_in"), py::arg("d_out"), py::arg("context_length"), py::arg("dropout"),
            py::arg("num_heads"), py::arg("qkv_bias") = false, py::kw_only(),
-           py::arg("generator") = nullptr)
+           py::arg("generator") = nullptr, py::arg("dtype") = "float32")
       .def_property_readonly(
           "heads",
           [](py::object self) {
@@ -137,22 +148,24 @@ Example::
 )doc");
   mha.def(py::init([](int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
                       int64_t num_heads, bool qkv_bias, std::optional<int64_t> num_kv_groups,
-                      std::optional<double> scale, bool causal, Generator* generator) {
+                      std::optional<double> scale, bool causal, Generator* generator,
+                      const std::string& dtype) {
             MultiHeadAttentionOptions options;
             options.num_kv_groups = num_kv_groups.value_or(0);
             options.scale = scale;
             options.causal = causal;
-            return std::make_unique<MultiHeadAttention>(d_in, d_out, context_length, dropout,
-                                                        num_heads, qkv_bias, options, generator);
+            return make_in_dtype<MultiHeadAttention>(dtype, d_in, d_out, context_length, dropout,
+                                                     num_heads, qkv_bias, options, generator);
           }),
           py::arg("d_in"), py::arg("d_out"), py::arg("context_length"), py::arg("dropout"),
           py::arg("num_heads"), py::arg("qkv_bias") = false, py::kw_only(),
           py::arg("num_kv_groups") = py::none(), py::arg("scale") = py::none(),
-          py::arg("causal") = true, py::arg("generator") = nullptr,
+          py::arg("causal") = true, py::arg("generator") = nullptr, py::arg("dtype") = "float32",
           "Builds W_query, W_key, W_value, out_proj in that order, then the mask buffer.\n"
           "Beyond the book (keyword-only): num_kv_groups (grouped-query attention: W_key and\n"
           "W_value have num_kv_groups * head_dim outputs; None = num_heads), scale (multiplies\n"
-          "the scores, as SDPA's; None = 1 / sqrt(head_dim)), causal (False: no causal mask).")
+          "the scores, as SDPA's; None = 1 / sqrt(head_dim)), causal (False: no causal mask),\n"
+          "dtype ('float32' or 'bfloat16': Module.set_dtype).")
       .def(
           "forward",
           [](MultiHeadAttention& m, const ArrayLike& x, const Any& attn_mask,

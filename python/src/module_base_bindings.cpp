@@ -185,6 +185,20 @@ void bind_module_base(py::module_& m) {
       .def_property_readonly(
           "backend", [](const Module& self) { return std::string(backend_name(self.backend())); },
           "The attention kernel in use: 'reference', 'flash' or 'auto'.")
+      .def(
+          "set_dtype",
+          [](py::object self, const std::string& dtype) {
+            self.cast<Module&>().set_dtype(parse_dtype(dtype));
+            return self;
+          },
+          py::arg("dtype"),
+          "Computes in 'float32' (the default) or 'bfloat16' ('bf16'): bfloat16 storage of the\n"
+          "projections' inputs, weights, q, k, v and the context, float32 accumulation and\n"
+          "softmax; parameters, gradients, inputs and outputs stay float32 arrays. Returns\n"
+          "self. ValueError on another name.")
+      .def_property_readonly(
+          "dtype", [](const Module& self) { return std::string(dtype_name(self.dtype())); },
+          "'float32' or 'bfloat16'.")
       .def_property_readonly("d_in", &Module::in_features, "Input features per token.");
 }
 

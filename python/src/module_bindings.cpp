@@ -108,10 +108,15 @@ template <typename T>
 py::class_<T, SelfAttentionBase> bind_linear_class(py::module_& m, const char* name,
                                                    const char* doc) {
   py::class_<T, SelfAttentionBase> cls(m, name, doc);
-  cls.def(py::init<int64_t, int64_t, bool, Generator*>(), py::arg("d_in"), py::arg("d_out"),
-          py::arg("qkv_bias") = false, py::kw_only(), py::arg("generator") = nullptr,
+  cls.def(py::init([](int64_t d_in, int64_t d_out, bool qkv_bias, Generator* generator,
+                      const std::string& dtype) {
+            return make_in_dtype<T>(dtype, d_in, d_out, qkv_bias, generator);
+          }),
+          py::arg("d_in"), py::arg("d_out"), py::arg("qkv_bias") = false, py::kw_only(),
+          py::arg("generator") = nullptr, py::arg("dtype") = "float32",
           "Builds the query, key and value layers in that order, drawing from ``generator``\n"
-          "(default: the default generator, as PyTorch).");
+          "(default: the default generator, as PyTorch). dtype: 'float32' or 'bfloat16'\n"
+          "(Module.set_dtype).");
   bind_projections(cls);
   bind_copy(cls);
   return cls;
@@ -173,9 +178,14 @@ Example::
     sa.W_query             # (3, 2) float32 array over the module's memory
 )doc");
   params
-      .def(py::init<int64_t, int64_t, Generator*>(), py::arg("d_in"), py::arg("d_out"),
-           py::kw_only(), py::arg("generator") = nullptr,
-           "Draws W_query, W_key, W_value with torch.rand's stream, in that order.")
+      .def(
+          py::init([](int64_t d_in, int64_t d_out, Generator* generator, const std::string& dtype) {
+            return make_in_dtype<SelfAttention_Params>(dtype, d_in, d_out, generator);
+          }),
+          py::arg("d_in"), py::arg("d_out"), py::kw_only(), py::arg("generator") = nullptr,
+          py::arg("dtype") = "float32",
+          "Draws W_query, W_key, W_value with torch.rand's stream, in that order. dtype:\n"
+          "'float32' or 'bfloat16' (Module.set_dtype).")
       .def_property(
           "W_query", [](const SelfAttention_Params& s) { return alias_parameter(s.W_query); },
           [](SelfAttention_Params& s, py::handle v) { assign_parameter(s.W_query, v, "W_query"); },

@@ -343,20 +343,24 @@ void probabilities(const BasicAttentionProblem<T>& p, Strided<const float> lse, 
 }  // namespace
 
 void flash_backward(const FlashProblem& p, const BackwardTensors& t) {
+  selected_isa();  // throws here, not inside a parallel region, on a bad LLM_UTILS_ISA
   backward(p, t);
 }
 
 void flash_backward(const Bf16AttentionProblem& p, const BasicBackwardTensors<bfloat16>& t) {
+  selected_isa();  // throws here, not inside a parallel region, on a bad LLM_UTILS_ISA
   backward(p, t);
 }
 
 void flash_probabilities(const FlashProblem& p, Strided<const float> lse, RowStats stats,
                          Strided<float> probs) {
+  selected_isa();  // throws here, not inside a parallel region, on a bad LLM_UTILS_ISA
   probabilities(p, lse, stats, probs);
 }
 
 void flash_probabilities(const Bf16AttentionProblem& p, Strided<const float> lse, RowStats stats,
                          Strided<float> probs) {
+  selected_isa();  // throws here, not inside a parallel region, on a bad LLM_UTILS_ISA
   probabilities(p, lse, stats, probs);
 }
 

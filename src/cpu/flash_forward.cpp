@@ -336,10 +336,12 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
 }  // namespace
 
 void flash_forward(const FlashProblem& p, const ForwardOutputs& o) {
+  selected_isa();  // throws here, not inside a parallel region, on a bad LLM_UTILS_ISA
   forward(p, o);
 }
 
 void flash_forward(const Bf16AttentionProblem& p, const BasicForwardOutputs<bfloat16>& o) {
+  selected_isa();  // throws here, not inside a parallel region, on a bad LLM_UTILS_ISA
   forward(p, o);
 }
 

@@ -359,3 +359,88 @@ def test_bench_reports_time_rates_and_memory():
     assert text.returncode == 0, text.stderr
     assert "of SGEMM" in text.stdout and "FP32 FMA peak" in text.stdout
     assert "peak resident memory" in text.stdout
+
+
+def test_bench_in_bfloat16_reports_the_bf16_peak():
+    common = ["bench", "--module", "core", "--seq", "128", "--d-out", "16", "--repeat", "2",
+              "--threads", "1", "--sgemm-size", "128", "--dtype", "bf16"]
+    r = selfattn(*common, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["dtype"] == "bfloat16"
+    if report["kernel_isa"] == "avx512_bf16":  # the CPU has vdpbf16ps: its peak is measured
+        assert report["bf16_peak_gflops"] > 0
+        assert report["percent_of_bf16_peak"] == pytest.approx(
+            100 * report["gflops"] / report["bf16_peak_gflops"], rel=0.02, abs=0.1)
+    text = selfattn(*common)
+    assert text.returncode == 0 and "bfloat16" in text.stdout, text.stderr
+
+
+def cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def isas_of_this_cpu():
+    flags = cpu_flags()
+    isas = ["portable"]
+    if {"avx2", "fma"} <= flags:
+        isas.append("avx2")
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+        isas.append("avx512")
+        if "avx512_bf16" in flags:
+            isas.append("avx512_bf16")
+    return isas
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512", "avx512_bf16"])
+def test_llm_utils_isa_forces_a_table(isa):
+    env = dict(os.environ, LLM_UTILS_ISA=isa)
+    args = [SELFATTN, "bench", "--module", "core", "--seq", "128", "--d-out", "16", "--repeat",
+            "1", "--threads", "1", "--sgemm-size", "64", "--dtype", "bf16", "--json"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    if isa in isas_of_this_cpu():
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["kernel_isa"] == isa
+    else:
+        assert r.returncode > 0
+        assert f"LLM_UTILS_ISA={isa}: this CPU does not support {isa}" in r.stderr
+
+
+@pytest.mark.parametrize("value,text", [
+    ("amx", "no AMX tables are built"),
+    ("sse9", "unknown ISA (expected portable, avx2, avx512, avx512_bf16 or amx)"),
+])
+def test_llm_utils_isa_refuses_what_cannot_run(value, text):
+    env = dict(os.environ, LLM_UTILS_ISA=value)
+    r = subprocess.run([SELFATTN, "bench", "--module", "core", "--seq", "64", "--d-out", "8",
+                        "--repeat", "1", "--sgemm-size", "64"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode > 0
+    assert text in r.stderr
+
+
+def test_run_in_bfloat16_tracks_pytorch_bfloat16(tmp_path):
+    x = np.random.default_rng(4).standard_normal((2, 70, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for dtype in ("fp32", "bf16"):
+        r = selfattn("run", "--module", "mha", "--d-in", 16, "--d-out", 16, "--num-heads", 2,
+                     "--qkv-bias", "--seed", 5, "--input", tmp_path / "x.npy", "--output",
+                     tmp_path / f"{dtype}.npy", "--dtype", dtype)
+        assert r.returncode == 0, r.stderr
+        outputs[dtype] = np.load(tmp_path / f"{dtype}.npy")
+    sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+    import book_attention  # noqa: E402
+    torch.manual_seed(5)
+    ref = book_attention.build("MultiHeadAttention", 16, 16, 70, 0.0, 2, True)
+    exact = ref(torch.from_numpy(x)).detach().numpy()
+    scale = np.abs(exact).max()
+    close(outputs["fp32"], exact)
+    torch_bf16 = ref.to(torch.bfloat16)(torch.from_numpy(x).to(torch.bfloat16)).detach()
+    torch_bf16 = torch_bf16.float().numpy()
+    assert np.abs(outputs["bf16"] - torch_bf16).max() <= 2.0**-6 * scale
+    assert np.abs(outputs["bf16"] - exact).max() > 0  # it did round
