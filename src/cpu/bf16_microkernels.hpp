@@ -50,6 +50,20 @@ struct Bf16Microkernels {
   void (*online_softmax)(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
                          float* l, float* acc, int64_t ld_acc, int64_t acc_cols, bfloat16* p,
                          int64_t ld_p);
+
+  /// Microkernels::exp_centered_each (x[j] = exp((x[j] - centers[j]) * scale - offsets[j]),
+  /// 0 where offsets[j] is -inf), also storing x rounded into p[j]; the exponential as
+  /// online_softmax's.
+  void (*exp_centered_each)(float* x, int64_t n, float scale, const float* centers,
+                            const float* offsets, bfloat16* p);
+
+  /// The softmax backward of two key-major rows at once, rounded: ds_r[j] = p_r[j] (dp_r[j] -
+  /// dsum[j]) for r = 0, 1 (row 1 absent, and taken as zeros, when p1 is null), stored as
+  /// bfloat16 rows a0, a1 (a1 untouched when p1 is null) and as one pair row
+  /// pairs[2j + r] = ds_r[j]. The float32 dS is not kept.
+  void (*softmax_grad_pairs)(const float* p0, const float* p1, const float* dp0, const float* dp1,
+                             const float* dsum, int64_t n, bfloat16* a0, bfloat16* a1,
+                             bfloat16* pairs);
 };
 
 /// The table for the ISA microkernels() runs (ISA avx512_bf16 runs its own; see

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "cpu/bf16_microkernels.hpp"
+#include "cpu/bf16_steps_by_rows.hpp"
 
 namespace llm_utils::cpu {
 namespace {
@@ -171,19 +172,20 @@ void widen(const bfloat16* src, int64_t n, float* dst) {
   for (; j < n; ++j) dst[j] = static_cast<float>(src[j]);
 }
 
-// The float32 table's step, then its probabilities rounded.
-void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
-                    float* l, float* acc, int64_t ld_acc, int64_t acc_cols, bfloat16* p,
-                    int64_t ld_p) {
-  avx2_microkernels().online_softmax(s, ld, rows, cols, scale, m, l, acc, ld_acc, acc_cols);
-  for (int64_t r = 0; r < rows; ++r) round(s + r * ld, cols, p + r * ld_p);
-}
+using Steps = Bf16StepsByRows<avx2_microkernels, round, round_pairs>;
 
 }  // namespace
 
 const Bf16Microkernels& avx2_bf16_microkernels() {
-  static const Bf16Microkernels table{Isa::avx2,  gemm,  round,         round_pairs,
-                                      interleave, widen, online_softmax};
+  static const Bf16Microkernels table{Isa::avx2,
+                                      gemm,
+                                      round,
+                                      round_pairs,
+                                      interleave,
+                                      widen,
+                                      Steps::online_softmax,
+                                      Steps::exp_centered_each,
+                                      Steps::softmax_grad_pairs};
   return table;
 }
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "cpu/bf16_microkernels.hpp"
 #include "cpu/online_softmax_avx512.hpp"
@@ -164,6 +165,17 @@ inline __m512i round_lanes(__m512 x) {
   return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
 }
 
+// The rounding of P and dS inside the fused steps. Native: vcvtneps2bf16 (nearest even; it
+// takes subnormal inputs as zero, which vdpbf16ps does to the rounded value anyway, so the
+// products are the same; a NaN keeps its payload rather than becoming 0x7FC0).
+inline __m256i round_to_halves(__m512 x) {
+#if LLM_UTILS_BF16_NATIVE
+  return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x));
+#else
+  return _mm512_cvtepi32_epi16(round_lanes(x));
+#endif
+}
+
 void round(const float* src, int64_t n, bfloat16* dst) {
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 mask = tail_mask(n - j);
@@ -228,12 +240,56 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
     return exp2_nonpositive(_mm512_mul_ps(diff, scale_log2e));
   };
   const auto store = [p, ld_p](int64_t r, int64_t j, __mmask16 mask, __m512 e) {
-    _mm512_mask_cvtepi32_storeu_epi16(p + r * ld_p + j, mask, round_lanes(e));
+    _mm256_mask_storeu_epi16(p + r * ld_p + j, mask, round_to_halves(e));
   };
   const auto clear = [p, ld_p, cols](int64_t r) {
     std::fill(p + r * ld_p, p + r * ld_p + cols, bfloat16());
   };
   online_softmax_avx512(s, ld, rows, cols, scaled_exp, store, clear, m, l, acc, ld_acc, acc_cols);
+}
+
+void exp_centered_each(float* x, int64_t n, float scale, const float* centers, const float* offsets,
+                       bfloat16* p) {
+  const __m512 s = _mm512_set1_ps(scale * 1.44269504088896341f);
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512 v = _mm512_maskz_loadu_ps(mask, x + j);
+    const __m512 c =
+        centers != nullptr ? _mm512_maskz_loadu_ps(mask, centers + j) : _mm512_setzero_ps();
+    const __m512 off = _mm512_maskz_loadu_ps(mask, offsets + j);
+    const __mmask16 masked_row = _mm512_cmp_ps_mask(off, minus_inf, _CMP_EQ_OQ);
+    // exp((v - c) * scale - off) = 2^((v - c) * scale log2 e - off log2 e)
+    const __m512 e = _mm512_mask_blend_ps(
+        masked_row,
+        exp2_nonpositive(_mm512_fnmadd_ps(off, log2e, _mm512_mul_ps(_mm512_sub_ps(v, c), s))),
+        _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(x + j, mask, e);
+    _mm256_mask_storeu_epi16(p + j, mask, round_to_halves(e));
+  }
+}
+
+void softmax_grad_pairs(const float* p0, const float* p1, const float* dp0, const float* dp1,
+                        const float* dsum, int64_t n, bfloat16* a0, bfloat16* a1, bfloat16* pairs) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512 d = _mm512_maskz_loadu_ps(mask, dsum + j);
+    const __m512 ds0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, p0 + j),
+                                     _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, dp0 + j), d));
+    const __m256i h0 = round_to_halves(ds0);
+    _mm256_mask_storeu_epi16(a0 + j, mask, h0);
+    __m256i h1 = _mm256_setzero_si256();
+    if (p1 != nullptr) {
+      const __m512 ds1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, p1 + j),
+                                       _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, dp1 + j), d));
+      h1 = round_to_halves(ds1);
+      _mm256_mask_storeu_epi16(a1 + j, mask, h1);
+    }
+    const __m512i paired = _mm512_or_si512(_mm512_cvtepu16_epi32(h0),
+                                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+    _mm512_mask_storeu_epi32(pairs + 2 * j, mask, paired);
+  }
 }
 
 }  // namespace

@@ -7,8 +7,9 @@
 namespace llm_utils::cpu {
 
 const Bf16Microkernels& avx512_bf16_native_microkernels() {
-  static const Bf16Microkernels table{Isa::avx512_bf16, gemm,  round,         round_pairs,
-                                      interleave,       widen, online_softmax};
+  static const Bf16Microkernels table{Isa::avx512_bf16,  gemm,  round,          round_pairs,
+                                      interleave,        widen, online_softmax, exp_centered_each,
+                                      softmax_grad_pairs};
   return table;
 }
 

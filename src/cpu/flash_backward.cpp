@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/flash_common.hpp"
@@ -64,6 +65,12 @@ struct BackwardInputs {
   bool need_qk;                          // false when only dV is wanted (Linear4/5)
 };
 
+// Scratch for write_dq_block: sums (d * 64) and rows (64 * d).
+struct DqScratch {
+  explicit DqScratch(int64_t d) : sums(static_cast<size_t>(d * kQueryBlock)), rows(sums.size()) {}
+  std::vector<float> sums, rows;
+};
+
 // Per-thread buffers, allocated before the parallel regions.
 template <typename T>
 struct BackwardScratch {
@@ -76,7 +83,8 @@ struct BackwardScratch {
         dk(kKeyBlock * d),
         dv(kKeyBlock * dv),
         lse(kQueryBlock),
-        dq_t(need_dq ? BlockedTranspose(kv_group, n, d) : BlockedTranspose()) {}
+        dq_t(need_dq ? BlockedTranspose(kv_group, n, d) : BlockedTranspose()),
+        dq(need_dq ? d : 0) {}
   std::vector<float> probs_t;   // (Bc, Br) P^T of one tile
   std::vector<float> dprobs_t;  // (Bc, Br) dP^T, then dS^T
   std::vector<T> probs_t_a;     // (Bc, Br) bfloat16: P^T rounded, as A
@@ -86,6 +94,7 @@ struct BackwardScratch {
   std::vector<float> dv;        // (Bc, dv) accumulator
   std::vector<float> lse;       // (Br) one query block's lse, gathered from its strided rows
   BlockedTranspose dq_t;        // (H / G, d, N): dQ^T of one key/value head's query heads
+  DqScratch dq;                 // for writing dq from the dq_t partials
 };
 
 // Stores rows (rows, cols) from a contiguous float32 accumulator into strided rows.
@@ -102,7 +111,6 @@ void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, Bac
                         BlockedTranspose* dq_t) {
   using Ops = Operands<T>;
   const BasicAttentionProblem<T>& p = in.p;
-  const Microkernels& mk = microkernels();
   const flash::TileMasker masker{p};
   const float exp_scale = masker.prescale() ? 1.0f : p.scale;
   const int64_t bc = std::min(kKeyBlock, p.m - j0);
@@ -130,12 +138,9 @@ void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, Bac
         const float* lse_g = p.query_matrix(in.t.lse, g);
         for (int64_t r = 0; r < br; ++r) s.lse[r] = lse_g[(i0 + r) * in.t.lse.row_stride];
       }
-      for (int64_t r = 0; r < bc; ++r) {
-        mk.exp_centered_each(pt + r * kQueryBlock, br, exp_scale, centers, offsets);
-      }
-
-      // dV_j += P^T dO_i
-      const T* pt_a = Ops::a_from_tile(pt, kQueryBlock, bc, br, s.probs_t_a.data());
+      // P^T, and P^T as A for dV_j += P^T dO_i
+      const T* pt_a = Ops::probabilities_t(pt, kQueryBlock, bc, br, exp_scale, centers, offsets,
+                                           s.probs_t_a.data());
       Ops::gemm(bc, p.dv, br, 1.0f, pt_a, kQueryBlock, in.dout_rows.block(g, i0), in.dout_rows.ld,
                 s.dv.data(), p.dv, true);
       if (!in.need_qk) continue;
@@ -144,17 +149,17 @@ void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, Bac
       Ops::gemm(bc, br, p.dv, 1.0f, v_j, v_rs, in.dot.block(g, i0), in.dot.ld, dst, kQueryBlock,
                 false);
       const float* d_i = in.dsum + g * p.n + i0;
-      for (int64_t r = 0; r < bc; ++r) {
-        mk.softmax_grad(pt + r * kQueryBlock, dst + r * kQueryBlock, d_i, br);
-      }
+      const T* ds_a = nullptr;  // dS^T (bc, br) as A, leading dimension kQueryBlock
+      const T* ds_b = nullptr;  // dS^T as B, leading dimension ld_ds
+      int64_t ld_ds = 0;
+      Ops::dscores_t(pt, dst, kQueryBlock, bc, br, d_i, s.dscores_t_a.data(), s.dscores_t_b.data(),
+                     ds_a, ds_b, ld_ds);
       // dK_j += scale * dS^T Q_i
-      const T* ds_a = Ops::a_from_tile(dst, kQueryBlock, bc, br, s.dscores_t_a.data());
-      Ops::gemm(bc, p.d, br, p.scale, ds_a, kQueryBlock, in.q_rows.block(g, i0), in.q_rows.ld,
-                s.dk.data(), p.d, true);
+      const int64_t q_ld = in.q_rows.ld;
+      Ops::gemm(bc, p.d, br, p.scale, ds_a, kQueryBlock, in.q_rows.block(g, i0), q_ld, s.dk.data(),
+                p.d, true);
       if (dq_t != nullptr) {
         // dQ_i^T += scale * K_j^T dS^T
-        int64_t ld_ds = 0;
-        const T* ds_b = Ops::b_from_tile(dst, kQueryBlock, bc, br, s.dscores_t_b.data(), ld_ds);
         Ops::gemm(p.d, br, bc, p.scale, in.kt.block(kv, j0), in.kt.ld, ds_b, ld_ds,
                   dq_t->block(g - g0, i0), dq_t->ld, true);
       }
@@ -169,29 +174,29 @@ void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, Bac
   }
 }
 
-// dq rows of the query heads of key/value head kv = the transposes of `partials` (each
-// (H / G, d, N)), summed in order.
+// Rows [i0, i0 + 64) of dq of query head g0 + h (g0 the first of key/value head kv's) = the
+// transpose of the sum of the partials' blocks (each (d, 64), summed in order from the first),
+// through `sums` (d * 64) and, for bfloat16, `rows` (64 * d): one vectorised pass per block
+// instead of one strided read per element.
 template <typename T>
-void write_dq(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& t, int64_t kv,
-              const BlockedTranspose* const* partials, int64_t count, int64_t h_begin,
-              int64_t h_end) {
-  constexpr int64_t kChunk = 64;
-  float sums[kChunk];  // one chunk of a row of dq, in float32
-  const int64_t g0 = p.first_query_head(kv);
-  for (int64_t h = h_begin; h < h_end; ++h) {
-    T* dq = p.query_matrix(t.dq, g0 + h);  // (N, d), rows dq.row_stride apart
-    for (int64_t i = 0; i < p.n; ++i) {
-      T* row = dq + i * t.dq.row_stride;
-      for (int64_t c0 = 0; c0 < p.d; c0 += kChunk) {
-        const int64_t width = std::min(kChunk, p.d - c0);
-        for (int64_t c = 0; c < width; ++c) {
-          float acc = 0.0f;
-          for (int64_t k = 0; k < count; ++k) acc += partials[k]->at(h, c0 + c, i);
-          sums[c] = acc;
-        }
-        flash::store_row(sums, width, row + c0);
-      }
-    }
+void write_dq_block(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& t, int64_t kv,
+                    const BlockedTranspose* const* partials, int64_t count, int64_t h, int64_t i0,
+                    float* sums, float* rows) {
+  constexpr int64_t ld = BlockedTranspose::ld;
+  const int64_t br = std::min(kQueryBlock, p.n - i0);
+  const float* first = partials[0]->block(h, i0);  // (d, 64)
+  std::copy(first, first + p.d * ld, sums);
+  for (int64_t k = 1; k < count; ++k) {
+    const float* block = partials[k]->block(h, i0);
+    for (int64_t e = 0; e < p.d * ld; ++e) sums[e] += block[e];
+  }
+  T* dq = p.query_matrix(t.dq, p.first_query_head(kv) + h) + i0 * t.dq.row_stride;  // (br, d)
+  if constexpr (std::is_same_v<T, float>) {
+    microkernels().transpose(sums, p.d, br, ld, dq, t.dq.row_stride);
+  } else {
+    microkernels().transpose(sums, p.d, br, ld, rows, p.d);  // (br, d)
+    for (int64_t r = 0; r < br; ++r)
+      flash::store_row(rows + r * p.d, p.d, dq + r * t.dq.row_stride);
   }
 }
 
@@ -271,7 +276,11 @@ void backward(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& 
       for (int64_t j0 = 0; j0 < p.m; j0 += kKeyBlock) backward_key_block(in, kv, j0, s, dq_t);
       if (need_dq) {
         const BlockedTranspose* mine = &s.dq_t;
-        write_dq(p, t, kv, &mine, 1, 0, p.kv_group());
+        for (int64_t h = 0; h < p.kv_group(); ++h) {
+          for (int64_t i0 = 0; i0 < p.n; i0 += kQueryBlock) {
+            write_dq_block(p, t, kv, &mine, 1, h, i0, s.dq.sums.data(), s.dq.rows.data());
+          }
+        }
       }
     }
     return;
@@ -296,9 +305,14 @@ void backward(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& 
       for (int64_t j = 0; j < k_blocks; ++j) backward_key_block(in, kv, j * kKeyBlock, s, dq_t);
     }
     if (!need_dq) continue;
+    // The reduction in parallel over (query head of the group, query block).
+    const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t h = 0; h < p.kv_group(); ++h) {
-      write_dq(p, t, kv, partials.data(), static_cast<int64_t>(partials.size()), h, h + 1);
+    for (int64_t task = 0; task < p.kv_group() * q_blocks; ++task) {
+      BackwardScratch<T>& s = scratch[static_cast<size_t>(omp_get_thread_num())];
+      write_dq_block(p, t, kv, partials.data(), static_cast<int64_t>(partials.size()),
+                     task / q_blocks, (task % q_blocks) * kQueryBlock, s.dq.sums.data(),
+                     s.dq.rows.data());
     }
   }
 }

@@ -128,6 +128,26 @@ struct Operands<float> {
     microkernels().online_softmax(tile, ld, rows, cols, scale, m, l, acc, ld_acc, acc_cols);
     return tile;
   }
+  /// The backward's P^T from a tile of S^T (rows x cols, leading dimension ld), row by row
+  /// (Microkernels::exp_centered_each); as A: the tile itself.
+  static const float* probabilities_t(float* tile, int64_t ld, int64_t rows, int64_t cols,
+                                      float scale, const float* centers, const float* offsets,
+                                      float* /*buffer*/) {
+    const Microkernels& mk = microkernels();
+    for (int64_t r = 0; r < rows; ++r)
+      mk.exp_centered_each(tile + r * ld, cols, scale, centers, offsets);
+    return tile;
+  }
+  /// dS^T = P^T (dP^T - D) (Microkernels::softmax_grad) in place in dpt; as A and as B
+  /// (leading dimension ldb): dpt itself.
+  static void dscores_t(const float* pt, float* dpt, int64_t ld, int64_t rows, int64_t cols,
+                        const float* dsum, float* /*a_buffer*/, float* /*b_buffer*/,
+                        const float*& a, const float*& b, int64_t& ldb) {
+    const Microkernels& mk = microkernels();
+    for (int64_t r = 0; r < rows; ++r) mk.softmax_grad(pt + r * ld, dpt + r * ld, dsum, cols);
+    a = b = dpt;
+    ldb = ld;
+  }
   /// A tile (rows x cols, leading dimension ld) as A: itself, leading dimension ld.
   static const float* a_from_tile(const float* tile, int64_t /*ld*/, int64_t /*rows*/,
                                   int64_t /*cols*/, float* /*buffer*/) {
@@ -182,6 +202,32 @@ struct Operands<bfloat16> {
     bf16_microkernels().online_softmax(tile, ld, rows, cols, scale, m, l, acc, ld_acc, acc_cols,
                                        buffer, ld);
     return buffer;
+  }
+  /// P^T as above, rounded into buffer (leading dimension ld) in the same pass.
+  static const bfloat16* probabilities_t(float* tile, int64_t ld, int64_t rows, int64_t cols,
+                                         float scale, const float* centers, const float* offsets,
+                                         bfloat16* buffer) {
+    const Bf16Microkernels& mk = bf16_microkernels();
+    for (int64_t r = 0; r < rows; ++r) {
+      mk.exp_centered_each(tile + r * ld, cols, scale, centers, offsets, buffer + r * ld);
+    }
+    return buffer;
+  }
+  /// dS^T rounded, two rows a pass: as A into a_buffer (leading dimension ld), as B in pairs
+  /// into b_buffer (ldb = 2 ld).
+  static void dscores_t(const float* pt, float* dpt, int64_t ld, int64_t rows, int64_t cols,
+                        const float* dsum, bfloat16* a_buffer, bfloat16* b_buffer,
+                        const bfloat16*& a, const bfloat16*& b, int64_t& ldb) {
+    const Bf16Microkernels& mk = bf16_microkernels();
+    ldb = 2 * ld;
+    for (int64_t r = 0; r < rows; r += 2) {
+      const bool second = r + 1 < rows;
+      mk.softmax_grad_pairs(pt + r * ld, second ? pt + (r + 1) * ld : nullptr, dpt + r * ld,
+                            second ? dpt + (r + 1) * ld : nullptr, dsum, cols, a_buffer + r * ld,
+                            second ? a_buffer + (r + 1) * ld : nullptr, b_buffer + (r / 2) * ldb);
+    }
+    a = a_buffer;
+    b = b_buffer;
   }
   static const bfloat16* a_from_tile(const float* tile, int64_t ld, int64_t rows, int64_t cols,
                                      bfloat16* buffer) {
