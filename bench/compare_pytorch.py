@@ -87,12 +87,13 @@ def torch_core(seq, d, backward, causal, repeat):
     return best_ms(run, repeat)
 
 
-def torch_book_mha(batch, seq, d, heads, backward, repeat):
-    """The book's MultiHeadAttention (chapter 3.6.2), causal, dropout 0."""
+def torch_book_mha(batch, seq, d, heads, backward, repeat, dtype=torch.float32):
+    """The book's MultiHeadAttention (chapter 3.6.2), causal, dropout 0; in bfloat16 the module
+    converted with .to(torch.bfloat16)."""
     torch.manual_seed(0)
-    module = book_attention.MultiHeadAttention(d, d, seq, 0.0, heads)
-    return torch_module_ms(module, torch.rand(batch, seq, d), torch.rand(batch, seq, d), backward,
-                           repeat)
+    module = book_attention.MultiHeadAttention(d, d, seq, 0.0, heads).to(dtype)
+    return torch_module_ms(module, torch.rand(batch, seq, d, dtype=dtype),
+                           torch.rand(batch, seq, d, dtype=dtype), backward, repeat)
 
 
 def torch_decode_step(cache, d, heads, repeat):
@@ -107,7 +108,8 @@ def torch_decode_step(cache, d, heads, repeat):
         return best_ms(lambda: module(x, use_cache=True), repeat)
 
 
-def ours(selfattn, threads, repeat, **kw):
+def ours(selfattn, threads, repeat, isa=None, **kw):
+    """`selfattn bench --json` with the flags kw names; isa: LLM_UTILS_ISA for the run."""
     args = [selfattn, "bench", "--json", "--threads", str(threads), "--repeat", str(repeat)]
     for key, value in kw.items():
         flag = "--" + key.replace("_", "-")
@@ -115,17 +117,79 @@ def ours(selfattn, threads, repeat, **kw):
             args.append(flag)
         elif value is not False:
             args += [flag, str(value)]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ, LLM_UTILS_ISA=isa) if isa else None
+    out = subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout
     r = json.loads(out)
     # The tables use the best run on both sides (see the header); the rates follow it.
     faster = r["median_ms"] / r["min_ms"]
     r["ms"] = r["min_ms"]
-    for rate in ("gflops", "percent_of_sgemm", "percent_of_peak", "tokens_per_s"):
+    for rate in ("gflops", "percent_of_sgemm", "percent_of_peak", "percent_of_bf16_peak",
+                 "tokens_per_s"):
         r[rate] *= faster
     return r
 
 
-def targets(rows, scaling, book, threads, peak, peak_isa):
+def runnable_isas(selfattn):
+    """The ISAs LLM_UTILS_ISA can force on this CPU, widest last (portable left out: a baseline
+    for old CPUs, not a speed path)."""
+    isas = []
+    for isa in ("avx2", "avx512", "avx512_bf16"):
+        r = subprocess.run([selfattn, "bench", "--module", "core", "--seq", "64", "--d-out", "8",
+                            "--repeat", "1", "--sgemm-size", "64"], capture_output=True,
+                           env=dict(os.environ, LLM_UTILS_ISA=isa))
+        if r.returncode == 0:
+            isas.append(isa)
+    return isas
+
+
+CORE_PASSES = [("forward", {}), ("causal forward", {"causal": True}),
+               ("backward alone", {"backward_only": True}),
+               ("causal backward alone", {"causal": True, "backward_only": True})]
+
+
+def isa_tables(selfattn, threads, repeat, n):
+    """The attention core (N = n, d = 64) on every ISA this CPU runs, in float32 and bfloat16
+    (avx512_bf16's float32 table is avx512's, so only its bfloat16 is run), each against the
+    peaks measured in the same run; then 1 -> `threads` scaling on the widest ISA."""
+    isas = runnable_isas(selfattn)
+    results = {}  # (isa, dtype, pass) -> json
+    for isa in isas:
+        for dtype in (("bf16",) if isa == "avx512_bf16" else ("fp32", "bf16")):
+            for name, flags in CORE_PASSES:
+                results[(isa, dtype, name)] = ours(selfattn, threads, repeat, isa=isa,
+                                                   module="core", seq=n, d_out=64, dtype=dtype,
+                                                   **flags)
+    widest = isas[-1] if isas else None
+    fp32_widest = "avx512" if "avx512" in isas else (isas[0] if isas else None)
+    scaling = {}  # (dtype, pass) -> (1-thread json, threads json)
+    for dtype, isa in (("fp32", fp32_widest), ("bf16", widest)):
+        for name, flags in CORE_PASSES:
+            one = ours(selfattn, 1, repeat, isa=isa, module="core", seq=n, d_out=64, dtype=dtype,
+                       **flags)
+            scaling[(dtype, name)] = (one, results[(isa, dtype, name)])
+    lines = ["", f"## Kernels per ISA and dtype", "",
+             f"The attention core, N={n} d=64, {threads} threads, each ISA's table forced with "
+             "`LLM_UTILS_ISA` (the FP32 peak of each row is measured with that table's vector "
+             "width: AVX2's 256-bit FMAs for avx2; the BF16 peak with vdpbf16ps where the CPU "
+             "has it). Causal rows count only the unmasked half of the pairs.", "",
+             "| ISA | dtype | pass | ms | GFLOP/s | % of FP32 peak | % of BF16 peak "
+             "| bf16 speed-up |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for (isa, dtype, name), r in results.items():
+        base = results.get((isa if isa != "avx512_bf16" else "avx512", "fp32", name))
+        ratio = f"{base['ms'] / r['ms']:.2f}x" if dtype == "bf16" and base else ""
+        bf16_peak = f"{r['percent_of_bf16_peak']:.0f}%" if r.get("bf16_peak_gflops") else ""
+        lines.append(f"| {isa} | {dtype} | {name} | {r['ms']:.2f} | {r['gflops']:.1f} | "
+                     f"{r['percent_of_peak']:.0f}% | {bf16_peak} | {ratio} |")
+    lines += ["", f"1 -> {threads} threads (fp32 on {fp32_widest}, bf16 on {widest}):", "",
+              f"| dtype | pass | 1 thread (ms) | {threads} threads (ms) | scaling |",
+              "|---|---|---:|---:|---:|"]
+    for (dtype, name), (one, many) in scaling.items():
+        lines.append(f"| {dtype} | {name} | {one['ms']:.2f} | {many['ms']:.2f} | "
+                     f"{one['ms'] / many['ms']:.2f}x |")
+    return lines, results, scaling, isas
+
+
+def targets(rows, scaling, book, threads, peak, peak_isa, kernels):
     """The speed targets of the performance and multi-head issues against this run; `peak` is
     the FP32 FMA peak `selfattn bench` measured in this run."""
     by_name = {name: (r, t) for name, r, t in rows}
@@ -158,13 +222,36 @@ def targets(rows, scaling, book, threads, peak, peak_isa):
         (f"MultiHeadAttention book config forward+backward >= 60% of the FP32 peak of {threads} "
          "cores", gflops(mha + "forward+backward"), 0.6 * peak, " GFLOP/s"),
     ]
-    out = ["## Targets", "", "The speed targets of the performance, multi-head and foundation "
-           "issues, "
+    results, thread_scaling, isas = kernels
+    for isa in isas:
+        if isa == "avx512_bf16":
+            continue
+        for name, goal in (("forward", 0.75), ("causal forward", 0.70),
+                           ("backward alone", 0.70), ("causal backward alone", 0.70)):
+            r = results[(isa, "fp32", name)]
+            checks.append((f"attention core fp32 {name} on {isa} >= {goal:.0%} of its FP32 peak",
+                           r["percent_of_peak"], 100 * goal, "%"))
+    for (dtype, name), (one, many) in thread_scaling.items():
+        if dtype == "fp32":
+            checks.append((f"attention core fp32 {name}: 1 -> {threads} threads >= 1.85x",
+                           one["ms"] / many["ms"], 1.85, "x"))
+    if "avx512_bf16" in isas:
+        for name, _ in CORE_PASSES:
+            bf16, fp32 = results[("avx512_bf16", "bf16", name)], results[("avx512", "fp32", name)]
+            checks.append((f"attention core {name}: bf16 (AVX512_BF16) >= 1.8x fp32",
+                           fp32["ms"] / bf16["ms"], 1.8, "x"))
+    out = ["## Targets", "", "The speed targets of the performance, multi-head, foundation and "
+           "kernel issues, "
            f"against this run (FP32 FMA peak of {threads} cores, measured in this run with "
            f"{peak_isa} FMAs from registers: {peak:.0f} GFLOP/s):", "",
            "| target | this run | met |", "|---|---:|---|"]
     for name, value, goal, unit in checks:
-        shown = f"{value:.1f}{unit}" if unit == "x" else f"{value:.0f}{unit} (goal {goal:.0f})"
+        if unit == "x":
+            shown = f"{value:.2f}{unit}"
+        elif unit == "%":
+            shown = f"{value:.0f}%"
+        else:
+            shown = f"{value:.0f}{unit} (goal {goal:.0f})"
         out.append(f"| {name} | {shown} | {'yes' if value >= goal else 'no'} |")
     out.append(f"| N={scaling[-1][0]} forward: peak memory < 1 GiB | {big['peak_rss_mib']:.0f} MiB "
                f"| {'yes' if big['peak_rss_mib'] < 1024 else 'no'} |")
@@ -234,6 +321,12 @@ def main():
         rows.append((f"MultiHeadAttention (book config), B=8 N={mha_seq} d=768 12 heads causal, "
                      f"{'forward+backward' if backward else 'forward'}", r,
                      torch_book_mha(8, mha_seq, 768, 12, backward, a.repeat)))
+    for backward in (False, True):
+        r = ours(a.selfattn, a.threads, a.repeat, module="mha", batch=8, seq=mha_seq, d_in=768,
+                 d_out=768, num_heads=12, backward=backward, dtype="bf16")
+        rows.append((f"MultiHeadAttention (book config) in bfloat16 (PyTorch: .to(bfloat16)), "
+                     f"B=8 N={mha_seq}, {'forward+backward' if backward else 'forward'}", r,
+                     torch_book_mha(8, mha_seq, 768, 12, backward, a.repeat, torch.bfloat16)))
     decode_cache = 512 if a.quick else 4096
     decode_repeat = 50
     decode = ours(a.selfattn, a.threads, decode_repeat, module="mha", batch=1, seq=decode_cache,
@@ -246,6 +339,8 @@ def main():
         torch_ms = torch_core(seq, 64, False, False, 1) if seq <= 8192 else None
         scaling.append((seq, r, torch_ms))
     book = ours(a.selfattn, a.threads, 2000, module="linear", seq=6, d_in=3, d_out=2)
+    kernel_lines, kernel_results, kernel_scaling, isas = isa_tables(a.selfattn, a.threads,
+                                                                    a.repeat, n)
 
     # Each `selfattn bench` measured both rates after its workload; a neighbour's burst can
     # pull one measurement down, so the tables use the best of them all, one figure per run.
@@ -295,8 +390,10 @@ def main():
     lines += ["", f"The book's 6 x 3 example, `SelfAttention_Linear(3, 2)` forward: "
               f"{book['ms'] * 1e3:.2f} us (best of 2000 runs; median {book['median_ms'] * 1e3:.2f} "
               "us).", ""]
+    lines += kernel_lines + [""]
     if not a.quick:
-        lines += targets(rows, scaling, book, a.threads, peak, peak_isa)
+        lines += targets(rows, scaling, book, a.threads, peak, peak_isa,
+                         (kernel_results, kernel_scaling, isas))
     notes = hand_written_notes(a.out)
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + ("\n" + notes if notes else ""))

@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "llm_utils/runtime.hpp"
+
 namespace llm_utils::bench {
 namespace {
 
@@ -35,15 +37,21 @@ double loop_peak(double (*loop)(long long, float*), int threads) {
 
 }  // namespace
 
+// The FMA width of the kernels' ISA: AVX2's when LLM_UTILS_ISA forced the avx2 table on an
+// AVX-512 CPU (its peak is then the 256-bit one), else the widest the CPU has.
+bool measure_avx512() {
+  return has_avx512() && llm_utils::kernel_isa() != "avx2";
+}
+
 const char* fma_peak_isa() {
-  if (has_avx512()) return "avx512";
+  if (measure_avx512()) return "avx512";
   if (has_avx2()) return "avx2";
   return "none";
 }
 
 double fma_peak_gflops(int threads) {
   if (!has_avx512() && !has_avx2()) return 0.0;
-  return loop_peak(has_avx512() ? fma_loop_avx512 : fma_loop_avx2, threads);
+  return loop_peak(measure_avx512() ? fma_loop_avx512 : fma_loop_avx2, threads);
 }
 
 double bf16_peak_gflops(int threads) {

@@ -6,8 +6,9 @@
 namespace llm_utils::bench {
 
 /// GFLOP/s of `threads` threads each issuing independent FMAs from registers (no memory
-/// traffic) with the widest vectors this CPU runs: AVX-512, else AVX2 + FMA. 0 on a CPU with
-/// neither. Takes ~0.2 s.
+/// traffic) with the widest vectors this CPU runs: AVX-512, else AVX2 + FMA (AVX2 too when
+/// LLM_UTILS_ISA=avx2 forced the kernels onto 256-bit vectors). 0 on a CPU with neither.
+/// Takes ~0.2 s.
 double fma_peak_gflops(int threads);
 
 /// Which loop fma_peak_gflops runs: "avx512", "avx2" or "none".
