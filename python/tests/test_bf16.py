@@ -24,6 +24,24 @@ PARITY_OUT, PARITY_GRAD = 2.0**-6, 2.0**-5
 ACCURACY_OUT, ACCURACY_GRAD = 2.0**-7, 2.0**-5
 
 
+def torch_bf16_matmul_accumulates_in_float32():
+    """Whether this PyTorch's bfloat16 matmul on this CPU sums in float32. PyTorch 1.13 on a CPU
+    without AVX-512 (seen on a Zen 3 EPYC) sums in bfloat16: a (100, 64) x (64, 64) product is
+    then 2% off the exact one (13% at k = 4096), where float32 sums stay within a few 2^-8.
+    Parity with such a reference says nothing, so it is checked only where PyTorch's sums are
+    float32; accuracy against float64 is checked everywhere."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(100, 64, generator=g).to(torch.bfloat16)
+    b = torch.randn(64, 64, generator=g).to(torch.bfloat16)
+    exact = a.double() @ b.double()
+    rounded = exact.to(torch.bfloat16).double()  # float32 sums, one rounding: within 2^-8
+    error = float((((a @ b).double() - exact).abs().max()) / exact.abs().max())
+    return error <= 2.0 * float(((rounded - exact).abs().max()) / exact.abs().max()) + 2.0**-10
+
+
+TORCH_SUMS_IN_FLOAT32 = torch_bf16_matmul_accumulates_in_float32()
+
+
 def build(name, d_in, d_out, seq, seed):
     """(ours in bfloat16, PyTorch's in bfloat16, PyTorch's in float64), same weights."""
     llm_utils.manual_seed(seed)
@@ -74,7 +92,8 @@ def test_matches_pytorch_bfloat16(name, shape):
         scale = float(np.abs(exact_value).max())
         ours_error = max_error(ours_value, exact_value)
         torch_error = max_error(torch_value, exact_value)
-        assert max_error(ours_value, torch_value) <= parity * scale, what
+        if TORCH_SUMS_IN_FLOAT32:
+            assert max_error(ours_value, torch_value) <= parity * scale, what
         assert ours_error <= accuracy * scale, (what, ours_error / scale)
         if seq >= 100:
             assert ours_error <= 1.5 * torch_error + 2.0**-9 * scale, (what, ours_error,

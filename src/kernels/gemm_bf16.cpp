@@ -95,10 +95,16 @@ std::shared_ptr<dnnl::matmul> matmul_for(const MatmulKey& key) {
     ops.append_sum(beta);
     attr.set_post_ops(ops);
   }
-  const dnnl::matmul::primitive_desc pd(desc, attr, cache.engine);
   std::shared_ptr<dnnl::matmul> prim;
-  if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) {
-    prim = std::make_shared<dnnl::matmul>(pd);
+  try {
+    const dnnl::matmul::primitive_desc pd(desc, attr, cache.engine);
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) {
+      prim = std::make_shared<dnnl::matmul>(pd);
+    }
+  } catch (const dnnl::error& e) {
+    // No implementation at all (oneDNN 2.6 on an AVX2-only CPU has none for bfloat16): the
+    // caller falls back to the widened float32 GEMM. Any other failure is an error.
+    if (e.status != dnnl_unimplemented) throw;
   }
   cache.primitives.emplace(key, prim);
   return prim;
