@@ -6,7 +6,8 @@ PYTHON := /usr/bin/python3
 
 DEB_PACKAGES := cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libdnnl-dev libgtest-dev libgmock-dev \
 	libbenchmark-dev nlohmann-json3-dev libcli11-dev pybind11-dev python3-dev python3-numpy \
-	python3-torch python3-pytest libpng-dev libstb-dev fonts-dejavu-core
+	python3-torch python3-pytest libpng-dev libstb-dev fonts-dejavu-core \
+	libopenmpi-dev openmpi-bin
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -1,0 +1,65 @@
+#pragma once
+/// \file data_parallel.hpp
+/// Data-parallel training: every rank runs the same module on its own part of the batch, then
+/// the gradients are averaged over the ranks, so that every rank's optimizer takes the step the
+/// whole batch would give (with equal parts and a loss that is a mean over the batch).
+///
+/// The gradients go in buckets of about `bucket_bytes`, in the parameters' order, each bucket
+/// one MPI_Iallreduce: start() launches every bucket whose parameters are ready, so a caller
+/// that knows when a module's last gradients are final (or a model of several modules) can
+/// overlap the sums with the rest of its backward; finish() waits and divides.
+///
+/// Example:
+/// \code
+///   dist::broadcast_parameters(world, model.named_parameters());   // the same start everywhere
+///   dist::GradientAverager averager(world, model.named_parameters());
+///   model.backward(dy);
+///   averager.average();        // start() then finish()
+///   optimizer.step();
+/// \endcode
+
+#include <cstdint>
+#include <vector>
+
+#include "llm_utils/dist/communicator.hpp"
+#include "llm_utils/nn/parameter.hpp"
+
+namespace llm_utils::dist {
+
+/// Copies rank `root`'s parameter values to every rank (shapes must agree; ArgumentError on
+/// every rank if they do not).
+void broadcast_parameters(const Communicator& comm, const NamedParameters& parameters,
+                          int root = 0);
+
+class GradientAverager {
+ public:
+  /// Buckets over the parameters that require a gradient. Every rank must pass the same
+  /// parameters (names and shapes, checked on every rank at construction).
+  GradientAverager(Communicator comm, NamedParameters parameters,
+                   int64_t bucket_bytes = int64_t{4} << 20);
+  ~GradientAverager();
+  GradientAverager(const GradientAverager&) = delete;
+  GradientAverager& operator=(const GradientAverager&) = delete;
+
+  /// Starts the sum of every bucket not started yet whose parameters all have a gradient (a
+  /// parameter that got none on this rank counts as zeros once finish() is reached).
+  void start();
+  /// Starts what is left, waits for every bucket and writes the averages into the gradients.
+  /// Every parameter has a gradient afterwards (zeros where no rank gave one).
+  void finish();
+  /// start() and finish().
+  void average() {
+    start();
+    finish();
+  }
+  int64_t bucket_count() const;
+
+ private:
+  struct Bucket;
+  void launch(Bucket& bucket);
+  Communicator comm_;
+  NamedParameters parameters_;
+  std::vector<Bucket> buckets_;
+};
+
+}  // namespace llm_utils::dist
