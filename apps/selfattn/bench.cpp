@@ -7,6 +7,9 @@
 #include <string>
 
 #include "commands.hpp"
+#if SELFATTN_HAVE_MPI
+#include "bench_dist.hpp"
+#endif
 #include "fma_peak.hpp"
 #include "llm_utils/llm_utils.hpp"
 #include "validators.hpp"
@@ -23,6 +26,8 @@ struct BenchOptions {
   bool json = false;
   int64_t sgemm_size = 2048;
   std::string dtype = "fp32";
+  std::string seq_parallel;  // ring | ulysses: the core over an mpirun job's ranks
+  std::string layout = "zigzag";
 };
 
 const char* pass_name(const llm_utils::bench::Workload& w) {
@@ -65,8 +70,42 @@ std::string bf16_line(double bf16_peak, double gflops) {
   return buf;
 }
 
+// --seq-parallel: the core's shards over the ranks (bench_dist.cpp).
+void bench_distributed(const BenchOptions& o, std::ostream& out) {
+  const llm_utils::bench::Workload& w = o.workload;
+  if (w.module != "core" || w.decode || w.backward_only || o.dtype != "fp32" ||
+      o.backend == "reference") {
+    throw llm_utils::ArgumentError(
+        "bench: --seq-parallel times the float32 attention core on the fused kernels: use "
+        "--module core, no --decode, --backward-only, --dtype bf16 or --backend reference");
+  }
+#if SELFATTN_HAVE_MPI
+  SeqParallelBench b;
+  b.strategy = o.seq_parallel;
+  b.layout = o.layout;
+  b.batch = w.batch;
+  b.heads = w.num_heads;
+  b.seq = w.seq;
+  b.head_dim = w.d_out;
+  b.causal = w.causal;
+  b.backward = w.backward;
+  b.json = o.json;
+  b.repeat = o.repeat;
+  bench_sequence_parallel(b, out);
+#else
+  (void)out;
+  throw llm_utils::ArgumentError(
+      "bench: --seq-parallel needs llm_utils::dist, and this build has no MPI (install "
+      "libopenmpi-dev and reconfigure)");
+#endif
+}
+
 void bench(BenchOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
+  if (!o.seq_parallel.empty()) {
+    bench_distributed(o, out);
+    return;
+  }
   llm_utils::bench::Workload& w = o.workload;
   w.backend = llm_utils::parse_backend(o.backend);
   w.bf16 = llm_utils::parse_dtype(o.dtype) == llm_utils::DType::bfloat16;
@@ -183,6 +222,13 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
       ->check(positive_integer())
       ->capture_default_str();
   add_dtype_option(cmd, o->dtype);
+  cmd->add_option("--seq-parallel", o->seq_parallel,
+                  "core under mpirun: split the sequence over the ranks, ring or ulysses "
+                  "(--num-heads sets the heads; ulysses needs one per rank)")
+      ->check(CLI::IsMember({"ring", "ulysses"}));
+  cmd->add_option("--layout", o->layout, "--seq-parallel: how the sequence is split")
+      ->check(CLI::IsMember({"zigzag", "contiguous"}))
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "One JSON object instead of text");
   cmd->footer(
       "FLOPs count a multiply-add as 2: projections 6*B*N*d_in*d_out, attention core "

@@ -5,6 +5,9 @@
 #include <iostream>
 
 #include "cli.hpp"
+#if SELFATTN_HAVE_MPI
+#include "bench_dist.hpp"
+#endif
 #include "llm_utils/error.hpp"
 
 int main(int argc, char** argv) {
@@ -27,6 +30,10 @@ int main(int argc, char** argv) {
 
   try {
     cli.run();
+#if SELFATTN_HAVE_MPI
+  } catch (const selfattn::QuietExit& e) {
+    return e.status;  // another rank reported the error
+#endif
   } catch (const std::exception& e) {
     std::cerr << "error: " << selfattn::one_line(e.what()) << "\n";
     return 1;

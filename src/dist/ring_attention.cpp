@@ -3,6 +3,7 @@
 // the fused kernel runs on the block in hand; each block's partial output is merged into the
 // running one by log-sum-exp (block_attention.hpp).
 
+#include <chrono>
 #include <limits>
 #include <string>
 #include <utility>
@@ -19,7 +20,8 @@ using detail::KvBlock;
 
 void ring_attention_forward(const Communicator& comm, ConstTensorView q, ConstTensorView k,
                             ConstTensorView v, TensorView out, TensorView lse,
-                            const AttentionOptions& options, SequenceLayout layout) {
+                            const AttentionOptions& options, SequenceLayout layout,
+                            RingStats* stats) {
   constexpr const char* fn = "ring_attention_forward";
   Communicator::Impl& c = comm.impl();
   detail::CallTensors t;
@@ -35,12 +37,14 @@ void ring_attention_forward(const Communicator& comm, ConstTensorView q, ConstTe
   const auto q_chunks = p.q_chunks(p.rank);
   const int next = (p.rank + 1) % p.ranks, prev = (p.rank + p.ranks - 1) % p.ranks;
 
+  const bool transfers = stats == nullptr || !stats->skip_transfers;
+  detail::StepClock clock(stats);
   KvBlock held = KvBlock::packed(p, p.rank, k, v);  // the K/V shard of rank (rank - step)
   KvBlock arriving;
   for (int step = 0; step < p.ranks; ++step) {
-    const int owner = (p.rank - step + p.ranks) % p.ranks;
+    const int owner = transfers ? (p.rank - step + p.ranks) % p.ranks : p.rank;
     MPI_Request transfer[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-    if (step + 1 < p.ranks) {
+    if (transfers && step + 1 < p.ranks) {
       arriving = KvBlock::empty(p, (owner + p.ranks - 1) % p.ranks);
       transfer[0] = c.isend(held.data(), held.numel(), next, fn);
       transfer[1] = c.irecv(arriving.data(), arriving.numel(), prev, fn);
@@ -55,13 +59,32 @@ void ring_attention_forward(const Communicator& comm, ConstTensorView q, ConstTe
       detail::merge_partial(part_out, part_lse, out.narrow(sd, call.q_start, call.q_rows),
                             lse.narrow(sd, call.q_start, call.q_rows));
     }
-    if (step + 1 < p.ranks) {
+    clock.computed();
+    if (transfers && step + 1 < p.ranks) {
       c.wait_all(transfer, fn,
                  "the K/V block of step " + std::to_string(step + 1) + " from rank " +
                      std::to_string(prev));
       held = std::move(arriving);
     }
+    clock.waited();
   }
+}
+
+double ring_transfer_seconds(const Communicator& comm, int64_t floats, int steps) {
+  constexpr const char* fn = "ring_transfer_seconds";
+  Communicator::Impl& c = comm.impl();
+  comm.barrier();
+  const int next = (c.rank + 1) % c.size, prev = (c.rank + c.size - 1) % c.size;
+  Tensor held({floats}), arriving({floats});
+  const auto start = std::chrono::steady_clock::now();
+  for (int step = 0; step < steps && c.size > 1; ++step) {
+    MPI_Request transfer[2] = {c.isend(held.data(), floats, next, fn),
+                               c.irecv(arriving.data(), floats, prev, fn)};
+    c.wait_all(transfer, fn, "a block from rank " + std::to_string(prev));
+    std::swap(held, arriving);
+  }
+  comm.barrier();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace llm_utils::dist

@@ -28,7 +28,8 @@ constexpr int kKvTag = 0, kGradTag = 1;
 void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstTensorView k,
                              ConstTensorView v, ConstTensorView out, ConstTensorView lse,
                              ConstTensorView dout, TensorView dq, TensorView dk, TensorView dv,
-                             const AttentionOptions& options, SequenceLayout layout) {
+                             const AttentionOptions& options, SequenceLayout layout,
+                             RingStats* stats) {
   constexpr const char* fn = "ring_attention_backward";
   Communicator::Impl& c = comm.impl();
   detail::CallTensors t;
@@ -48,20 +49,23 @@ void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstT
 
   const auto q_chunks = p.q_chunks(p.rank);
   const int next = (p.rank + 1) % p.ranks, prev = (p.rank + p.ranks - 1) % p.ranks;
+  // Without transfers (RingStats::skip_transfers) the ring runs as on one rank, P times.
+  const bool transfers = (stats == nullptr || !stats->skip_transfers) && p.ranks > 1;
+  detail::StepClock clock(stats);
   KvBlock held = KvBlock::packed(p, p.rank, k, v), arriving;
   KvBlock sending[2];  // the dK/dV sums sent at the last two steps (in flight until waited)
   MPI_Request sent[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   for (int step = 0; step < p.ranks; ++step) {
-    const int owner = (p.rank - step + p.ranks) % p.ranks;
+    const int owner = transfers ? (p.rank - step + p.ranks) % p.ranks : p.rank;
     MPI_Request transfer[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-    if (step + 1 < p.ranks) {
+    if (transfers && step + 1 < p.ranks) {
       arriving = KvBlock::empty(p, (owner + p.ranks - 1) % p.ranks);
       transfer[0] = c.isend(held.data(), held.numel(), next, fn, kKvTag);
       transfer[1] = c.irecv(arriving.data(), arriving.numel(), prev, fn, kKvTag);
     }
     // The sums of the block in hand from the ranks before (none at step 0: our own block).
     KvBlock incoming;
-    if (step > 0) {
+    if (transfers && step > 0) {
       incoming = KvBlock::empty(p, owner, want_dk);
       transfer[2] = c.irecv(incoming.data(), incoming.numel(), prev, fn, kGradTag);
     }
@@ -80,14 +84,15 @@ void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstT
       if (want_dk) detail::add_into(part_dk, keys(grads.k()));
       detail::add_into(part_dv, keys(grads.v()));
     }
-    if (step > 0) {
+    clock.computed();
+    if (transfers && step > 0) {
       c.wait_all(
           {&transfer[2], 1}, fn,
           "the dK/dV sums of step " + std::to_string(step) + " from rank " + std::to_string(prev));
       detail::add_into(incoming.v(), grads.v());
       if (want_dk) detail::add_into(incoming.k(), grads.k());
     }
-    if (p.ranks == 1) {
+    if (!transfers) {
       sending[0] = std::move(grads);
     } else {
       // The buffer sent two steps ago is free once that send completes.
@@ -96,16 +101,17 @@ void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstT
       sending[slot] = std::move(grads);
       sent[slot] = c.isend(sending[slot].data(), sending[slot].numel(), next, fn, kGradTag);
     }
-    if (step + 1 < p.ranks) {
+    if (transfers && step + 1 < p.ranks) {
       c.wait_all({transfer, 2}, fn,
                  "the K/V block of step " + std::to_string(step + 1) + " from rank " +
                      std::to_string(prev));
       held = std::move(arriving);
     }
+    clock.waited();
   }
   // Our own block's sums, back from the last rank that used it.
   KvBlock total;
-  if (p.ranks == 1) {
+  if (!transfers) {
     total = std::move(sending[0]);
   } else {
     total = KvBlock::empty(p, p.rank, want_dk);

@@ -56,17 +56,34 @@ const char* strategy_name(SequenceStrategy strategy);
 /// Parses "ring" or "ulysses"; throws ArgumentError naming the value otherwise.
 SequenceStrategy parse_strategy(const std::string& name);
 
+/// Where a ring call's time went, for benchmarks (docs/distributed.md): `compute_s` in the
+/// kernels and merges, `wait_s` blocked on transfers after the compute of a step (0 when the
+/// transfers are hidden). With `skip_transfers` set beforehand every step runs on the rank's
+/// own K/V block and nothing is sent: the ring's time without the sends (wrong results).
+struct RingStats {
+  bool skip_transfers = false;
+  double compute_s = 0.0;
+  double wait_s = 0.0;
+};
+
 void ring_attention_forward(const Communicator& comm, ConstTensorView q, ConstTensorView k,
                             ConstTensorView v, TensorView out, TensorView lse,
                             const AttentionOptions& options,
-                            SequenceLayout layout = SequenceLayout::zigzag);
+                            SequenceLayout layout = SequenceLayout::zigzag,
+                            RingStats* stats = nullptr);
 /// `dq` and `dk` may be empty views when not needed (as attention_backward); `out` and `lse`
 /// are the shards ring_attention_forward (or the Ulysses forward) wrote.
 void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstTensorView k,
                              ConstTensorView v, ConstTensorView out, ConstTensorView lse,
                              ConstTensorView dout, TensorView dq, TensorView dk, TensorView dv,
                              const AttentionOptions& options,
-                             SequenceLayout layout = SequenceLayout::zigzag);
+                             SequenceLayout layout = SequenceLayout::zigzag,
+                             RingStats* stats = nullptr);
+
+/// Seconds `steps` ring steps of sending `floats` float32 values to the next rank (and
+/// receiving as many from the previous) take with nothing else to do: the ring's transfers
+/// alone, for benchmarks.
+double ring_transfer_seconds(const Communicator& comm, int64_t floats, int steps);
 
 void ulysses_attention_forward(const Communicator& comm, ConstTensorView q, ConstTensorView k,
                                ConstTensorView v, TensorView out, TensorView lse,

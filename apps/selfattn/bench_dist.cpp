@@ -1,0 +1,165 @@
+// selfattn bench --seq-parallel (bench_dist.hpp). Each rank makes its shard of q, k, v (B, H,
+// N / P, d) from the same seed; the timed runs are separated by barriers, so a run's time is
+// the slowest rank's. For the ring it also reports where rank 0's time went (kernels, waits)
+// and the same ring without its sends, and the transfers alone.
+
+#include "bench_dist.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "llm_utils/dist.hpp"
+#include "llm_utils/llm_utils.hpp"
+
+namespace selfattn {
+namespace {
+
+using namespace llm_utils;
+
+struct Shards {
+  Tensor q, k, v, out, lse, dout, dq, dk, dv;  // this rank's (B, H, rows, d), lse (B, H, rows)
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// One timed run (forward, + backward when asked) between barriers; `stats` for the ring.
+double run_once(const SeqParallelBench& b, dist::SequenceStrategy strategy,
+                const dist::Communicator& comm, Shards& s, const AttentionOptions& opts,
+                dist::SequenceLayout layout, dist::RingStats* stats) {
+  comm.barrier();
+  const auto start = std::chrono::steady_clock::now();
+  if (strategy == dist::SequenceStrategy::ring) {
+    dist::ring_attention_forward(comm, s.q, s.k, s.v, s.out, s.lse, opts, layout, stats);
+    if (b.backward) {
+      dist::ring_attention_backward(comm, s.q, s.k, s.v, s.out, s.lse, s.dout, s.dq, s.dk, s.dv,
+                                    opts, layout, stats);
+    }
+  } else {
+    dist::ulysses_attention_forward(comm, s.q, s.k, s.v, s.out, s.lse, opts, layout);
+    if (b.backward) {
+      dist::ulysses_attention_backward(comm, s.q, s.k, s.v, s.out, s.lse, s.dout, s.dq, s.dk, s.dv,
+                                       opts, layout);
+    }
+  }
+  comm.barrier();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+void run(const SeqParallelBench& b, std::ostream& out) {
+  const dist::Communicator comm = dist::Communicator::world();
+  const dist::SequenceStrategy strategy = dist::parse_strategy(b.strategy);
+  const dist::SequenceLayout layout = dist::parse_layout(b.layout);
+  const int P = comm.size(), me = comm.rank();
+  const int64_t rows = dist::shard_length(b.seq, P, me, layout);
+  Generator g(1234 + static_cast<uint64_t>(me));  // each rank its own rows; the values don't matter
+  Shards s;
+  const Shape shape = {b.batch, b.heads, rows, b.head_dim};
+  s.q = g.uniform(shape, -1.0, 1.0);
+  s.k = g.uniform(shape, -1.0, 1.0);
+  s.v = g.uniform(shape, -1.0, 1.0);
+  s.dout = g.uniform(shape, -1.0, 1.0);
+  s.out = Tensor(shape);
+  s.lse = Tensor({b.batch, b.heads, rows});
+  s.dq = Tensor(shape);
+  s.dk = Tensor(shape);
+  s.dv = Tensor(shape);
+  AttentionOptions opts;
+  opts.causal = b.causal;
+  opts.backend = Backend::flash;
+
+  run_once(b, strategy, comm, s, opts, layout, nullptr);  // warm-up
+  std::vector<double> ms, compute, wait, alone;
+  for (int i = 0; i < b.repeat; ++i) {
+    dist::RingStats stats;
+    ms.push_back(run_once(b, strategy, comm, s, opts, layout, &stats));
+    compute.push_back(stats.compute_s * 1e3);
+    wait.push_back(stats.wait_s * 1e3);
+  }
+  double no_sends = 0.0, transfers = 0.0;
+  const bool ring = strategy == dist::SequenceStrategy::ring;
+  if (ring) {
+    for (int i = 0; i < b.repeat; ++i) {
+      dist::RingStats skip;
+      skip.skip_transfers = true;
+      alone.push_back(run_once(b, strategy, comm, s, opts, layout, &skip));
+    }
+    no_sends = median(alone);
+    // The forward's K/V traffic: P - 1 steps of one shard's k and v.
+    const int64_t floats = 2 * b.batch * b.heads * rows * b.head_dim;
+    std::vector<double> t;
+    for (int i = 0; i < b.repeat; ++i) {
+      t.push_back(1e3 * dist::ring_transfer_seconds(comm, floats, P - 1));
+    }
+    transfers = median(t);
+  }
+  // FlashAttention's count: 4 N^2 d per head forward (half causal), backward 2.5x that.
+  const double pairs =
+      static_cast<double>(b.seq) * static_cast<double>(b.seq) * (b.causal ? 0.5 : 1.0);
+  const double flops =
+      4.0 * pairs * static_cast<double>(b.head_dim * b.batch * b.heads) * (b.backward ? 3.5 : 1.0);
+  const double t_ms = median(ms);
+  const double gflops = flops / (t_ms * 1e6);
+  if (me != 0) return;
+  const double block_mib =
+      2.0 * static_cast<double>(b.batch * b.heads * rows * b.head_dim) * 4.0 / (1 << 20);
+  char line[1024];
+  if (b.json) {
+    std::snprintf(line, sizeof line,
+                  "{\"strategy\": \"%s\", \"layout\": \"%s\", \"ranks\": %d, \"threads\": %d, "
+                  "\"batch\": %lld, \"heads\": %lld, \"seq\": %lld, \"head_dim\": %lld, "
+                  "\"causal\": %s, \"backward\": %s, \"median_ms\": %.4f, \"gflops\": %.2f, "
+                  "\"rank0_compute_ms\": %.4f, \"rank0_wait_ms\": %.4f, "
+                  "\"no_sends_ms\": %.4f, \"transfers_alone_ms\": %.4f, \"block_mib\": %.3f}\n",
+                  b.strategy.c_str(), b.layout.c_str(), P, get_num_threads(),
+                  static_cast<long long>(b.batch), static_cast<long long>(b.heads),
+                  static_cast<long long>(b.seq), static_cast<long long>(b.head_dim),
+                  b.causal ? "true" : "false", b.backward ? "true" : "false", t_ms, gflops,
+                  median(compute), median(wait), no_sends, transfers, block_mib);
+  } else {
+    std::snprintf(line, sizeof line,
+                  "%s attention (%s layout) over %d rank%s, %d thread%s each: B=%lld H=%lld "
+                  "N=%lld d=%lld%s%s\n  median %.3f ms, %.1f GFLOP/s over all ranks\n",
+                  b.strategy.c_str(), b.layout.c_str(), P, P == 1 ? "" : "s", get_num_threads(),
+                  get_num_threads() == 1 ? "" : "s", static_cast<long long>(b.batch),
+                  static_cast<long long>(b.heads), static_cast<long long>(b.seq),
+                  static_cast<long long>(b.head_dim), b.causal ? " causal" : "",
+                  b.backward ? ", forward+backward" : ", forward", t_ms, gflops);
+    out << line;
+    if (ring) {
+      std::snprintf(line, sizeof line,
+                    "  rank 0: %.3f ms in the kernels, %.3f ms waiting on transfers\n"
+                    "  the same ring without its sends: %.3f ms; the forward's transfers alone "
+                    "(%d steps of %.2f MiB): %.3f ms\n",
+                    median(compute), median(wait), no_sends, P - 1, block_mib, transfers);
+    } else {
+      line[0] = '\0';
+    }
+  }
+  out << line;
+}
+
+}  // namespace
+
+void bench_sequence_parallel(const SeqParallelBench& b, std::ostream& out) {
+  dist::Environment mpi(nullptr, nullptr);
+  const int rank = dist::Communicator::world().rank();
+  try {
+    run(b, out);
+  } catch (const dist::CommError& e) {
+    // A peer failed or hangs: this rank's error, then the whole job ends.
+    std::fprintf(stderr, "error: rank %d: %s\n", rank, e.what());
+    dist::Communicator::world().abort(1);
+  } catch (const Error&) {
+    // Every rank saw the same error (the shared argument check): rank 0 reports it.
+    if (rank != 0) throw QuietExit{1};
+    throw;
+  }
+}
+
+}  // namespace selfattn
