@@ -12,6 +12,7 @@
 
 #include "llm_utils/dist.hpp"
 #include "llm_utils/llm_utils.hpp"
+#include "mpi_ranks.hpp"
 
 namespace selfattn {
 namespace {
@@ -148,18 +149,7 @@ void run(const SeqParallelBench& b, std::ostream& out) {
 
 void bench_sequence_parallel(const SeqParallelBench& b, std::ostream& out) {
   dist::Environment mpi(nullptr, nullptr);
-  const int rank = dist::Communicator::world().rank();
-  try {
-    run(b, out);
-  } catch (const dist::CommError& e) {
-    // A peer failed or hangs: this rank's error, then the whole job ends.
-    std::fprintf(stderr, "error: rank %d: %s\n", rank, e.what());
-    dist::Communicator::world().abort(1);
-  } catch (const Error&) {
-    // Every rank saw the same error (the shared argument check): rank 0 reports it.
-    if (rank != 0) throw QuietExit{1};
-    throw;
-  }
+  run_on_every_rank([&] { run(b, out); });
 }
 
 }  // namespace selfattn

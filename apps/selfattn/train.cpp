@@ -14,6 +14,7 @@
 #include "llm_utils/llm_utils.hpp"
 #include "pictures.hpp"
 #include "progress.hpp"
+#include "train_ranks.hpp"
 #include "train_task.hpp"
 #include "validators.hpp"
 
@@ -115,8 +116,21 @@ void check_flags(const TrainFlags& o, uint64_t seed, uint64_t teacher_seed) {
   check_output_folder(o.save_weights, "--save-weights");
 }
 
-void train(const TrainFlags& o, std::ostream& out) {
-  if (o.threads > 0) llm_utils::set_num_threads(o.threads);
+// Rank r of P trains on rows [r B / P, (r + 1) B / P) of every batch.
+llm_utils::Tensor rows_of(const llm_utils::Tensor& t, const TrainRanks& ranks) {
+  const int64_t part = t.size(0) / ranks.size();
+  return llm_utils::Tensor::from_view(t.view().narrow(0, ranks.rank() * part, part));
+}
+
+void train_on(const TrainFlags& o, std::ostream& rank0_out, TrainRanks& ranks) {
+  // Only rank 0 prints and writes files.
+  std::ostream null_stream(nullptr);
+  std::ostream& out = ranks.rank() == 0 ? rank0_out : null_stream;
+  if (o.batch % ranks.size() != 0) {
+    throw llm_utils::ArgumentError("--batch " + std::to_string(o.batch) +
+                                   " must be divisible by the " + std::to_string(ranks.size()) +
+                                   " ranks (each trains on an equal part of every batch)");
+  }
   const uint64_t seed = o.seed.value_or(llm_utils::Generator::kDefaultSeed);
   const uint64_t teacher_seed = o.teacher_seed.value_or(seed + 1);
   check_flags(o, seed, teacher_seed);
@@ -136,6 +150,7 @@ void train(const TrainFlags& o, std::ostream& out) {
   TaskSampler sampler(task, teacher.get(), o.batch, o.seq, o.d_in, o.d_out, o.data_seed);
   std::string opt_desc;
   Optimizer opt = make_optimizer(o, *student, &opt_desc);
+  ranks.start(student->named_parameters());
 
   const std::string name = student->class_name() + "(d_in=" + std::to_string(o.d_in) +
                            ", d_out=" + std::to_string(o.d_out) +
@@ -147,6 +162,10 @@ void train(const TrainFlags& o, std::ostream& out) {
   out << "training " << name << " (seed " << seed << ") to match " << target << "\n"
       << "  " << opt_desc << ", " << o.steps << " steps of batch " << o.batch << " x seq " << o.seq
       << ", MSE loss\n";
+  if (ranks.size() > 1) {
+    out << "  data parallel over " << ranks.size() << " ranks: " << o.batch / ranks.size()
+        << " sequences each, gradients averaged\n";
+  }
   const bool frozen_qk = o.module == "linear4" || o.module == "linear5";
   if (frozen_qk) out << "  note: " << kFrozenNote << ".\n";
 
@@ -156,16 +175,19 @@ void train(const TrainFlags& o, std::ostream& out) {
   losses.reserve(static_cast<size_t>(o.steps));
   llm_utils::Tensor grad;
   for (int64_t step = 1; step <= o.steps; ++step) {
-    const Batch batch = sampler.next();
+    Batch batch = sampler.next();
+    if (ranks.size() > 1) batch = {rows_of(batch.x, ranks), rows_of(batch.target, ranks)};
     std::visit([](auto& opt) { opt.zero_grad(); }, opt);
     const llm_utils::Tensor y = student->forward(batch.x);
-    const double loss = mse_loss(y, batch.target, &grad);
+    // The mean over equal parts is the whole batch's loss; every rank checks the same value.
+    const double loss = ranks.mean(mse_loss(y, batch.target, &grad));
     if (!std::isfinite(loss)) {
       progress.finish();
       throw llm_utils::Error("training diverged at step " + std::to_string(step) + " (loss " +
                              fmt("%g", loss) + "); try a smaller --lr");
     }
     student->backward(grad);
+    ranks.average_gradients();
     std::visit([](auto& opt) { opt.step(); }, opt);
     losses.push_back(loss);
     progress.update(step, loss);
@@ -184,6 +206,7 @@ void train(const TrainFlags& o, std::ostream& out) {
   out << "  trained: " << join(trained) << "\n";
   if (!untouched.empty()) out << "  no gradient, unchanged: " << join(untouched) << "\n";
 
+  if (ranks.rank() != 0) return;
   if (!o.loss_plot.empty()) {
     plot::LinePlotOptions lp;
     lp.title = name + (task == Task::teacher ? " fitted to a teacher" : " on the recall task") +
@@ -204,6 +227,12 @@ void train(const TrainFlags& o, std::ostream& out) {
                                      {"steps", std::to_string(o.steps)}});
     out << "  wrote the trained weights to " << o.save_weights << " (PyTorch names)\n";
   }
+}
+
+void train(const TrainFlags& o, std::ostream& out) {
+  if (o.threads > 0) llm_utils::set_num_threads(o.threads);
+  const std::unique_ptr<TrainRanks> ranks = train_ranks();
+  ranks->run([&] { train_on(o, out, *ranks); });
 }
 
 }  // namespace
@@ -281,7 +310,8 @@ Command add_train_command(CLI::App& app, std::ostream& out) {
       "  selfattn train --module params --optimizer sgd --lr 0.05 --momentum 0.9 --steps 200\n"
       "  selfattn train --module linear --qkv-bias --task recall --d-in 4 --d-out 2 --steps 1000 "
       "\\\n      --loss-plot recall.png\n"
-      "  selfattn run --module linear --weights w.safetensors --input x.npy --output y.npy");
+      "  selfattn run --module linear --weights w.safetensors --input x.npy --output y.npy\n"
+      "  mpirun -np 2 selfattn train --module linear --batch 16 --steps 300   # data parallel");
   return [f, &out] { train(*f, out); };
 }
 

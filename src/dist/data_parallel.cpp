@@ -130,15 +130,18 @@ void GradientAverager::launch(Bucket& bucket) {
   Communicator::Impl& c = comm_.impl();
   int64_t total = 0;
   for (size_t i : bucket.members) total += parameters_[i].second.data().numel();
+  total += static_cast<int64_t>(bucket.members.size());  // and one "has a gradient" flag each
   if (total > INT_MAX) throw ArgumentError(std::string(fn) + ": a bucket beyond MPI's int count");
   bucket.flat = Tensor({total});  // zeros where a parameter has no gradient on this rank
   int64_t at = 0;
-  for (size_t i : bucket.members) {
-    const ParameterRef& p = parameters_[i].second;
+  float* flags = bucket.flat.data() + total - static_cast<int64_t>(bucket.members.size());
+  for (size_t m = 0; m < bucket.members.size(); ++m) {
+    const ParameterRef& p = parameters_[bucket.members[m]].second;
     const int64_t n = p.data().numel();
     if (p.has_grad()) {
       const ConstTensorView grad = p.grad();
       detail::copy_into(grad, TensorView(bucket.flat.data() + at, grad.shape()));
+      flags[m] = 1.0f;
     }
     at += n;
   }
@@ -170,11 +173,16 @@ void GradientAverager::finish() {
     Bucket& b = buckets_[k];
     c.wait_all({&b.request, 1}, fn, "the gradient sums of bucket " + std::to_string(k),
                Communicator::Impl::Kind::collective);
-    for (float& x : b.flat) x *= inv;  // the sums -> the averages
+    const float* flags = b.flat.end() - b.members.size();  // how many ranks had each gradient
+    for (float& x : b.flat) x *= inv;                      // the sums -> the averages
     int64_t at = 0;
-    for (size_t i : b.members) {
-      ParameterRef& p = parameters_[i].second;
+    for (size_t m = 0; m < b.members.size(); ++m) {
+      ParameterRef& p = parameters_[b.members[m]].second;
       const Shape shape = p.data().shape();
+      if (flags[m] == 0.0f) {  // no rank had one: it stays None, as without ranks
+        at += shape_numel(shape);
+        continue;
+      }
       if (!p.has_grad()) p.accumulate_grad(Tensor(shape));
       detail::copy_into(ConstTensorView(b.flat.data() + at, shape), p.grad());
       at += shape_numel(shape);

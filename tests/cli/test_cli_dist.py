@@ -73,3 +73,58 @@ def test_other_workloads_are_refused():
                        capture_output=True, text=True, env=ENV, timeout=60)
     assert r.returncode != 0
     assert r.stderr.startswith("error: bench: --seq-parallel times the float32 attention core")
+
+
+def train(tmp_path, name, ranks, *args):
+    """Trains and returns the saved weights; ranks 0 means one process without mpirun."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden"))
+    import safetensors_io
+
+    path = tmp_path / f"{name}.safetensors"
+    cmd = [SELFATTN, "train", *args, "--save-weights", str(path), "--threads", "1"]
+    r = (subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120) if ranks == 0
+         else subprocess.run([MPIRUN, "-np", str(ranks), *cmd], capture_output=True, text=True,
+                             env=ENV, timeout=120))
+    assert r.returncode == 0, r.stderr
+    return safetensors_io.load(path)[0], r.stdout
+
+
+def relative(a, b):
+    import numpy as np
+    return float(np.abs(a - b).max() / max(1.0, float(np.abs(b).max())))
+
+
+if BUILD_HAS_MPI:
+    @pytest.mark.parametrize("ranks", [1, 2, 4])
+    @pytest.mark.parametrize("module", ["linear", "linear5"])
+    def test_data_parallel_training_gives_the_single_process_weights(tmp_path, ranks, module):
+        args = ["--module", module, "--qkv-bias", "--optimizer", "sgd", "--momentum", "0.9",
+                "--steps", "20", "--batch", "8", "--seq", "6"]
+        alone, _ = train(tmp_path, "alone", 0, *args)
+        spread, stdout = train(tmp_path, "spread", ranks, *args)
+        assert stdout.count("wrote the trained weights") == 1  # rank 0 alone writes
+        if ranks > 1:
+            assert f"data parallel over {ranks} ranks: {8 // ranks} sequences each" in stdout
+        for key in alone:
+            assert relative(spread[key], alone[key]) <= 1e-5, key
+        if module == "linear5":  # no rank gave W_query a gradient: it stays as it was
+            assert "no gradient, unchanged: W_query.weight" in stdout
+
+    def test_adamw_data_parallel_matches_but_for_the_key_bias(tmp_path):
+        # The key bias's exact gradient is 0 (softmax ignores a shift shared by every key): its
+        # computed gradient is rounding noise, which AdamW normalises into steps of ~lr, so its
+        # trajectory depends on the summation order. Every other weight must match.
+        args = ["--module", "linear", "--qkv-bias", "--steps", "20", "--batch", "8"]
+        alone, _ = train(tmp_path, "alone", 0, *args)
+        spread, _ = train(tmp_path, "spread", 4, *args)
+        for key in alone:
+            bound = 20 * 0.01 if key == "W_key.bias" else 1e-5
+            assert relative(spread[key], alone[key]) <= bound, key
+
+    def test_a_batch_the_ranks_cannot_share_is_one_error():
+        r = mpirun(3, "train", "--batch", "8", "--steps", "2")
+        assert r.returncode != 0
+        errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+        assert errors == ["error: --batch 8 must be divisible by the 3 ranks (each trains on an "
+                          "equal part of every batch)"], r.stderr

@@ -284,6 +284,20 @@ TEST(DataParallel, AveragedGradientsEqualTheWholeBatch) {
   }
 }
 
+TEST(DataParallel, AGradientNoRankGaveStaysNone) {
+  const int P = world().size(), me = world().rank();
+  Parameter a(Tensor({3}, {1, 2, 3})), b(Tensor({2}, {4, 5})), c(Tensor({2}, {6, 7}));
+  a.accumulate_grad(Tensor({3}, {1.0f * me, 2, 3}));                      // every rank
+  if (me == P - 1) b.accumulate_grad(Tensor({2}, {float(P), float(P)}));  // the last rank only
+  dist::GradientAverager averager(world(), {{"a", a}, {"b", b}, {"c", c}});
+  averager.average();
+  EXPECT_FLOAT_EQ(a.grad().data()[0], (P - 1) / 2.0f);  // mean of 0 .. P-1
+  EXPECT_FLOAT_EQ(a.grad().data()[1], 2.0f);
+  ASSERT_TRUE(b.has_grad());
+  EXPECT_FLOAT_EQ(b.grad().data()[0], 1.0f);  // P / P: the others count as zeros
+  EXPECT_FALSE(c.has_grad()) << "no rank gave c a gradient: it stays None";
+}
+
 }  // namespace
 }  // namespace llm_utils
 

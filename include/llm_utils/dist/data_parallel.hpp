@@ -44,8 +44,9 @@ class GradientAverager {
   /// Starts the sum of every bucket not started yet whose parameters all have a gradient (a
   /// parameter that got none on this rank counts as zeros once finish() is reached).
   void start();
-  /// Starts what is left, waits for every bucket and writes the averages into the gradients.
-  /// Every parameter has a gradient afterwards (zeros where no rank gave one).
+  /// Starts what is left, waits for every bucket and writes the averages into the gradients:
+  /// the sum over the ranks that have one, divided by the number of ranks. A parameter that
+  /// got a gradient on no rank keeps none (as PyTorch's None: Linear4/5's W_query and W_key).
   void finish();
   /// start() and finish().
   void average() {
