@@ -14,6 +14,7 @@
 #include "llm_utils/io/files.hpp"
 #include "llm_utils/io/npy.hpp"
 #include "llm_utils/io/safetensors.hpp"
+#include "llm_utils/nn/attention_executor.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "llm_utils/nn/linear.hpp"

@@ -84,7 +84,12 @@ struct GradientAverager::Bucket {
 
 GradientAverager::GradientAverager(Communicator comm, NamedParameters parameters,
                                    int64_t bucket_bytes)
-    : comm_(std::move(comm)), parameters_(std::move(parameters)) {
+    : GradientAverager(std::move(comm), std::move(parameters), GradientReduction::mean,
+                       bucket_bytes) {}
+
+GradientAverager::GradientAverager(Communicator comm, NamedParameters parameters,
+                                   GradientReduction reduction, int64_t bucket_bytes)
+    : comm_(std::move(comm)), parameters_(std::move(parameters)), reduction_(reduction) {
   constexpr const char* fn = "GradientAverager";
   if (bucket_bytes < 1) {
     throw ArgumentError(std::string(fn) + ": bucket_bytes must be >= 1, got " +
@@ -168,7 +173,7 @@ void GradientAverager::finish() {
   for (Bucket& b : buckets_) {
     if (!b.started) launch(b);
   }
-  const float inv = 1.0f / static_cast<float>(c.size);
+  const float inv = reduction_ == GradientReduction::sum ? 1.0f : 1.0f / static_cast<float>(c.size);
   for (size_t k = 0; k < buckets_.size(); ++k) {
     Bucket& b = buckets_[k];
     c.wait_all({&b.request, 1}, fn, "the gradient sums of bucket " + std::to_string(k),

@@ -42,7 +42,11 @@ void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstT
   t.dv = dv;
   const detail::SequenceProblem p =
       detail::check_sequence_problem(c, fn, q, k, v, t, options, layout);
-  const AttentionOptions opts = detail::with_explicit_scale(options, p.d);
+  // The fused backward on every block, whatever the options say: it recomputes P from the lse
+  // it is given (the whole row's), which is what splitting the keys needs; the reference
+  // backward recomputes the softmax over the keys in hand, right only for all of them.
+  AttentionOptions opts = detail::with_explicit_scale(options, p.d);
+  opts.backend = Backend::flash;
   const int64_t sd = p.seq_dim;
   const bool want_dq = dq.data() != nullptr, want_dk = dk.data() != nullptr;
   if (want_dq) detail::fill(dq, 0.0f);

@@ -40,4 +40,39 @@ void sequence_parallel_backward(SequenceStrategy strategy, const Communicator& c
   }
 }
 
+namespace {
+
+class SequenceParallelExecutor : public AttentionExecutor {
+ public:
+  SequenceParallelExecutor(Communicator comm, SequenceStrategy strategy, SequenceLayout layout)
+      : comm_(std::move(comm)), strategy_(strategy), layout_(layout) {}
+  void forward(ConstTensorView q, ConstTensorView k, ConstTensorView v, TensorView out,
+               TensorView lse, const AttentionOptions& options) override {
+    sequence_parallel_forward(strategy_, comm_, q, k, v, out, lse, options, layout_);
+  }
+  void backward(ConstTensorView q, ConstTensorView k, ConstTensorView v, ConstTensorView out,
+                ConstTensorView lse, ConstTensorView dout, TensorView dq, TensorView dk,
+                TensorView dv, const AttentionOptions& options) override {
+    sequence_parallel_backward(strategy_, comm_, q, k, v, out, lse, dout, dq, dk, dv, options,
+                               layout_);
+  }
+  std::string describe() const override {
+    return std::string(strategy_name(strategy_)) + " attention over " +
+           std::to_string(comm_.size()) + " ranks (" + layout_name(layout_) + ")";
+  }
+
+ private:
+  Communicator comm_;
+  SequenceStrategy strategy_;
+  SequenceLayout layout_;
+};
+
+}  // namespace
+
+std::shared_ptr<AttentionExecutor> sequence_parallel_executor(Communicator comm,
+                                                              SequenceStrategy strategy,
+                                                              SequenceLayout layout) {
+  return std::make_shared<SequenceParallelExecutor>(std::move(comm), strategy, layout);
+}
+
 }  // namespace llm_utils::dist

@@ -153,6 +153,10 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
 
   ensure_shape(context_, {rows, s.heads * hd});
   ensure_shape(lse_, {batch, s.heads, seq});
+  if (call_.executor != nullptr) {
+    forward_with_executor();
+    return;
+  }
   const AttentionProblem p = problem();
   if (call_.dropout > 0.0) {
     forward_with_dropout(p);
@@ -183,6 +187,11 @@ Tensor AttentionLayer::backward(ConstTensorView dcontext, const QkvWeights& w, b
     t.dk = heads_view(dqkv.data(), seq_, width, s.heads * hd, hd);
   }
   t.dv = heads_view(dqkv.data(), seq_, width, v0, hd);
+  if (call_.executor != nullptr) {
+    backward_with_executor(dcontext, dqkv, through_qk);
+    return projection_backward(dqkv.data(), x_.data(), packed_weight_.data(), through_qk ? 0 : v0,
+                               width, w);
+  }
   const AttentionProblem p = problem();
   if (!keep_.empty()) {
     backward_with_dropout(p, t);
@@ -273,7 +282,55 @@ ConstTensorView AttentionLayer::heads_of_qkv(int64_t first, int64_t count) const
                          {seq_ * width, hd, width, 1});
 }
 
+// The heads of a (B*N, width) matrix as (B, count, N, hd) from column `first` * hd.
+template <typename T>
+BasicTensorView<T> heads_of(T* data, int64_t batch, int64_t seq, int64_t width, int64_t first,
+                            int64_t count, int64_t hd) {
+  return BasicTensorView<T>(data + first * hd, {batch, count, seq, hd},
+                            {seq * width, hd, width, 1});
+}
+
+void AttentionLayer::forward_with_executor() {
+  const LayerShape& s = shape_;
+  const int64_t width = s.qkv_width(), hd = s.head_dim, ctx = s.heads * hd;
+  AttentionOptions options;
+  options.causal = call_.causal;
+  options.scale_divisor = call_.scale_divisor;
+  const float* qkv = qkv_.data();
+  call_.executor->forward(heads_of(qkv, batch_, seq_, width, 0, s.heads, hd),
+                          heads_of(qkv, batch_, seq_, width, s.heads, s.kv_heads, hd),
+                          heads_of(qkv, batch_, seq_, width, s.heads + s.kv_heads, s.kv_heads, hd),
+                          heads_of(context_.data(), batch_, seq_, ctx, 0, s.heads, hd), lse_.view(),
+                          options);
+  have_row_stats_ = false;
+}
+
+void AttentionLayer::backward_with_executor(ConstTensorView dcontext, Tensor& dqkv,
+                                            bool through_qk) const {
+  const LayerShape& s = shape_;
+  const int64_t width = s.qkv_width(), hd = s.head_dim, ctx = s.heads * hd;
+  AttentionOptions options;
+  options.causal = call_.causal;
+  options.scale_divisor = call_.scale_divisor;
+  const float* qkv = qkv_.data();
+  float* d = dqkv.data();
+  call_.executor->backward(
+      heads_of(qkv, batch_, seq_, width, 0, s.heads, hd),
+      heads_of(qkv, batch_, seq_, width, s.heads, s.kv_heads, hd),
+      heads_of(qkv, batch_, seq_, width, s.heads + s.kv_heads, s.kv_heads, hd),
+      heads_of(context_.data(), batch_, seq_, ctx, 0, s.heads, hd), lse_.view(),
+      heads_of(dcontext.data(), batch_, seq_, ctx, 0, s.heads, hd),
+      through_qk ? heads_of(d, batch_, seq_, width, 0, s.heads, hd) : TensorView{},
+      through_qk ? heads_of(d, batch_, seq_, width, s.heads, s.kv_heads, hd) : TensorView{},
+      heads_of(d, batch_, seq_, width, s.heads + s.kv_heads, s.kv_heads, hd), options);
+}
+
 const Tensor& AttentionLayer::attention_weights() const {
+  if (call_.executor != nullptr) {
+    throw StateError(call_.executor->describe() +
+                     " ran the last forward: its attention weights span every rank's keys and "
+                     "are not kept");
+  }
   if (!weights_) {
     const int64_t heads = shape_.heads;
     Tensor weights({batch_, heads, seq_, seq_});  // (B, H, N, N)

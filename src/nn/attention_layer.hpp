@@ -18,11 +18,13 @@
 // qkv and context are widened from them only when asked for.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 
 #include "detail/attention_problem.hpp"
 #include "llm_utils/attention.hpp"
 #include "llm_utils/bfloat16.hpp"
+#include "llm_utils/nn/attention_executor.hpp"
 #include "llm_utils/nn/parameter.hpp"
 #include "llm_utils/random.hpp"
 #include "llm_utils/tensor.hpp"
@@ -57,6 +59,9 @@ struct LayerCall {
   Generator* generator = nullptr;      // draws the dropout mask; null: the default generator
   Backend backend = Backend::automatic;
   bool bf16 = false;  // bfloat16 storage, float32 accumulation (Module::set_dtype)
+  // Runs the attention instead of the kernels (float32, no mask but causal, no dropout);
+  // null: the kernels.
+  std::shared_ptr<AttentionExecutor> executor;
 };
 
 class AttentionLayer {
@@ -106,6 +111,9 @@ class AttentionLayer {
   BasicAttentionProblem<T> problem_over(const T* qkv) const;
   AttentionProblem problem() const;
   void forward_with_dropout(const AttentionProblem& p);
+  /// The executor's forward and backward on the heads of qkv and context (call_.executor).
+  void forward_with_executor();
+  void backward_with_executor(ConstTensorView dcontext, Tensor& dqkv, bool through_qk) const;
   void backward_with_dropout(const AttentionProblem& p, const BackwardTensors& t) const;
   /// The projections' backward over columns [c0, c1) of dqkv (B*N, W), float32 or bfloat16
   /// with x and the packed weight of the same type: accumulates the weight and bias gradients

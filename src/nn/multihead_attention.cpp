@@ -194,6 +194,17 @@ Tensor MultiHeadAttention::forward_uncached(ConstTensorView x, const Input& in,
   call.generator = generator_;
   call.backend = backend();
   call.bf16 = dtype() == DType::bfloat16;
+  if (executor_) {
+    const auto refuse = [&](const std::string& what) {
+      throw ArgumentError(kMha + ".forward: " + executor_->describe() + " takes " + what);
+    };
+    if (!options.attn_mask.empty() || !options.key_padding_mask.empty()) {
+      refuse("no attn_mask or key_padding_mask (the causal mask only)");
+    }
+    if (call.dropout > 0.0) refuse("no dropout (call eval() or build with dropout 0)");
+    if (call.bf16) refuse("float32 only");
+    call.executor = executor_;
+  }
   layer_->forward(x, b, n, detail::linear_qkv_weights(W_query, W_key, W_value), std::move(call));
   Tensor out({b * n, d_out()});  // (B*N, d_out) = out_proj(context)
   if (layer_->ran_bf16()) {

@@ -22,6 +22,10 @@ using kernels::Trans;
 Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
                                           const AttentionForwardOptions& options) {
   const std::string where = "MultiHeadAttention.forward(use_cache)";
+  if (executor_) {
+    throw ArgumentError(where + ": the KV cache runs in this process; " + executor_->describe() +
+                        " is set (set_attention_executor(nullptr) first)");
+  }
   if (training() && dropout_ > 0.0) {
     throw StateError(where + ": dropout=" + std::to_string(dropout_) +
                      " is active in training mode; call eval() before decoding with the KV cache");

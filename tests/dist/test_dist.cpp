@@ -112,9 +112,14 @@ void expect_matches_single_process(const Case& c, SequenceStrategy strategy,
   out_l_shape.back() = c.v.back();
   out_l = Tensor(out_l_shape);
   Tensor dq_l(q_l.shape()), dk_l(k_l.shape()), dv_l(v_l.shape());
-  dist::sequence_parallel_forward(strategy, world(), q_l, k_l, v_l, out_l, lse_l, opts, layout);
+  // The distributed calls with the default backend: their blocks are small enough for
+  // `automatic` to pick the reference, whose backward must not be used on part of the keys.
+  AttentionOptions dist_opts = opts;
+  dist_opts.backend = Backend::automatic;
+  dist::sequence_parallel_forward(strategy, world(), q_l, k_l, v_l, out_l, lse_l, dist_opts,
+                                  layout);
   dist::sequence_parallel_backward(strategy, world(), q_l, k_l, v_l, out_l, lse_l, dout_l, dq_l,
-                                   dk_l, dv_l, opts, layout);
+                                   dk_l, dv_l, dist_opts, layout);
   const auto whole = [&](const Tensor& t, int64_t dim) {
     return dist::gather_sequence(world(), t, dim, layout);
   };
@@ -296,6 +301,53 @@ TEST(DataParallel, AGradientNoRankGaveStaysNone) {
   ASSERT_TRUE(b.has_grad());
   EXPECT_FLOAT_EQ(b.grad().data()[0], 1.0f);  // P / P: the others count as zeros
   EXPECT_FALSE(c.has_grad()) << "no rank gave c a gradient: it stays None";
+}
+
+// MultiHeadAttention over a split sequence: each rank's output rows, dx and its share of the
+// parameter gradients (summed over the ranks) equal one process's on the whole sequence.
+void expect_sequence_parallel_mha(SequenceStrategy strategy, int64_t kv_groups) {
+  SCOPED_TRACE(std::string(dist::strategy_name(strategy)) + " kv_groups " +
+               std::to_string(kv_groups));
+  const int P = world().size(), me = world().rank();
+  MultiHeadAttentionOptions mo;
+  mo.num_kv_groups = kv_groups;
+  Generator g_whole(21), g_split(21);
+  MultiHeadAttention whole(16, 32, 64, 0.0, 8, true, mo, &g_whole),
+      split(16, 32, 64, 0.0, 8, true, mo, &g_split);
+  const auto layout = SequenceLayout::zigzag;
+  split.set_attention_executor(dist::sequence_parallel_executor(world(), strategy, layout));
+  Generator gx(8);
+  const Tensor x = gx.uniform({2, 45, 16}, -1.0, 1.0), dy = gx.uniform({2, 45, 32}, -1.0, 1.0);
+  const Tensor y = whole.forward(x), dx = whole.backward(dy);
+  const Tensor y_l = split.forward(dist::shard_sequence(x, 1, P, me, layout));
+  const Tensor dx_l = split.backward(dist::shard_sequence(dy, 1, P, me, layout));
+  dist::GradientAverager(world(), split.named_parameters(), dist::GradientReduction::sum).average();
+  EXPECT_LE(parity_error(dist::gather_sequence(world(), y_l, 1, layout), y), kTolerance);
+  EXPECT_LE(parity_error(dist::gather_sequence(world(), dx_l, 1, layout), dx), kTolerance);
+  auto pw = whole.named_parameters(), ps = split.named_parameters();
+  for (size_t i = 0; i < pw.size(); ++i) {
+    EXPECT_LE(parity_error(ps[i].second.grad(), pw[i].second.grad()), kTolerance) << pw[i].first;
+  }
+  EXPECT_THROW(split.attn_weights(), StateError);
+}
+
+TEST(SequenceParallelModule, MultiHeadAttentionMatchesOneProcess) {
+  expect_sequence_parallel_mha(SequenceStrategy::ring, 8);
+  expect_sequence_parallel_mha(SequenceStrategy::ring, 2);
+  expect_sequence_parallel_mha(SequenceStrategy::ulysses, 4);
+}
+
+TEST(SequenceParallelModule, WhatTheExecutorCannotRunIsRefused) {
+  MultiHeadAttention m(8, 8, 16, 0.5, 2);
+  m.set_attention_executor(dist::sequence_parallel_executor(world()));
+  const Tensor x({1, 4, 8});
+  EXPECT_THROW(m.forward(x), ArgumentError);  // dropout in training mode
+  m.eval();
+  AttentionForwardOptions cached;
+  cached.use_cache = true;
+  EXPECT_THROW(m.forward(x, cached), ArgumentError);
+  m.set_attention_executor(nullptr);
+  EXPECT_NO_THROW(m.forward(x, cached));
 }
 
 }  // namespace

@@ -26,6 +26,10 @@
 
 namespace llm_utils::dist {
 
+/// What finish() writes: the mean over the ranks (data parallel: each rank's gradient is of
+/// its own mean loss) or the sum (sequence parallel: each rank's is its tokens' share).
+enum class GradientReduction { mean, sum };
+
 /// Copies rank `root`'s parameter values to every rank (shapes must agree; ArgumentError on
 /// every rank if they do not).
 void broadcast_parameters(const Communicator& comm, const NamedParameters& parameters,
@@ -37,6 +41,8 @@ class GradientAverager {
   /// parameters (names and shapes, checked on every rank at construction).
   GradientAverager(Communicator comm, NamedParameters parameters,
                    int64_t bucket_bytes = int64_t{4} << 20);
+  GradientAverager(Communicator comm, NamedParameters parameters, GradientReduction reduction,
+                   int64_t bucket_bytes = int64_t{4} << 20);
   ~GradientAverager();
   GradientAverager(const GradientAverager&) = delete;
   GradientAverager& operator=(const GradientAverager&) = delete;
@@ -45,7 +51,8 @@ class GradientAverager {
   /// parameter that got none on this rank counts as zeros once finish() is reached).
   void start();
   /// Starts what is left, waits for every bucket and writes the averages into the gradients:
-  /// the sum over the ranks that have one, divided by the number of ranks. A parameter that
+  /// the sum over the ranks that have one, divided by the number of ranks (not divided, with
+  /// GradientReduction::sum). A parameter that
   /// got a gradient on no rank keeps none (as PyTorch's None: Linear4/5's W_query and W_key).
   void finish();
   /// start() and finish().
@@ -60,6 +67,7 @@ class GradientAverager {
   void launch(Bucket& bucket);
   Communicator comm_;
   NamedParameters parameters_;
+  GradientReduction reduction_ = GradientReduction::mean;
   std::vector<Bucket> buckets_;
 };
 

@@ -41,11 +41,13 @@
 ///                                {.causal = true});
 /// \endcode
 
+#include <memory>
 #include <string>
 
 #include "llm_utils/attention.hpp"
 #include "llm_utils/dist/communicator.hpp"
 #include "llm_utils/dist/sequence_shards.hpp"
+#include "llm_utils/nn/attention_executor.hpp"
 
 namespace llm_utils::dist {
 
@@ -106,5 +108,24 @@ void sequence_parallel_backward(SequenceStrategy strategy, const Communicator& c
                                 TensorView dq, TensorView dk, TensorView dv,
                                 const AttentionOptions& options,
                                 SequenceLayout layout = SequenceLayout::zigzag);
+
+/// An AttentionExecutor (attention_executor.hpp) that runs a module's attention with this
+/// strategy over `comm`'s ranks: give MultiHeadAttention::set_attention_executor it, and every
+/// rank's forward takes that rank's tokens (x (B, N_r, d_in), N_r as the layout gives, e.g.
+/// dist::shard_sequence(x, 1, ...)) and returns their outputs; backward gives their dx and the
+/// rank's share of each parameter gradient, which GradientAverager with GradientReduction::sum
+/// adds up over the ranks.
+///
+/// Example:
+/// \code
+///   mha.set_attention_executor(dist::sequence_parallel_executor(world));
+///   Tensor y = mha.forward(dist::shard_sequence(x, 1, world.size(), world.rank(),
+///                                               dist::SequenceLayout::zigzag));
+///   mha.backward(dy_local);
+///   dist::GradientAverager(world, mha.named_parameters(), dist::GradientReduction::sum).average();
+/// \endcode
+std::shared_ptr<AttentionExecutor> sequence_parallel_executor(
+    Communicator comm, SequenceStrategy strategy = SequenceStrategy::ring,
+    SequenceLayout layout = SequenceLayout::zigzag);
 
 }  // namespace llm_utils::dist

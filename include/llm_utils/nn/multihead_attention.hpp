@@ -30,10 +30,12 @@
 /// \endcode
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "llm_utils/detail/value_ptr.hpp"
+#include "llm_utils/nn/attention_executor.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "llm_utils/nn/module.hpp"
@@ -140,6 +142,16 @@ class MultiHeadAttention : public Module {
   /// The last forward's dropout multipliers (B * num_heads, N, N); empty when none ran.
   const Tensor& dropout_mask() const;
 
+  /// Runs the attention (not the projections) through `executor`, e.g. over the ranks of an
+  /// MPI job that each hold a part of the sequence (attention_executor.hpp); null: this
+  /// process's kernels again. With an executor, forward takes float32, no attn_mask or
+  /// key_padding_mask, no dropout in training mode and no KV cache (ArgumentError otherwise),
+  /// and attn_weights() is a StateError.
+  void set_attention_executor(std::shared_ptr<AttentionExecutor> executor) {
+    executor_ = std::move(executor);
+  }
+  const std::shared_ptr<AttentionExecutor>& attention_executor() const { return executor_; }
+
   /// `mask`, then W_query.*, W_key.*, W_value.*, out_proj.weight, out_proj.bias, as PyTorch. The
   /// KV cache is not part of it.
   std::vector<StateEntry> state_entries() const override;
@@ -176,6 +188,7 @@ class MultiHeadAttention : public Module {
   bool causal_;
   Generator* generator_;  // null: the default generator
   detail::ValuePtr<detail::AttentionLayer> layer_;
+  std::shared_ptr<AttentionExecutor> executor_;  // null: the kernels
   KVCache cache_;
 };
 
