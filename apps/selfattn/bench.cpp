@@ -28,6 +28,7 @@ struct BenchOptions {
   std::string dtype = "fp32";
   std::string seq_parallel;  // ring | ulysses: the core over an mpirun job's ranks
   std::string layout = "zigzag";
+  bool data_parallel = false;  // mha under mpirun: a training step with averaged gradients
 };
 
 const char* pass_name(const llm_utils::bench::Workload& w) {
@@ -100,8 +101,38 @@ void bench_distributed(const BenchOptions& o, std::ostream& out) {
 #endif
 }
 
+// --data-parallel: a MultiHeadAttention training step over the ranks (bench_dist.cpp).
+void bench_data_parallel_step(const BenchOptions& o, std::ostream& out) {
+  const llm_utils::bench::Workload& w = o.workload;
+  if (w.module != "mha" || w.decode || o.dtype != "fp32" || !o.seq_parallel.empty()) {
+    throw llm_utils::ArgumentError(
+        "bench: --data-parallel times a float32 mha training step: use --module mha, no "
+        "--decode, --dtype bf16 or --seq-parallel");
+  }
+#if SELFATTN_HAVE_MPI
+  DataParallelBench b;
+  b.batch = w.batch;
+  b.seq = w.seq;
+  b.d_in = w.d_in;
+  b.d_out = w.d_out;
+  b.heads = w.num_heads;
+  b.repeat = o.repeat;
+  b.json = o.json;
+  bench_data_parallel(b, out);
+#else
+  (void)out;
+  throw llm_utils::ArgumentError(
+      "bench: --data-parallel needs llm_utils::dist, and this build has no MPI (install "
+      "libopenmpi-dev and reconfigure)");
+#endif
+}
+
 void bench(BenchOptions o, std::ostream& out) {
   if (o.threads > 0) llm_utils::set_num_threads(o.threads);
+  if (o.data_parallel) {
+    bench_data_parallel_step(o, out);
+    return;
+  }
   if (!o.seq_parallel.empty()) {
     bench_distributed(o, out);
     return;
@@ -226,6 +257,9 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
                   "core under mpirun: split the sequence over the ranks, ring or ulysses "
                   "(--num-heads sets the heads; ulysses needs one per rank)")
       ->check(CLI::IsMember({"ring", "ulysses"}));
+  cmd->add_flag("--data-parallel", o->data_parallel,
+                "mha under mpirun: a training step on --batch sequences per rank, gradients "
+                "averaged, with the sums started during backward and after it");
   cmd->add_option("--layout", o->layout, "--seq-parallel: how the sequence is split")
       ->check(CLI::IsMember({"zigzag", "contiguous"}))
       ->capture_default_str();

@@ -24,4 +24,15 @@ struct QuietExit {
 
 void bench_sequence_parallel(const SeqParallelBench& b, std::ostream& out);
 
+struct DataParallelBench {
+  int64_t batch = 8, seq = 1024, d_in = 768, d_out = 768, heads = 12;  // batch: per rank
+  int repeat = 5;
+  bool json = false;
+};
+
+/// selfattn bench --module mha --data-parallel: a MultiHeadAttention training step (forward,
+/// backward, gradients averaged over the ranks) with the sums started during backward
+/// (Module::set_gradient_hook) and, for comparison, after it.
+void bench_data_parallel(const DataParallelBench& b, std::ostream& out);
+
 }  // namespace selfattn

@@ -2,6 +2,7 @@
 
 #include "llm_utils/dist/data_parallel.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
@@ -157,13 +158,24 @@ void GradientAverager::launch(Bucket& bucket) {
 }
 
 void GradientAverager::start() {
-  comm_.impl().expect_usable("GradientAverager::start");
+  constexpr const char* fn = "GradientAverager::start";
+  Communicator::Impl& c = comm_.impl();
+  c.expect_usable(fn);
   for (Bucket& b : buckets_) {
-    if (b.started) continue;
+    if (b.started) {
+      int done = 0;  // progress only: finish() waits
+      if (b.request != MPI_REQUEST_NULL)
+        c.check(MPI_Test(&b.request, &done, MPI_STATUS_IGNORE), fn, "MPI_Test");
+      continue;
+    }
     bool ready = true;
     for (size_t i : b.members) ready = ready && parameters_[i].second.has_grad();
     if (ready) launch(b);
   }
+}
+
+int64_t GradientAverager::buckets_started() const {
+  return std::count_if(buckets_.begin(), buckets_.end(), [](const Bucket& b) { return b.started; });
 }
 
 void GradientAverager::finish() {

@@ -72,6 +72,7 @@ Tensor Module::backward(ConstTensorView grad_output) {
   Tensor copy;
   const ConstTensorView dy = contiguous(grad_output, copy);
   Tensor dx = backward_rows(ConstTensorView(dy.data(), {in.batch * in.seq, out_features_}));
+  gradients_ready();  // every gradient is final
   Shape x_shape = {in.batch, in.seq, in_features_};
   if (in.was_2d) x_shape = {in.seq, in_features_};
   return std::move(dx).reshape(x_shape);

@@ -221,6 +221,7 @@ Tensor MultiHeadAttention::backward_rows(ConstTensorView dy) {
       layer_->ran_bf16() ? out_proj.backward_bf16(layer_->context_bf16().data(),
                                                   layer_->batch() * layer_->seq(), dy)
                          : out_proj.backward(layer_->context(), dy);
+  gradients_ready();  // out_proj's are final: their sum can run during the attention's backward
   // forward `context = attention(x W_packed^T + b)`.
   return layer_->backward(dcontext, detail::linear_qkv_weights(W_query, W_key, W_value), true);
 }

@@ -128,3 +128,16 @@ if BUILD_HAS_MPI:
         errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
         assert errors == ["error: --batch 8 must be divisible by the 3 ranks (each trains on an "
                           "equal part of every batch)"], r.stderr
+
+
+if BUILD_HAS_MPI:
+    def test_data_parallel_bench_reports_both_schedules():
+        r = mpirun(2, "bench", "--module", "mha", "--batch", "1", "--seq", "32", "--d-in", "32",
+                   "--d-out", "32", "--num-heads", "4", "--data-parallel", "--repeat", "2",
+                   "--threads", "1", "--json")
+        assert r.returncode == 0, r.stderr
+        lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+        assert len(lines) == 1, r.stdout
+        report = json.loads(lines[0])
+        assert report["ranks"] == 2 and report["data_parallel"]
+        assert report["step_ms_overlapped"] > 0 and report["step_ms_after_backward"] > 0

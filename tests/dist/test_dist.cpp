@@ -278,10 +278,21 @@ TEST(DataParallel, AveragedGradientsEqualTheWholeBatch) {
   std::copy(g.data() + me * 2 * 12 * 16, g.data() + (me + 1) * 2 * 12 * 16, dy_part.data());
   for (float& e : dy_part) e /= 2.0f;
   part.forward(x_part);
-  part.backward(dy_part);
   dist::GradientAverager averager(world(), part.named_parameters(), /*bucket_bytes=*/1024);
   EXPECT_GT(averager.bucket_count(), 1);
-  averager.average();
+  // The sums start during backward: out_proj's buckets when its gradients are final, before
+  // the attention's backward; the rest when backward ends.
+  std::vector<int64_t> started;
+  part.set_gradient_hook([&] {
+    averager.start();
+    started.push_back(averager.buckets_started());
+  });
+  part.backward(dy_part);
+  ASSERT_EQ(started.size(), 2u);
+  EXPECT_GT(started[0], 0);
+  EXPECT_LT(started[0], averager.bucket_count());
+  EXPECT_EQ(started[1], averager.bucket_count());
+  averager.finish();
   auto pw = whole.named_parameters(), pp = part.named_parameters();
   for (size_t i = 0; i < pw.size(); ++i) {
     EXPECT_LE(parity_error(pp[i].second.data(), pw[i].second.data()), 0.0) << pw[i].first;

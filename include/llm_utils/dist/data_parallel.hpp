@@ -48,8 +48,13 @@ class GradientAverager {
   GradientAverager& operator=(const GradientAverager&) = delete;
 
   /// Starts the sum of every bucket not started yet whose parameters all have a gradient (a
-  /// parameter that got none on this rank counts as zeros once finish() is reached).
+  /// parameter that got none on this rank counts as zeros once finish() is reached), and lets
+  /// MPI move the sums already started (Open MPI progresses them only inside MPI calls, so
+  /// calling this between parts of a backward is what overlaps them with it).
+  /// Module::set_gradient_hook([&] { averager.start(); }) does that during backward.
   void start();
+  /// Buckets started since the last finish() (for tests and reports).
+  int64_t buckets_started() const;
   /// Starts what is left, waits for every bucket and writes the averages into the gradients:
   /// the sum over the ranks that have one, divided by the number of ranks (not divided, with
   /// GradientReduction::sum). A parameter that

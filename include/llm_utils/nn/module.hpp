@@ -29,6 +29,7 @@
 /// run concurrently.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,7 +111,17 @@ class Module {
   virtual void set_dtype(DType dtype) { dtype_ = dtype; }
   DType dtype() const { return dtype_; }
 
+  /// Called during backward whenever some parameter gradients have become final (for
+  /// MultiHeadAttention: after out_proj's, before the attention's backward; for every module: at
+  /// the end), so that a caller can start summing them over ranks while the rest of backward
+  /// runs (dist::GradientAverager::start). Empty: none. Not copied with the module.
+  void set_gradient_hook(std::function<void()> hook) { gradient_hook_.fn = std::move(hook); }
+
  protected:
+  /// Runs the gradient hook, if any (subclasses call it where some gradients are final).
+  void gradients_ready() const {
+    if (gradient_hook_.fn) gradient_hook_.fn();
+  }
   /// `max_seq_len` 0: no limit on N.
   Module(std::string class_name, int64_t in_features, int64_t out_features,
          int64_t max_seq_len = 0);
@@ -159,6 +170,17 @@ class Module {
   int64_t out_features_;
   int64_t max_seq_len_;
   bool training_ = true;
+  // A copy starts without the hook (it would act on the original's gradients); a move keeps it.
+  struct GradientHook {
+    std::function<void()> fn;
+    GradientHook() = default;
+    GradientHook(const GradientHook&) {}
+    GradientHook(GradientHook&&) noexcept = default;
+    GradientHook& operator=(const GradientHook&) { return *this; }
+    GradientHook& operator=(GradientHook&&) noexcept = default;
+    ~GradientHook() = default;
+  };
+  GradientHook gradient_hook_;
   Backend backend_ = Backend::automatic;
   DType dtype_ = DType::float32;
   // What the last successful forward left; a forward that throws leaves it as it was.
