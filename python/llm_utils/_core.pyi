@@ -1,6 +1,7 @@
 # Type stubs of the compiled module llm_utils._core, so that editors and type checkers see the
 # API. Kept in sync with python/src/*.cpp by python/tests/test_package.py.
 
+from types import ModuleType
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union
 import enum
 import os
@@ -351,3 +352,6 @@ def save_file(
 ) -> None: ...
 def load_file(filename: PathLike) -> dict[str, FloatArray]: ...
 def load_metadata(filename: PathLike) -> dict[str, str]: ...
+
+# llm_utils::dist on numpy arrays, in builds with MPI only (llm_utils.dist re-exports it).
+dist: ModuleType

@@ -113,6 +113,8 @@ void bind_modules(py::module_& m);
 void bind_book_modules(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_io(py::module_& m);
+/// llm_utils._core.dist, in builds with MPI (dist_bindings.cpp).
+void bind_dist(py::module_& m);
 
 /// A module built by its constructor, then set to the dtype the keyword asked for ("float32",
 /// "fp32", "bfloat16" or "bf16"; ValueError otherwise).

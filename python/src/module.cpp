@@ -16,4 +16,7 @@ PYBIND11_MODULE(_core, m) {
   lp::bind_book_modules(m);
   lp::bind_optim(m);
   lp::bind_io(m);
+#if LLM_UTILS_PYTHON_DIST
+  lp::bind_dist(m);
+#endif
 }
