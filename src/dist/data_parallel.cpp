@@ -97,8 +97,10 @@ GradientAverager::GradientAverager(Communicator comm, NamedParameters parameters
                         std::to_string(bucket_bytes));
   }
   check_same_parameters(comm_.impl(), parameters_, fn);
+  // Buckets from the last parameter to the first, the order in which a backward finishes
+  // them (out_proj before the projections), as PyTorch's DDP does.
   int64_t bytes = 0;
-  for (size_t i = 0; i < parameters_.size(); ++i) {
+  for (size_t i = parameters_.size(); i-- > 0;) {
     if (!parameters_[i].second.requires_grad()) continue;
     const int64_t size = parameters_[i].second.data().numel() * int64_t{sizeof(float)};
     if (buckets_.empty() || bytes + size > bucket_bytes) {
@@ -161,16 +163,19 @@ void GradientAverager::start() {
   constexpr const char* fn = "GradientAverager::start";
   Communicator::Impl& c = comm_.impl();
   c.expect_usable(fn);
+  // Collectives must start in the same order on every rank: buckets in their order, up to the
+  // first that is not ready.
+  bool launching = true;
   for (Bucket& b : buckets_) {
     if (b.started) {
       int done = 0;  // progress only: finish() waits
-      if (b.request != MPI_REQUEST_NULL)
+      if (b.request != MPI_REQUEST_NULL) {
         c.check(MPI_Test(&b.request, &done, MPI_STATUS_IGNORE), fn, "MPI_Test");
+      }
       continue;
     }
-    bool ready = true;
-    for (size_t i : b.members) ready = ready && parameters_[i].second.has_grad();
-    if (ready) launch(b);
+    for (size_t i : b.members) launching = launching && parameters_[i].second.has_grad();
+    if (launching) launch(b);
   }
 }
 

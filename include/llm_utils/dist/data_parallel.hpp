@@ -4,8 +4,10 @@
 /// the gradients are averaged over the ranks, so that every rank's optimizer takes the step the
 /// whole batch would give (with equal parts and a loss that is a mean over the batch).
 ///
-/// The gradients go in buckets of about `bucket_bytes`, in the parameters' order, each bucket
-/// one MPI_Iallreduce: start() launches every bucket whose parameters are ready, so a caller
+/// The gradients go in buckets of about `bucket_bytes`, from the last parameter to the first
+/// (the order a backward finishes them in), each bucket one MPI_Iallreduce, started in bucket
+/// order on every rank (as MPI requires): start() launches the buckets up to the first whose
+/// parameters are not all ready, so a caller
 /// that knows when a module's last gradients are final (or a model of several modules) can
 /// overlap the sums with the rest of its backward; finish() waits and divides.
 ///
@@ -47,8 +49,8 @@ class GradientAverager {
   GradientAverager(const GradientAverager&) = delete;
   GradientAverager& operator=(const GradientAverager&) = delete;
 
-  /// Starts the sum of every bucket not started yet whose parameters all have a gradient (a
-  /// parameter that got none on this rank counts as zeros once finish() is reached), and lets
+  /// Starts the sums of the buckets not started yet, in order, up to the first with a parameter
+  /// that has no gradient yet (one that still has none at finish() counts as zeros), and lets
   /// MPI move the sums already started (Open MPI progresses them only inside MPI calls, so
   /// calling this between parts of a backward is what overlaps them with it).
   /// Module::set_gradient_hook([&] { averager.start(); }) does that during backward.
