@@ -71,6 +71,15 @@ std::string bf16_line(double bf16_peak, double gflops) {
   return buf;
 }
 
+#if !SELFATTN_HAVE_MPI
+// What --seq-parallel and --data-parallel say in a build without MPI.
+llm_utils::ArgumentError no_mpi(const char* option) {
+  return llm_utils::ArgumentError(std::string("bench: ") + option +
+                                  " needs llm_utils::dist, and this build has no MPI (install "
+                                  "libopenmpi-dev and reconfigure)");
+}
+#endif
+
 // --seq-parallel: the core's shards over the ranks (bench_dist.cpp).
 void bench_distributed(const BenchOptions& o, std::ostream& out) {
   const llm_utils::bench::Workload& w = o.workload;
@@ -95,9 +104,7 @@ void bench_distributed(const BenchOptions& o, std::ostream& out) {
   bench_sequence_parallel(b, out);
 #else
   (void)out;
-  throw llm_utils::ArgumentError(
-      "bench: --seq-parallel needs llm_utils::dist, and this build has no MPI (install "
-      "libopenmpi-dev and reconfigure)");
+  throw no_mpi("--seq-parallel");
 #endif
 }
 
@@ -121,9 +128,7 @@ void bench_data_parallel_step(const BenchOptions& o, std::ostream& out) {
   bench_data_parallel(b, out);
 #else
   (void)out;
-  throw llm_utils::ArgumentError(
-      "bench: --data-parallel needs llm_utils::dist, and this build has no MPI (install "
-      "libopenmpi-dev and reconfigure)");
+  throw no_mpi("--data-parallel");
 #endif
 }
 

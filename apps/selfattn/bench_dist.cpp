@@ -184,8 +184,9 @@ void run_data_parallel(const DataParallelBench& b, std::ostream& out) {
   const double w = *std::min_element(with.begin(), with.end());
   const double wo = *std::min_element(without.begin(), without.end());
   if (comm.rank() != 0) return;
+  // W_query, W_key, W_value (d_out, d_in) and out_proj (d_out, d_out), each with its bias.
   const double params_mib =
-      static_cast<double>(4 * b.d_out * b.d_in + 4 * b.d_out) * 4.0 / (1 << 20);  // approx.
+      static_cast<double>(3 * b.d_out * b.d_in + b.d_out * b.d_out + 4 * b.d_out) * 4.0 / (1 << 20);
   char line[512];
   if (b.json) {
     std::snprintf(line, sizeof line,

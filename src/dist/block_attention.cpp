@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "dist/view_ops.hpp"
 #include "llm_utils/error.hpp"
 
 namespace llm_utils::dist::detail {
@@ -18,28 +19,6 @@ ConstTensorView mask_slice(ConstTensorView mask, int64_t row, int64_t rows, int6
   if (mask.size(-2) != 1) mask = mask.narrow(mask.dim() - 2, row, rows);
   if (mask.size(-1) != 1) mask = mask.narrow(mask.dim() - 1, col, cols);
   return mask;
-}
-
-// A (.., X) view as rank 4, leading size-1 dimensions added.
-template <typename T>
-BasicTensorView<T> as_rank4(BasicTensorView<T> t) {
-  Shape shape = t.shape(), strides = t.strides();
-  while (shape.size() < 4) {
-    shape.insert(shape.begin(), 1);
-    strides.insert(strides.begin(), 0);
-  }
-  return BasicTensorView<T>(t.data(), shape, strides);
-}
-
-// lse-like (.., rows) view as rank 3.
-template <typename T>
-BasicTensorView<T> as_rank3(BasicTensorView<T> t) {
-  Shape shape = t.shape(), strides = t.strides();
-  while (shape.size() < 3) {
-    shape.insert(shape.begin(), 1);
-    strides.insert(strides.begin(), 0);
-  }
-  return BasicTensorView<T>(t.data(), shape, strides);
 }
 
 }  // namespace
@@ -90,8 +69,8 @@ std::vector<BlockCall> block_calls(const std::vector<SequenceChunk>& q_chunks,
 
 void merge_partial(ConstTensorView part_out, ConstTensorView part_lse, TensorView out,
                    TensorView lse) {
-  const ConstTensorView po = as_rank4(part_out), pl = as_rank3(part_lse);
-  const TensorView o = as_rank4(out), l = as_rank3(lse);
+  const ConstTensorView po = with_leading_ones(part_out, 4), pl = with_leading_ones(part_lse, 3);
+  const TensorView o = with_leading_ones(out, 4), l = with_leading_ones(lse, 3);
   const int64_t batch = o.size(0), heads = o.size(1), rows = o.size(2), dv = o.size(3);
   const int64_t po_r = po.stride(2), o_r = o.stride(2);
   constexpr float minus_inf = -std::numeric_limits<float>::infinity();
@@ -127,7 +106,7 @@ void merge_partial(ConstTensorView part_out, ConstTensorView part_lse, TensorVie
 
 void fill(TensorView t, float value) {
   if (t.dim() > 4) throw ArgumentError("fill: rank " + std::to_string(t.dim()) + " > 4");
-  const TensorView f = as_rank4(t);
+  const TensorView f = with_leading_ones(t, 4);
   for (int64_t a = 0; a < f.size(0); ++a) {
     for (int64_t b = 0; b < f.size(1); ++b) {
       for (int64_t c = 0; c < f.size(2); ++c) {

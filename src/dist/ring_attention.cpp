@@ -24,11 +24,8 @@ void ring_attention_forward(const Communicator& comm, ConstTensorView q, ConstTe
                             RingStats* stats) {
   constexpr const char* fn = "ring_attention_forward";
   Communicator::Impl& c = comm.impl();
-  detail::CallTensors t;
-  t.out_w = out;
-  t.lse_w = lse;
-  const detail::SequenceProblem p =
-      detail::check_sequence_problem(c, fn, q, k, v, t, options, layout);
+  const detail::SequenceProblem p = detail::check_sequence_problem(
+      c, fn, q, k, v, detail::CallTensors::of_forward(out, lse), options, layout);
   const AttentionOptions opts = detail::with_explicit_scale(options, p.d);
   const int64_t sd = p.seq_dim;
 

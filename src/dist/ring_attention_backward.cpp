@@ -32,16 +32,9 @@ void ring_attention_backward(const Communicator& comm, ConstTensorView q, ConstT
                              RingStats* stats) {
   constexpr const char* fn = "ring_attention_backward";
   Communicator::Impl& c = comm.impl();
-  detail::CallTensors t;
-  t.backward = true;
-  t.out = out;
-  t.lse = lse;
-  t.dout = dout;
-  t.dq = dq;
-  t.dk = dk;
-  t.dv = dv;
-  const detail::SequenceProblem p =
-      detail::check_sequence_problem(c, fn, q, k, v, t, options, layout);
+  const detail::SequenceProblem p = detail::check_sequence_problem(
+      c, fn, q, k, v, detail::CallTensors::of_backward(out, lse, dout, dq, dk, dv), options,
+      layout);
   // The fused backward on every block, whatever the options say: it recomputes P from the lse
   // it is given (the whole row's), which is what splitting the keys needs; the reference
   // backward recomputes the softmax over the keys in hand, right only for all of them.

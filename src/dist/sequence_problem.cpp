@@ -2,10 +2,10 @@
 
 #include "dist/sequence_problem.hpp"
 
-#include <cmath>
 #include <string>
 
 #include "kernels/attention_checks.hpp"
+#include "kernels/attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 
 namespace llm_utils::dist::detail {
@@ -45,9 +45,7 @@ Shape SequenceProblem::kv_shape_of(int r, int64_t last) const {
 
 AttentionOptions with_explicit_scale(const AttentionOptions& options, int64_t d) {
   AttentionOptions o = options;
-  if (!o.scale_divisor) {
-    o.scale_divisor = d == 0 ? 1.0f : static_cast<float>(std::sqrt(static_cast<double>(d)));
-  }
+  if (!o.scale_divisor) o.scale_divisor = kd::default_divisor(d);
   return o;
 }
 

@@ -13,10 +13,21 @@ namespace llm_utils::dist::detail {
 
 // What a call passed besides q, k, v (empty views for what it has not).
 struct CallTensors {
-  ConstTensorView out, lse, dout;  // forward: out, lse outputs (as const extents); backward: inputs
+  ConstTensorView out, lse, dout;  // backward's inputs
   TensorView out_w, lse_w;         // forward's outputs
   TensorView dq, dk, dv;           // backward's outputs
   bool backward = false;
+
+  static CallTensors of_forward(TensorView out, TensorView lse) {
+    CallTensors t;
+    t.out_w = out;
+    t.lse_w = lse;
+    return t;
+  }
+  static CallTensors of_backward(ConstTensorView out, ConstTensorView lse, ConstTensorView dout,
+                                 TensorView dq, TensorView dk, TensorView dv) {
+    return {out, lse, dout, {}, {}, dq, dk, dv, true};
+  }
 };
 
 struct SequenceProblem {

@@ -34,16 +34,13 @@ HeadSplit split_heads(int64_t heads, int ranks, int64_t per_head = 1) {
 // view as (B, heads, rows, 1).
 template <typename T>
 BasicTensorView<T> as_bhnc(BasicTensorView<T> t, bool add_column = false) {
-  Shape shape = t.shape(), strides = t.strides();
   if (add_column) {
+    Shape shape = t.shape(), strides = t.strides();
     shape.push_back(1);
     strides.push_back(1);
+    t = BasicTensorView<T>(t.data(), shape, strides);
   }
-  while (shape.size() < 4) {
-    shape.insert(shape.begin(), 1);
-    strides.insert(strides.begin(), 0);
-  }
-  return BasicTensorView<T>(t.data(), shape, strides);
+  return detail::with_leading_ones(t, 4);
 }
 
 // One tensor that changes hands: its local (B, X, L, c) shard, how its X heads split, and
@@ -220,13 +217,6 @@ AttentionOptions head_options(const AttentionOptions& options, const SequencePro
   return o;
 }
 
-detail::CallTensors forward_tensors(TensorView out, TensorView lse) {
-  detail::CallTensors t;
-  t.out_w = out;
-  t.lse_w = lse;
-  return t;
-}
-
 }  // namespace
 
 void ulysses_attention_forward(const Communicator& comm, ConstTensorView q, ConstTensorView k,
@@ -234,8 +224,8 @@ void ulysses_attention_forward(const Communicator& comm, ConstTensorView q, Cons
                                const AttentionOptions& options, SequenceLayout layout) {
   constexpr const char* fn = "ulysses_attention_forward";
   Communicator::Impl& c = comm.impl();
-  const SequenceProblem p =
-      detail::check_sequence_problem(c, fn, q, k, v, forward_tensors(out, lse), options, layout);
+  const SequenceProblem p = detail::check_sequence_problem(
+      c, fn, q, k, v, detail::CallTensors::of_forward(out, lse), options, layout);
   const ConstTensorView q4 = as_bhnc(q), k4 = as_bhnc(k), v4 = as_bhnc(v);
   UlyssesHeads h = ulysses_heads(p, q4, k4, fn);
   const std::vector<Tensor> whole =
@@ -259,15 +249,9 @@ void ulysses_attention_backward(const Communicator& comm, ConstTensorView q, Con
                                 const AttentionOptions& options, SequenceLayout layout) {
   constexpr const char* fn = "ulysses_attention_backward";
   Communicator::Impl& c = comm.impl();
-  detail::CallTensors t;
-  t.backward = true;
-  t.out = out;
-  t.lse = lse;
-  t.dout = dout;
-  t.dq = dq;
-  t.dk = dk;
-  t.dv = dv;
-  const SequenceProblem p = detail::check_sequence_problem(c, fn, q, k, v, t, options, layout);
+  const SequenceProblem p = detail::check_sequence_problem(
+      c, fn, q, k, v, detail::CallTensors::of_backward(out, lse, dout, dq, dk, dv), options,
+      layout);
   const ConstTensorView q4 = as_bhnc(q), k4 = as_bhnc(k), v4 = as_bhnc(v);
   UlyssesHeads h = ulysses_heads(p, q4, k4, fn);
   const std::vector<Tensor> whole = to_head_shards(c, p,

@@ -275,13 +275,7 @@ const Tensor& AttentionLayer::context() const {
   return context_;
 }
 
-ConstTensorView AttentionLayer::heads_of_qkv(int64_t first, int64_t count) const {
-  const int64_t width = shape_.qkv_width(), hd = shape_.head_dim;
-  widen_qkv();
-  return ConstTensorView(qkv_.data() + first * hd, {batch_, count, seq_, hd},
-                         {seq_ * width, hd, width, 1});
-}
-
+namespace {
 // The heads of a (B*N, width) matrix as (B, count, N, hd) from column `first` * hd.
 template <typename T>
 BasicTensorView<T> heads_of(T* data, int64_t batch, int64_t seq, int64_t width, int64_t first,
@@ -289,19 +283,28 @@ BasicTensorView<T> heads_of(T* data, int64_t batch, int64_t seq, int64_t width, 
   return BasicTensorView<T>(data + first * hd, {batch, count, seq, hd},
                             {seq * width, hd, width, 1});
 }
+}  // namespace
 
-void AttentionLayer::forward_with_executor() {
-  const LayerShape& s = shape_;
-  const int64_t width = s.qkv_width(), hd = s.head_dim, ctx = s.heads * hd;
+ConstTensorView AttentionLayer::heads_of_qkv(int64_t first, int64_t count) const {
+  widen_qkv();
+  return heads_of<const float>(qkv_.data(), batch_, seq_, shape_.qkv_width(), first, count,
+                               shape_.head_dim);
+}
+
+AttentionOptions AttentionLayer::executor_options() const {
   AttentionOptions options;
   options.causal = call_.causal;
   options.scale_divisor = call_.scale_divisor;
-  const float* qkv = qkv_.data();
-  call_.executor->forward(heads_of(qkv, batch_, seq_, width, 0, s.heads, hd),
-                          heads_of(qkv, batch_, seq_, width, s.heads, s.kv_heads, hd),
-                          heads_of(qkv, batch_, seq_, width, s.heads + s.kv_heads, s.kv_heads, hd),
-                          heads_of(context_.data(), batch_, seq_, ctx, 0, s.heads, hd), lse_.view(),
-                          options);
+  return options;
+}
+
+void AttentionLayer::forward_with_executor() {
+  const LayerShape& s = shape_;
+  call_.executor->forward(
+      heads_of_qkv(0, s.heads), heads_of_qkv(s.heads, s.kv_heads),
+      heads_of_qkv(s.heads + s.kv_heads, s.kv_heads),
+      heads_of(context_.data(), batch_, seq_, s.heads * s.head_dim, 0, s.heads, s.head_dim),
+      lse_.view(), executor_options());
   have_row_stats_ = false;
 }
 
@@ -309,20 +312,18 @@ void AttentionLayer::backward_with_executor(ConstTensorView dcontext, Tensor& dq
                                             bool through_qk) const {
   const LayerShape& s = shape_;
   const int64_t width = s.qkv_width(), hd = s.head_dim, ctx = s.heads * hd;
-  AttentionOptions options;
-  options.causal = call_.causal;
-  options.scale_divisor = call_.scale_divisor;
-  const float* qkv = qkv_.data();
-  float* d = dqkv.data();
+  // dqkv's heads, laid out as qkv's: dq | dk | dv.
+  const auto grad_heads = [&](int64_t first, int64_t count) {
+    return heads_of(dqkv.data(), batch_, seq_, width, first, count, hd);
+  };
   call_.executor->backward(
-      heads_of(qkv, batch_, seq_, width, 0, s.heads, hd),
-      heads_of(qkv, batch_, seq_, width, s.heads, s.kv_heads, hd),
-      heads_of(qkv, batch_, seq_, width, s.heads + s.kv_heads, s.kv_heads, hd),
-      heads_of(context_.data(), batch_, seq_, ctx, 0, s.heads, hd), lse_.view(),
+      heads_of_qkv(0, s.heads), heads_of_qkv(s.heads, s.kv_heads),
+      heads_of_qkv(s.heads + s.kv_heads, s.kv_heads),
+      heads_of<const float>(context_.data(), batch_, seq_, ctx, 0, s.heads, hd), lse_.view(),
       heads_of(dcontext.data(), batch_, seq_, ctx, 0, s.heads, hd),
-      through_qk ? heads_of(d, batch_, seq_, width, 0, s.heads, hd) : TensorView{},
-      through_qk ? heads_of(d, batch_, seq_, width, s.heads, s.kv_heads, hd) : TensorView{},
-      heads_of(d, batch_, seq_, width, s.heads + s.kv_heads, s.kv_heads, hd), options);
+      through_qk ? grad_heads(0, s.heads) : TensorView{},
+      through_qk ? grad_heads(s.heads, s.kv_heads) : TensorView{},
+      grad_heads(s.heads + s.kv_heads, s.kv_heads), executor_options());
 }
 
 const Tensor& AttentionLayer::attention_weights() const {

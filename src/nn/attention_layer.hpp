@@ -111,7 +111,9 @@ class AttentionLayer {
   BasicAttentionProblem<T> problem_over(const T* qkv) const;
   AttentionProblem problem() const;
   void forward_with_dropout(const AttentionProblem& p);
-  /// The executor's forward and backward on the heads of qkv and context (call_.executor).
+  /// The executor's forward and backward on the heads of qkv and context (call_.executor), with
+  /// the call's causal flag and scale.
+  AttentionOptions executor_options() const;
   void forward_with_executor();
   void backward_with_executor(ConstTensorView dcontext, Tensor& dqkv, bool through_qk) const;
   void backward_with_dropout(const AttentionProblem& p, const BackwardTensors& t) const;
