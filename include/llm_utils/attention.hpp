@@ -60,6 +60,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "llm_utils/bfloat16.hpp"
@@ -92,6 +93,27 @@ struct AttentionOptions {
   /// for none.
   ConstTensorView additive_mask;
   Backend backend = Backend::automatic;
+
+  // Modern variants (docs/variants.md). With any of the last three, scores are scaled before
+  // the exponent, as with a mask. "Position" below: query i sits at key position
+  // pos_i = i + query_offset (in packed sequences, as far from its sequence's last key as from
+  // its last query: bottom-right aligned, as FlashAttention's varlen kernels).
+
+  /// Sliding window (Mistral, Gemma): hide key j from query i when j < pos_i - window_left, so
+  /// a query sees at most window_left + 1 keys with `causal`. -1: no window. Key blocks that no
+  /// query of a block sees are skipped.
+  int64_t window_left = -1;
+  /// Logit softcap (Gemma 2): the scaled scores become softcap * tanh(s / softcap), before
+  /// ALiBi and the mask. 0: none; otherwise positive and finite.
+  float softcap = 0.0f;
+  /// ALiBi: slopes (H) per query head (rank 4; rank 3: per element of q's first dimension;
+  /// rank 2: one), adding -slope_h * |pos_i - j| to the capped scores. Empty for none.
+  ConstTensorView alibi_slopes;
+  /// Attention sinks (gpt-oss, StreamingLLM): one logit (H) per query head, in scaled-score
+  /// units, that joins each row's softmax denominator with no value: P_ij = exp(s_ij - lse_i),
+  /// lse_i = log(exp(sink_h) + sum_j exp(s_ij)), and rows sum to less than 1. Its gradient comes
+  /// from the attention_backward overload with `dsinks`. Empty for none.
+  ConstTensorView sinks;
 };
 
 /// The backend `automatic` resolves to for queries N, keys M and head dim d.
@@ -111,9 +133,38 @@ void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
                         TensorView dq, TensorView dk, TensorView dv,
                         const AttentionOptions& options);
 
+/// The same, also writing the sinks' gradient dsinks (H) (overwritten), shape of
+/// options.sinks: dsinks_h = -sum over rows of head h of P_sink * (dout . out), P_sink =
+/// exp(sink_h - lse).
+void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
+                        ConstTensorView out, ConstTensorView lse, ConstTensorView dout,
+                        TensorView dq, TensorView dk, TensorView dv, TensorView dsinks,
+                        const AttentionOptions& options);
+
 /// The attention weights P (N, M), (B, N, M) or (B, H, N, M), recomputed from a forward's lse.
 void attention_probabilities(ConstTensorView q, ConstTensorView k, ConstTensorView lse,
                              TensorView probs, const AttentionOptions& options);
+
+/// Variable-length packed sequences (FlashAttention's varlen layout): S sequences concatenated
+/// without padding, q (T_q, H, d), k (T_k, G, d), v (T_k, G, d_v), out (T_q, H, d_v),
+/// lse (H, T_q); sequence s holds queries [cu_seqlens_q[s], cu_seqlens_q[s + 1]) and keys
+/// [cu_seqlens_k[s], cu_seqlens_k[s + 1]) and attends within itself only. Each cu_seqlens has
+/// S + 1 nondecreasing entries from 0 to T_q (T_k). Every option applies per sequence (causal
+/// and the window bottom-right aligned, see above); an additive_mask is not accepted (one
+/// (T_q, T_k) mask would defeat packing), and query_offset must be 0. Rows of a sequence
+/// without keys give out = 0, lse = -inf, as a masked row. Rows must be contiguous; any other
+/// strides.
+void attention_forward_varlen(ConstTensorView q, ConstTensorView k, ConstTensorView v,
+                              std::span<const int64_t> cu_seqlens_q,
+                              std::span<const int64_t> cu_seqlens_k, TensorView out, TensorView lse,
+                              const AttentionOptions& options);
+/// Its backward, as attention_backward; dsinks may be empty.
+void attention_backward_varlen(ConstTensorView q, ConstTensorView k, ConstTensorView v,
+                               std::span<const int64_t> cu_seqlens_q,
+                               std::span<const int64_t> cu_seqlens_k, ConstTensorView out,
+                               ConstTensorView lse, ConstTensorView dout, TensorView dq,
+                               TensorView dk, TensorView dv, TensorView dsinks,
+                               const AttentionOptions& options);
 
 /// The three kernels on bfloat16 q, k, v (out, dout and the gradients bfloat16 too; lse, the
 /// mask and probs stay float32), shapes and rules as above. Every product accumulates in

@@ -77,6 +77,7 @@ struct BackwardScratch {
   BackwardScratch(int64_t d, int64_t dv, int64_t kv_group, int64_t n, bool need_dq)
       : probs_t(kKeyBlock * kQueryBlock),
         dprobs_t(kKeyBlock * kQueryBlock),
+        softcap_grad(kKeyBlock * kQueryBlock),
         probs_t_a(Operands<T>::kTileBuffer),
         dscores_t_a(Operands<T>::kTileBuffer),
         dscores_t_b(Operands<T>::kTileBuffer),
@@ -85,16 +86,17 @@ struct BackwardScratch {
         lse(kQueryBlock),
         dq_t(need_dq ? BlockedTranspose(kv_group, n, d) : BlockedTranspose()),
         dq(need_dq ? d : 0) {}
-  std::vector<float> probs_t;   // (Bc, Br) P^T of one tile
-  std::vector<float> dprobs_t;  // (Bc, Br) dP^T, then dS^T
-  std::vector<T> probs_t_a;     // (Bc, Br) bfloat16: P^T rounded, as A
-  std::vector<T> dscores_t_a;   // (Bc, Br) bfloat16: dS^T rounded, as A
-  std::vector<T> dscores_t_b;   // (Bc / 2, 2 Br) bfloat16: dS^T rounded, in pairs as B
-  std::vector<float> dk;        // (Bc, d) accumulator
-  std::vector<float> dv;        // (Bc, dv) accumulator
-  std::vector<float> lse;       // (Br) one query block's lse, gathered from its strided rows
-  BlockedTranspose dq_t;        // (H / G, d, N): dQ^T of one key/value head's query heads
-  DqScratch dq;                 // for writing dq from the dq_t partials
+  std::vector<float> probs_t;       // (Bc, Br) P^T of one tile
+  std::vector<float> dprobs_t;      // (Bc, Br) dP^T, then dS^T
+  std::vector<float> softcap_grad;  // (Bc, Br) d capped / d scaled score, with a softcap
+  std::vector<T> probs_t_a;         // (Bc, Br) bfloat16: P^T rounded, as A
+  std::vector<T> dscores_t_a;       // (Bc, Br) bfloat16: dS^T rounded, as A
+  std::vector<T> dscores_t_b;       // (Bc / 2, 2 Br) bfloat16: dS^T rounded, in pairs as B
+  std::vector<float> dk;            // (Bc, d) accumulator
+  std::vector<float> dv;            // (Bc, dv) accumulator
+  std::vector<float> lse;           // (Br) one query block's lse, gathered from its strided rows
+  BlockedTranspose dq_t;            // (H / G, d, N): dQ^T of one key/value head's query heads
+  DqScratch dq;                     // for writing dq from the dq_t partials
 };
 
 // Stores rows (rows, cols) from a contiguous float32 accumulator into strided rows.
@@ -122,14 +124,17 @@ void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, Bac
   std::fill(s.dk.begin(), s.dk.end(), 0.0f);
   std::fill(s.dv.begin(), s.dv.end(), 0.0f);
 
-  // Under a causal mask, queries before the first block returned here see none of these keys.
-  const int64_t i_begin = flash::first_query_block_seeing(p, j0);
+  // With a softcap, the derivative of each capped score by the scaled one.
+  float* softcap_grad = p.softcap != 0.0f ? s.softcap_grad.data() : nullptr;  // (bc, br)
   for (int64_t g = g0; g < g0 + group; ++g) {
-    for (int64_t i0 = i_begin; i0 < p.n; i0 += kQueryBlock) {
+    for (int64_t i0 = 0; i0 < p.n; i0 += kQueryBlock) {
       const int64_t br = std::min(kQueryBlock, p.n - i0);
+      // Query blocks none of whose queries sees these keys (causal, window, packing) add nothing.
+      const flash::KeySpan span = flash::key_span(p, i0, br);
+      if (span.end <= j0 || span.begin >= j0 + bc) continue;
       float* pt = s.probs_t.data();  // (bc, br), leading dimension kQueryBlock
       Ops::gemm(bc, br, p.d, 1.0f, k_j, k_rs, in.qt.block(g, i0), in.qt.ld, pt, kQueryBlock, false);
-      masker.apply(pt, kQueryBlock, g, i0, br, j0, bc, true);
+      masker.apply(pt, kQueryBlock, g, i0, br, j0, bc, true, softcap_grad);
       const int64_t row = g * p.n + i0;
       // The row statistics are contiguous; lse is (B, H, N) with its own strides.
       const float* centers = in.t.stats.given() ? in.t.stats.row_max + row : nullptr;
@@ -144,6 +149,14 @@ void backward_key_block(const BackwardInputs<T>& in, int64_t kv, int64_t j0, Bac
       Ops::gemm(bc, p.dv, br, 1.0f, pt_a, kQueryBlock, in.dout_rows.block(g, i0), in.dout_rows.ld,
                 s.dv.data(), p.dv, true);
       if (!in.need_qk) continue;
+      if (softcap_grad != nullptr) {
+        // forward was `S = cap * tanh(S_scaled / cap)`: dS_scaled = dS * (1 - tanh^2). dS is
+        // P^T * (dP^T - D) below, so fold the factor into P^T (dV has used it already).
+        for (int64_t r = 0; r < bc; ++r) {
+          for (int64_t c = 0; c < br; ++c)
+            pt[r * kQueryBlock + c] *= softcap_grad[r * kQueryBlock + c];
+        }
+      }
 
       float* dst = s.dprobs_t.data();  // (bc, br)
       Ops::gemm(bc, br, p.dv, 1.0f, v_j, v_rs, in.dot.block(g, i0), in.dot.ld, dst, kQueryBlock,

@@ -1,5 +1,8 @@
 #include "cpu/flash_common.hpp"
 
+#include <cmath>
+#include <cstdlib>
+
 #include "cpu/microkernels.hpp"
 #include "llm_utils/threads.hpp"
 
@@ -19,29 +22,46 @@ BlockedTranspose BlockedTranspose::of(const Strided<const float>& src, int64_t b
   return t;
 }
 
-void TileMasker::apply(float* s, int64_t ld, int64_t b, int64_t i0, int64_t queries, int64_t j0,
-                       int64_t keys, bool transposed) const {
+void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t queries, int64_t j0,
+                       int64_t keys, bool transposed, float* softcap_grad) const {
   const int64_t rows = transposed ? keys : queries;
   const int64_t cols = transposed ? queries : keys;
-  if (p.mask != nullptr) {
-    const float* mask = p.mask_of(b);
+  const float slope = p.alibi_slopes != nullptr ? p.alibi_slopes[g % p.heads] : 0.0f;
+  const bool hides = hides_some(i0, queries, j0, keys);
+  // Each query's position and range once, not once per element (queries <= kQueryBlock).
+  detail::AttentionShape::KeyRange ranges[kQueryBlock];
+  if (hides || slope != 0.0f) {
+    for (int64_t c = 0; c < queries; ++c) ranges[c] = p.key_range(i0 + c);
+  }
+  const auto query_of = [&](int64_t r, int64_t c) { return transposed ? c : r; };  // - i0
+  const auto key_of = [&](int64_t r, int64_t c) { return j0 + (transposed ? r : c); };
+  if (prescale()) {
+    const float* mask = p.mask != nullptr ? p.mask_of(g) : nullptr;
+    const float cap = p.softcap;
     for (int64_t r = 0; r < rows; ++r) {
       float* row = s + r * ld;
+      float* grad_row = softcap_grad != nullptr ? softcap_grad + r * ld : nullptr;
       for (int64_t c = 0; c < cols; ++c) {
-        const int64_t i = i0 + (transposed ? c : r);
-        const int64_t j = j0 + (transposed ? r : c);
-        row[c] = row[c] * p.scale + mask[p.mask_index(i, j)];
+        float x = row[c] * p.scale;
+        if (cap != 0.0f) {
+          const float t = std::tanh(x / cap);
+          x = cap * t;
+          if (grad_row != nullptr) grad_row[c] = 1.0f - t * t;
+        }
+        const int64_t i = query_of(r, c), j = key_of(r, c);
+        if (slope != 0.0f) x -= slope * static_cast<float>(std::abs(ranges[i].pos - j));
+        if (mask != nullptr) x += mask[p.mask_index(i0 + i, j)];
+        row[c] = x;
       }
     }
   }
-  if (crosses_diagonal(i0, j0, keys)) {
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = s + r * ld;
-      for (int64_t c = 0; c < cols; ++c) {
-        const int64_t i = i0 + (transposed ? c : r);
-        const int64_t j = j0 + (transposed ? r : c);
-        if (j >= p.visible_end(i)) row[c] = kMinusInf;
-      }
+  if (!hides) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    for (int64_t c = 0; c < cols; ++c) {
+      const auto& range = ranges[query_of(r, c)];
+      const int64_t j = key_of(r, c);
+      if (j < range.begin || j >= range.end) row[c] = kMinusInf;
     }
   }
 }

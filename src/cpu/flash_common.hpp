@@ -67,33 +67,37 @@ class BlockedTranspose {
 static_assert(kQueryBlock == BlockedTranspose::kBlock && kKeyBlock == BlockedTranspose::kBlock,
               "the kernels' tiles are the blocked transposes' blocks");
 
-/// Adds the mask and/or hides keys in a tile of scores S (rows x cols, leading dimension ld)
-/// whose top-left element is query i0, key j0. With an additive mask the tile is first
-/// multiplied by `scale` (the caller then uses scale 1 in the exponent). `transposed` says the
-/// tile is stored key-major: element (r, c) is key j0 + r, query i0 + c.
+/// Turns a tile of raw scores Q K^T (rows x cols, leading dimension ld) whose top-left element
+/// is query i0, key j0 into the scores the softmax takes (attention_problem.hpp): when
+/// modifies_scores(), scaled, capped, biased and masked (the caller then uses scale 1 in the
+/// exponent); keys outside each query's range set to -inf. `transposed` says the tile is stored
+/// key-major: element (r, c) is key j0 + r, query i0 + c.
 struct TileMasker {
   const detail::AttentionShape& p;
-  /// True when scores must be scaled before the exponent (an additive mask is present).
-  bool prescale() const { return p.mask != nullptr; }
-  /// Whether a tile of queries [i0, ...) x keys [j0, j0 + cols) has any key hidden by the
-  /// causal mask (the first query sees the fewest keys).
-  bool crosses_diagonal(int64_t i0, int64_t j0, int64_t cols) const {
-    return p.causal && j0 + cols > p.visible_end(i0);
+  /// True when scores must be scaled before the exponent.
+  bool prescale() const { return p.modifies_scores(); }
+  /// Whether some query of [i0, i0 + queries) has a key of [j0, j0 + keys) outside its range
+  /// (the ranges' ends grow with the query).
+  bool hides_some(int64_t i0, int64_t queries, int64_t j0, int64_t keys) const {
+    return p.limits_keys() &&
+           (p.key_range(i0 + queries - 1).begin > j0 || p.key_range(i0).end < j0 + keys);
   }
-  void apply(float* s, int64_t ld, int64_t b, int64_t i0, int64_t queries, int64_t j0, int64_t keys,
-             bool transposed) const;
+  /// With `softcap_grad` (the tile's layout) and a softcap, also writes there the derivative of
+  /// the capped score by the scaled one, 1 - tanh^2, for the backward.
+  void apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t queries, int64_t j0, int64_t keys,
+             bool transposed, float* softcap_grad = nullptr) const;
 };
 
-/// The last key (exclusive) that any query in [i0, i0 + rows) may see.
-inline int64_t key_end(const detail::AttentionShape& p, int64_t i0, int64_t rows) {
-  return p.visible_end(i0 + rows - 1);
-}
-
-/// The first query block (a multiple of kQueryBlock) with a query that may see key j0.
-inline int64_t first_query_block_seeing(const detail::AttentionShape& p, int64_t j0) {
-  if (!p.causal) return 0;
-  const int64_t first_query = std::max<int64_t>(0, j0 - p.query_offset);
-  return first_query / kQueryBlock * kQueryBlock;
+/// The keys [begin, end) that some query of [i0, i0 + rows) may see; begin rounded down to a
+/// key block.
+struct KeySpan {
+  int64_t begin, end;
+};
+inline KeySpan key_span(const detail::AttentionShape& p, int64_t i0, int64_t rows) {
+  if (!p.limits_keys()) return {0, p.m};
+  const int64_t begin = p.key_range(i0).begin, end = p.key_range(i0 + rows - 1).end;
+  if (begin >= end) return {0, 0};
+  return {begin / kKeyBlock * kKeyBlock, end};
 }
 
 }  // namespace llm_utils::cpu::flash

@@ -93,7 +93,9 @@ void score_tile(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys, i
 
 // Where forward_block writes a query block's rows: out (br, dv) with rows `out_stride` apart,
 // and, each when not null, lse (br) with elements `lse_stride` apart, row_max and log_sum (br).
-// Out is the problem's element type, or float32 for the key split's parts.
+// Out is the problem's element type, or float32 for the key split's parts. `sink`: the query
+// head's sink logit to add to the denominator, null for none (and for the split's parts, whose
+// merge adds it).
 template <typename Out>
 struct BlockOutput {
   Out* out;
@@ -102,7 +104,20 @@ struct BlockOutput {
   int64_t lse_stride;
   float* row_max;
   float* log_sum;
+  const float* sink = nullptr;
 };
+
+// The softmax statistics of a row, max m and sum l of exp(s - m) (units with exponent scale 1),
+// with a sink logit added to the sum: m becomes max(m, sink) and l is rescaled to it. Returns
+// the factor, exp(m_old - m_new), that rescales what was summed with the old max.
+inline float fold_sink(float sink, float& m, float& l) {
+  const float m_new = std::isnan(m) ? m : std::max(m, sink);
+  if (m_new == kMinusInf) return 1.0f;  // no key and a -inf sink: nothing to fold
+  const float factor = m == kMinusInf ? 0.0f : std::exp(m - m_new);
+  l = l * factor + std::exp(sink - m_new);
+  m = m_new;
+  return factor;
+}
 
 // Queries [i0, i0 + br) of query head g against the visible keys in [j_begin, j_limit)
 // (j_begin a multiple of kKeyBlock, the range cut at j_limit): output rows normalised over those
@@ -124,8 +139,10 @@ void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys
   std::fill(s.row_max.begin(), s.row_max.begin() + br, kMinusInf);
   std::fill(s.row_sum.begin(), s.row_sum.begin() + br, 0.0f);
 
-  const int64_t j_end = std::min(j_limit, flash::key_end(p, i0, br));
-  for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyStep) {
+  // Only the key blocks some query of the block may see.
+  const flash::KeySpan span = flash::key_span(p, i0, br);
+  const int64_t j_end = std::min(j_limit, span.end);
+  for (int64_t j0 = std::max(j_begin, span.begin); j0 < j_end; j0 += kKeyStep) {
     const int64_t bc = std::min(kKeyStep, j_end - j0);
     float* tile = s.scores.data();  // (br, bc), leading dimension kKeyStep
     score_tile(p, keys, g, q, br, j0, bc, s.kt_tile.data(), tile);
@@ -148,10 +165,12 @@ void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys
   }
 
   for (int64_t r = 0; r < br; ++r) {
-    const float l = s.row_sum[static_cast<size_t>(r)];
-    const float m = s.row_max[static_cast<size_t>(r)];
+    float l = s.row_sum[static_cast<size_t>(r)];
+    float m = s.row_max[static_cast<size_t>(r)];
     Out* out_row = o.out + r * o.out_stride;
     float* acc_row = s.acc.data() + r * p.dv;
+    float acc_factor = 1.0f;  // folding a sink rescales the accumulated sum with the sum
+    if (o.sink != nullptr) acc_factor = fold_sink(*o.sink, m, l);
     const bool hidden = l == 0.0f;  // a fully hidden row: zeros, not 0/0
     const float log_l = hidden ? kMinusInf : std::log(l);
     if (o.lse != nullptr) o.lse[r * o.lse_stride] = hidden ? kMinusInf : m * exp_scale + log_l;
@@ -163,7 +182,7 @@ void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys
       std::fill(out_row, out_row + p.dv, flash::element<Out>(0.0f));
       continue;
     }
-    const float inv_l = 1.0f / l;
+    const float inv_l = acc_factor / l;
     for (int64_t c = 0; c < p.dv; ++c) acc_row[c] *= inv_l;
     flash::store_row(acc_row, p.dv, out_row);
   }
@@ -201,9 +220,11 @@ struct SplitParts {
 // so with m = max_s m_s and L = sum_s exp((m_s - m) * scale) l_s:
 //   out = sum_s exp((m_s - m) * scale) l_s / L * out_s,  row_max = m,  log_sum = log L.
 // `sum` (dv) is scratch for the float32 row.
+// A sink logit (null for none) adds exp(sink - m) to L, with m = max(m, sink).
 template <typename T>
 void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t splits, int64_t dv,
-               float exp_scale, float* sum, T* out, float* lse, float* row_max, float* log_sum) {
+               float exp_scale, const float* sink, float* sum, T* out, float* lse, float* row_max,
+               float* log_sum) {
   float m = kMinusInf;
   bool nan = false;
   for (int64_t s = 0; s < splits; ++s) {
@@ -212,7 +233,8 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
     nan |= std::isnan(parts.row_max[at]) || std::isnan(parts.log_sum[at]);
     m = std::max(m, parts.row_max[at]);
   }
-  if (nan || m == kMinusInf) {  // a NaN score, or no visible key at all
+  if (sink != nullptr && !nan) m = std::max(m, *sink);  // exp_scale is 1 with sinks
+  if (nan || m == kMinusInf) {                          // a NaN score, or no visible key at all
     const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
     std::fill(out, out + dv, flash::element<T>(fill));
     *lse = nan ? fill : kMinusInf;
@@ -230,6 +252,7 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
     weights[s] = empty ? 0.0f : std::exp((parts.row_max[at] - m) * exp_scale + parts.log_sum[at]);
     total += weights[s];
   }
+  if (sink != nullptr) total += std::exp(*sink - m);
   std::fill(sum, sum + dv, 0.0f);
   for (int64_t s = 0; s < splits; ++s) {
     if (weights[s] == 0.0f) continue;
@@ -247,17 +270,19 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
 }
 
 // Rows with no key at all (M = 0): out = 0, lse = -inf, row_max = 0, log_sum = -inf, as for a
-// fully masked row.
+// fully masked row; with a sink, lse = row_max = the sink and log_sum = 0 (only the sink).
 template <typename T>
 void forward_without_keys(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o) {
   for (int64_t g = 0; g < p.query_heads(); ++g) {
+    const float sink = p.sinks != nullptr ? p.sinks[g % p.heads] : kMinusInf;
+    const bool has_sink = sink != kMinusInf;
     for (int64_t i = 0; i < p.n; ++i) {
       T* out_row = p.query_matrix(o.out, g) + i * o.out.row_stride;
       std::fill(out_row, out_row + p.dv, flash::element<T>(0.0f));
-      p.query_matrix(o.lse, g)[i * o.lse.row_stride] = kMinusInf;
+      p.query_matrix(o.lse, g)[i * o.lse.row_stride] = sink;
       if (o.stats.given()) {
-        o.stats.row_max[g * p.n + i] = 0.0f;
-        o.stats.log_sum[g * p.n + i] = kMinusInf;
+        o.stats.row_max[g * p.n + i] = has_sink ? sink : 0.0f;
+        o.stats.log_sum[g * p.n + i] = has_sink ? 0.0f : kMinusInf;
       }
     }
   }
@@ -292,6 +317,9 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
   const auto stats_at = [&o](float* base, int64_t row) {
     return o.stats.given() ? base + row : nullptr;
   };
+  const auto sink_of = [&p](int64_t g) {
+    return p.sinks != nullptr ? p.sinks + g % p.heads : nullptr;
+  };
   if (split.splits == 1) {
     // Under a causal mask a query block's work grows with its index: the last blocks first
     // (largest first, the dynamic schedule's best order), so no thread is left with a big one
@@ -304,7 +332,8 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
           p, keys, g, i0, 0, p.m, scratch[static_cast<size_t>(omp_get_thread_num())],
           BlockOutput<T>{p.query_matrix(o.out, g) + i0 * o.out.row_stride, o.out.row_stride,
                          p.query_matrix(o.lse, g) + i0 * o.lse.row_stride, o.lse.row_stride,
-                         stats_at(o.stats.row_max, row), stats_at(o.stats.log_sum, row)});
+                         stats_at(o.stats.row_max, row), stats_at(o.stats.log_sum, row),
+                         sink_of(g)});
     }
     return;
   }
@@ -325,7 +354,7 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t g = row / p.n, i = row % p.n;
-    merge_row(parts, row, rows, split.splits, p.dv, exp_scale,
+    merge_row(parts, row, rows, split.splits, p.dv, exp_scale, sink_of(g),
               scratch[static_cast<size_t>(omp_get_thread_num())].acc.data(),
               p.query_matrix(o.out, g) + i * o.out.row_stride,
               p.query_matrix(o.lse, g) + i * o.lse.row_stride, stats_at(o.stats.row_max, row),

@@ -13,9 +13,15 @@
 // attention when G < H, the H / G heads of a group consecutive (PyTorch's repeat_interleave).
 // Kernels loop over the B * H query heads as one flattened index g = b * H + h.
 //
-// Scores are S = (Q K^T) / divisor (+ mask), with key j hidden from query i when causal and
-// j > i + query_offset (query i sits at key position i + query_offset, as after a KV cache's
-// query_offset earlier tokens).
+// Scores, in this order (each step only when asked for):
+//   S = (Q K^T) / divisor;  S = softcap * tanh(S / softcap);  S += -alibi_slope_h * |pos_i - j|;
+//   S += mask;  S = -inf for keys outside query i's visible range;
+// and the softmax's denominator may add exp(sink_h) (an attention sink: a logit with no value).
+// Query i sits at key position pos_i = i + query_offset (as after a KV cache's query_offset
+// earlier tokens); with packed sequences (seq_starts_q / seq_starts_k, cu_seqlens) it sits at
+// the same distance from its sequence's last key as from its sequence's last query. Its visible
+// keys are those of its own sequence (all of them without packing) at positions <= pos_i when
+// causal and >= pos_i - window_left with a sliding window.
 
 #include <algorithm>
 #include <cstdint>
@@ -70,6 +76,19 @@ struct AttentionShape {
   int64_t mask_stride_head = 0;
   int64_t mask_stride_row = 0;
   int64_t mask_stride_col = 0;
+  // Sliding window: keys before pos_i - window_left are hidden; < 0 for none.
+  int64_t window_left = -1;
+  // Logit softcap (Gemma 2), 0 for none.
+  float softcap = 0.0f;
+  // Per query head h = g % heads, nullptr for none: ALiBi slopes and sink logits (scaled units).
+  const float* alibi_slopes = nullptr;
+  const float* sinks = nullptr;
+  // Packed sequences, nullptr for none (then batch = 1): sequence s holds queries
+  // [seq_starts_q[s], seq_starts_q[s + 1]) and keys [seq_starts_k[s], seq_starts_k[s + 1]),
+  // `sequences` + 1 nondecreasing entries each, from 0 to n and to m.
+  const int64_t* seq_starts_q = nullptr;
+  const int64_t* seq_starts_k = nullptr;
+  int64_t sequences = 0;
 
   /// B * H, the flattened query heads g the kernels loop over.
   int64_t query_heads() const { return batch * heads; }
@@ -102,10 +121,33 @@ struct AttentionShape {
   int64_t mask_index(int64_t i, int64_t j) const {
     return i * mask_stride_row + j * mask_stride_col;
   }
-  /// Keys [0, visible_end(i)) are not hidden from query i by the causal mask.
-  int64_t visible_end(int64_t i) const {
-    return causal ? std::min(m, std::max<int64_t>(0, i + query_offset + 1)) : m;
+  /// Query i's key position and its visible keys [begin, end) (begin == end: none). Both ends
+  /// are nondecreasing in i, which the kernels' block skipping relies on.
+  struct KeyRange {
+    int64_t pos, begin, end;
+  };
+  KeyRange key_range(int64_t i) const {
+    int64_t first = 0, last = m, pos = i + query_offset;
+    if (seq_starts_q != nullptr) {
+      // The sequence holding query i: the last start <= i (empty sequences skipped).
+      const int64_t s =
+          std::upper_bound(seq_starts_q, seq_starts_q + sequences + 1, i) - seq_starts_q - 1;
+      first = seq_starts_k[s];
+      last = seq_starts_k[s + 1];
+      pos = last - (seq_starts_q[s + 1] - i) + query_offset;
+    }
+    int64_t begin = first, end = last;
+    if (causal) end = std::clamp<int64_t>(pos + 1, first, last);
+    if (window_left >= 0) begin = std::clamp<int64_t>(pos - window_left, first, end);
+    return {pos, begin, end};
   }
+  /// Whether any score needs more than the scale and the key range: then the kernels scale
+  /// scores before the exponent and use scale 1 in it.
+  bool modifies_scores() const {
+    return mask != nullptr || softcap != 0.0f || alibi_slopes != nullptr || sinks != nullptr;
+  }
+  /// Whether some key may be hidden by the key range (causal, window or packing).
+  bool limits_keys() const { return causal || window_left >= 0 || seq_starts_q != nullptr; }
   /// True when there is nothing to compute: no query head or no query.
   bool no_queries() const { return batch == 0 || heads == 0 || n == 0; }
 };

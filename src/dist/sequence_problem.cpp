@@ -58,6 +58,12 @@ SequenceProblem check_sequence_problem(Communicator::Impl& comm, const char* fn,
   local_options.query_offset = 0;
   const auto reports = checked_on_every_rank(comm, fn, [&](RankReport& mine) {
     const kd::AttentionShape s = kd::checked_shape(fn, q, k, v, local_options);
+    if (options.window_left >= 0 || options.softcap != 0.0f ||
+        options.alibi_slopes.data() != nullptr || options.sinks.data() != nullptr) {
+      throw ArgumentError(std::string(fn) +
+                          ": window_left, softcap, alibi_slopes and sinks are not supported over "
+                          "a split sequence");
+    }
     if (options.query_offset < 0) {
       throw ArgumentError(std::string(fn) + ": query_offset must be >= 0, got " +
                           std::to_string(options.query_offset));

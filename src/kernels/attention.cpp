@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/flash_attention.hpp"
@@ -154,7 +155,7 @@ template <typename T>
 void checked_backward(BasicTensorView<const T> q, BasicTensorView<const T> k,
                       BasicTensorView<const T> v, BasicTensorView<const T> out, ConstTensorView lse,
                       BasicTensorView<const T> dout, BasicTensorView<T> dq, BasicTensorView<T> dk,
-                      BasicTensorView<T> dv, const AttentionOptions& options) {
+                      BasicTensorView<T> dv, TensorView dsinks, const AttentionOptions& options) {
   constexpr const char* fn = "attention_backward";
   const detail::BasicAttentionProblem<T> p = detail::make_problem<T>(fn, q, k, v, options);
   const Rank rank{q.dim()};
@@ -168,6 +169,15 @@ void checked_backward(BasicTensorView<const T> q, BasicTensorView<const T> k,
   detail::NamedExtents outputs = {{"dv", dv}};
   if (dq.data() != nullptr) outputs.emplace_back("dq", dq);
   if (dk.data() != nullptr) outputs.emplace_back("dk", dk);
+  if (dsinks.data() != nullptr) {
+    if (p.sinks == nullptr) throw ArgumentError(std::string(fn) + ": dsinks given without sinks");
+    expect_shape(fn, "dsinks", dsinks.shape(), options.sinks.shape());
+    if (!dsinks.is_contiguous()) {
+      throw ArgumentError(std::string(fn) + ": dsinks must be contiguous, got " +
+                          detail::describe(dsinks));
+    }
+    outputs.emplace_back("dsinks", dsinks);
+  }
   check_no_overlap(
       fn,
       with_mask({{"q", q}, {"k", k}, {"v", v}, {"out", out}, {"lse", lse}, {"dout", dout}},
@@ -181,6 +191,11 @@ void checked_backward(BasicTensorView<const T> q, BasicTensorView<const T> k,
   if (dq.data() != nullptr) t.dq = matrices(fn, "dq", dq, rank);
   if (dk.data() != nullptr) t.dk = matrices(fn, "dk", dk, rank);
   detail::attention_backward(p, options.backend, t);
+  if (dsinks.data() != nullptr) {
+    if constexpr (std::is_same_v<T, float>) {
+      detail::sink_gradients(p, t.out, t.lse, t.dout, dsinks.data());
+    }
+  }
 }
 
 template <typename T>
@@ -216,14 +231,21 @@ void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
                         ConstTensorView out, ConstTensorView lse, ConstTensorView dout,
                         TensorView dq, TensorView dk, TensorView dv,
                         const AttentionOptions& options) {
-  checked_backward<float>(q, k, v, out, lse, dout, dq, dk, dv, options);
+  checked_backward<float>(q, k, v, out, lse, dout, dq, dk, dv, {}, options);
+}
+
+void attention_backward(ConstTensorView q, ConstTensorView k, ConstTensorView v,
+                        ConstTensorView out, ConstTensorView lse, ConstTensorView dout,
+                        TensorView dq, TensorView dk, TensorView dv, TensorView dsinks,
+                        const AttentionOptions& options) {
+  checked_backward<float>(q, k, v, out, lse, dout, dq, dk, dv, dsinks, options);
 }
 
 void attention_backward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16View v,
                         ConstBFloat16View out, ConstTensorView lse, ConstBFloat16View dout,
                         BFloat16View dq, BFloat16View dk, BFloat16View dv,
                         const AttentionOptions& options) {
-  checked_backward<bfloat16>(q, k, v, out, lse, dout, dq, dk, dv, options);
+  checked_backward<bfloat16>(q, k, v, out, lse, dout, dq, dk, dv, {}, options);
 }
 
 void attention_probabilities(ConstTensorView q, ConstTensorView k, ConstTensorView lse,

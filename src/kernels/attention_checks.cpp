@@ -75,7 +75,33 @@ void set_mask(const char* fn, const ConstTensorView& mask, Rank rank, AttentionS
   p.mask_stride_col = stride_of(r - 1);
 }
 
+// A per-head vector option (alibi_slopes, sinks): rank 1 with one element per query head.
+const float* per_head(const char* fn, const char* name, const ConstTensorView& t, int64_t heads) {
+  if (t.data() == nullptr) return nullptr;
+  if (t.dim() != 1 || t.size(0) != heads || (heads > 1 && t.stride(0) != 1)) {
+    throw ArgumentError(std::string(fn) + ": " + name + " must have shape [" +
+                        std::to_string(heads) + "] (one per query head) and stride 1, got " +
+                        describe(t));
+  }
+  return t.data();
+}
+
 }  // namespace
+
+void set_variants(const char* fn, const AttentionOptions& options, AttentionShape& p) {
+  if (options.window_left < -1) {
+    throw ArgumentError(std::string(fn) + ": window_left must be >= 0, or -1 for no window, got " +
+                        std::to_string(options.window_left));
+  }
+  if (!(options.softcap >= 0.0f) || !std::isfinite(options.softcap)) {
+    throw ArgumentError(std::string(fn) + ": softcap must be positive and finite, or 0 for none, " +
+                        "got " + std::to_string(options.softcap));
+  }
+  p.window_left = options.window_left;
+  p.softcap = options.softcap;
+  p.alibi_slopes = per_head(fn, "alibi_slopes", options.alibi_slopes, p.heads);
+  p.sinks = per_head(fn, "sinks", options.sinks, p.heads);
+}
 
 AttentionShape checked_shape(const char* fn, const MemoryExtent& q, const MemoryExtent& k,
                              const MemoryExtent& v, const AttentionOptions& options) {
@@ -127,6 +153,7 @@ AttentionShape checked_shape(const char* fn, const MemoryExtent& q, const Memory
   expect_matrices(fn, "v", v, rank);
   AttentionShape p = make_attention_shape(batch, heads, kv_heads, n, m, d, dv, options);
   if (options.additive_mask.data() != nullptr) set_mask(fn, options.additive_mask, rank, p);
+  set_variants(fn, options, p);
   return p;
 }
 
@@ -159,6 +186,10 @@ NamedExtents with_mask(NamedExtents inputs, const AttentionOptions& options) {
   if (options.additive_mask.data() != nullptr) {
     inputs.emplace_back("additive_mask", options.additive_mask);
   }
+  if (options.alibi_slopes.data() != nullptr) {
+    inputs.emplace_back("alibi_slopes", options.alibi_slopes);
+  }
+  if (options.sinks.data() != nullptr) inputs.emplace_back("sinks", options.sinks);
   return inputs;
 }
 

@@ -64,6 +64,10 @@ void expect_shape(const char* fn, const char* name, const Shape& actual, const S
 AttentionShape checked_shape(const char* fn, const MemoryExtent& q, const MemoryExtent& k,
                              const MemoryExtent& v, const AttentionOptions& options);
 
+/// Checks the options' window, softcap, ALiBi slopes and sinks (one per query head p.heads)
+/// and sets them in p.
+void set_variants(const char* fn, const AttentionOptions& options, AttentionShape& p);
+
 template <typename T>
 BasicAttentionProblem<T> make_problem(const char* fn, BasicTensorView<const T> q,
                                       BasicTensorView<const T> k, BasicTensorView<const T> v,
@@ -85,7 +89,7 @@ using NamedExtents = std::vector<std::pair<const char*, MemoryExtent>>;
 // Throws if any output shares memory with an input or with another output.
 void check_no_overlap(const char* fn, const NamedExtents& inputs, const NamedExtents& outputs);
 
-// The inputs and, when given, the options' mask.
+// The inputs and, when given, the options' mask, ALiBi slopes and sinks.
 NamedExtents with_mask(NamedExtents inputs, const AttentionOptions& options);
 
 }  // namespace llm_utils::detail

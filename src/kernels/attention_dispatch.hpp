@@ -44,6 +44,11 @@ void attention_backward(const AttentionProblem& p, Backend backend, const Backwa
 void attention_probabilities(const AttentionProblem& p, Backend backend, Strided<const float> lse,
                              RowStats stats, Strided<float> probs);
 
+/// The sinks' gradient dsinks (H) (overwritten) from the forward's out and lse and dout, for a
+/// problem with p.sinks (attention_sinks.cpp).
+void sink_gradients(const AttentionShape& p, Strided<const float> out, Strided<const float> lse,
+                    Strided<const float> dout, float* dsinks);
+
 }  // namespace llm_utils::detail
 
 namespace llm_utils::detail {

@@ -1,11 +1,13 @@
 // The reference attention, one batch element at a time, following the original's operation
-// order: raw = Q K^T, S = raw / divisor (+ mask), P = softmax(S) with the row max subtracted,
-// O = P V.
+// order: raw = Q K^T, S = raw / divisor (then the softcap, ALiBi, the mask and the key range of
+// attention_problem.hpp), P = softmax(S) with the row max subtracted (and the sink in the
+// denominator), O = P V.
 
 #include "llm_utils/attention.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -20,28 +22,65 @@ namespace {
 using detail::Trans;
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 
-// scores (N, M) = Q_g K_g^T / divisor + mask, with hidden keys at -inf.
-void scores(const AttentionProblem& p, int64_t g, float* s) {
+// scores (N, M) = Q_g K_g^T / divisor, capped, biased and masked, with hidden keys at -inf.
+// With a softcap and `softcap_grad` (N, M), also d capped / d scaled = 1 - tanh^2 there.
+void scores(const AttentionProblem& p, int64_t g, float* s, float* softcap_grad = nullptr) {
   gemm(Trans::no, Trans::yes, p.n, p.m, p.d, 1.0f, p.q_of(g), p.q.row_stride, p.k_of(g),
        p.k.row_stride, 0.0f, s, p.m);
   const float* mask = p.mask != nullptr ? p.mask_of(g) : nullptr;
+  const float slope = p.alibi_slopes != nullptr ? p.alibi_slopes[g % p.heads] : 0.0f;
   for (int64_t i = 0; i < p.n; ++i) {
-    const int64_t visible_end = p.visible_end(i);
+    const detail::AttentionShape::KeyRange range = p.key_range(i);
     for (int64_t j = 0; j < p.m; ++j) {
       float& x = s[i * p.m + j];
       x /= p.divisor;
+      if (p.softcap != 0.0f) {
+        const float t = std::tanh(x / p.softcap);
+        x = p.softcap * t;
+        if (softcap_grad != nullptr) softcap_grad[i * p.m + j] = 1.0f - t * t;
+      }
+      if (slope != 0.0f) x -= slope * static_cast<float>(std::abs(range.pos - j));
       if (mask != nullptr) x += mask[p.mask_index(i, j)];
-      if (j >= visible_end) x = kMinusInf;
+      if (j < range.begin || j >= range.end) x = kMinusInf;
     }
   }
+}
+
+// The softmax of one row in place, as softmax_rows_inplace computes it, with the sink logit in
+// the denominator when `sink` is not null. Returns the row's log-sum-exp (over the sink too).
+// NaN anywhere makes the row NaN; no visible key (and no sink) gives zeros and -inf.
+float softmax_row(float* row, int64_t m, const float* sink) {
+  float row_max = sink != nullptr ? *sink : kMinusInf;
+  bool nan = false;
+  for (int64_t j = 0; j < m; ++j) {
+    row_max = row[j] > row_max ? row[j] : row_max;
+    nan |= std::isnan(row[j]);
+  }
+  if (nan || row_max == kMinusInf) {
+    const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    std::fill(row, row + m, fill);
+    return nan ? fill : kMinusInf;
+  }
+  float sum = sink != nullptr ? std::exp(*sink - row_max) : 0.0f;
+  for (int64_t j = 0; j < m; ++j) {
+    row[j] = std::exp(row[j] - row_max);
+    sum += row[j];
+  }
+  const float inv_sum = 1.0f / sum;
+  for (int64_t j = 0; j < m; ++j) row[j] *= inv_sum;
+  return row_max + std::log(sum);
+}
+
+const float* sink_of(const AttentionProblem& p, int64_t g) {
+  return p.sinks != nullptr ? p.sinks + g % p.heads : nullptr;
 }
 
 // P (N, M) recomputed exactly as the forward computed it (the scores, then the softmax with
 // the row max subtracted), so the backward sees the same bits PyTorch's autograd saves. Using
 // exp(S - lse) instead would differ in the last bits, which saturated softmax rows amplify.
-void probabilities(const AttentionProblem& p, int64_t g, float* s) {
-  scores(p, g, s);
-  softmax_rows_inplace(TensorView(s, {p.n, p.m}));
+void probabilities(const AttentionProblem& p, int64_t g, float* s, float* softcap_grad = nullptr) {
+  scores(p, g, s, softcap_grad);
+  for (int64_t i = 0; i < p.n; ++i) softmax_row(s + i * p.m, p.m, sink_of(p, g));
 }
 
 // Sets the (rows, cols) matrix at `c` (rows `ld` apart) to zero.
@@ -56,32 +95,9 @@ void attention_forward(const AttentionProblem& p, const ForwardOutputs& o) {
   for (int64_t g = 0; g < p.query_heads(); ++g) {
     scores(p, g, s.data());
     float* lse = p.query_matrix(o.lse, g);  // (N), elements o.lse.row_stride apart
-    // The softmax of each row, as softmax_rows_inplace computes it, keeping its max and sum:
-    // lse_i = max + log(sum exp(S - max)).
+    // lse_i = max + log(sum exp(S - max)), the sink in the sum.
     for (int64_t i = 0; i < p.n; ++i) {
-      float* row = s.data() + i * p.m;
-      float row_max = kMinusInf;
-      bool nan = false;
-      for (int64_t j = 0; j < p.m; ++j) {
-        row_max = row[j] > row_max ? row[j] : row_max;
-        nan |= std::isnan(row[j]);
-      }
-      float& row_lse = lse[i * o.lse.row_stride];
-      if (nan || row_max == kMinusInf) {
-        // NaN anywhere: the row is NaN; no visible key (or no key at all): zeros, not 0/0.
-        const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-        std::fill(row, row + p.m, fill);
-        row_lse = nan ? fill : kMinusInf;
-        continue;
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < p.m; ++j) {
-        row[j] = std::exp(row[j] - row_max);
-        sum += row[j];
-      }
-      const float inv_sum = 1.0f / sum;
-      for (int64_t j = 0; j < p.m; ++j) row[j] *= inv_sum;
-      row_lse = row_max + std::log(sum);
+      lse[i * o.lse.row_stride] = softmax_row(s.data() + i * p.m, p.m, sink_of(p, g));
     }
     // out (N, dv) = P V (k = M = 0 sets it to zero)
     gemm(Trans::no, Trans::no, p.n, p.dv, p.m, 1.0f, s.data(), p.m, p.v_of(g), p.v.row_stride, 0.0f,
@@ -101,8 +117,11 @@ void attention_backward(const AttentionProblem& p, const BackwardTensors& t) {
   }
   std::vector<float> probs(static_cast<size_t>(p.n * p.m));  // (N, M) P
   std::vector<float> ds(static_cast<size_t>(p.n * p.m));     // (N, M) dP, then dS
+  // (N, M) d capped / d scaled score, with a softcap
+  std::vector<float> softcap_grad(p.softcap != 0.0f ? probs.size() : 0);
+  float* cap_grad = p.softcap != 0.0f ? softcap_grad.data() : nullptr;
   for (int64_t g = 0; g < p.query_heads(); ++g) {
-    probabilities(p, g, probs.data());
+    probabilities(p, g, probs.data(), cap_grad);
     const float* dout_g = p.query_matrix(t.dout, g);  // (N, dv), rows dout.row_stride apart
     const int64_t do_rs = t.dout.row_stride;
     // The kv_group query heads of one key/value head add up their dK and dV: the first one
@@ -116,14 +135,18 @@ void attention_backward(const AttentionProblem& p, const BackwardTensors& t) {
     // ... and dP (N, M) = dout V^T.
     gemm(Trans::no, Trans::yes, p.n, p.m, p.dv, 1.0f, dout_g, do_rs, p.v_of(g), p.v.row_stride,
          0.0f, ds.data(), p.m);
-    // forward was `P = softmax(S)`, so dS = P * (dP - rowsum(dP * P)); S was raw / divisor (the
-    // mask is a constant), so d raw = dS / divisor.
+    // forward was `P = softmax(S)`, so dS = P * (dP - rowsum(dP * P)) (a sink has no value,
+    // so it adds no term to the row sum); S was cap * tanh((raw / divisor) / cap) (ALiBi and
+    // the mask are constants), so d raw = dS * (1 - tanh^2) / divisor.
     for (int64_t i = 0; i < p.n; ++i) {
       const float* p_row = probs.data() + i * p.m;
       float* ds_row = ds.data() + i * p.m;
       float row_dot = 0.0f;
       for (int64_t j = 0; j < p.m; ++j) row_dot += ds_row[j] * p_row[j];
       for (int64_t j = 0; j < p.m; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_dot) / p.divisor;
+      if (cap_grad != nullptr) {
+        for (int64_t j = 0; j < p.m; ++j) ds_row[j] *= cap_grad[i * p.m + j];
+      }
     }
     // forward was `raw = Q K^T`, so dQ = d raw K and dK = d raw^T Q.
     if (t.dq.data != nullptr) {
