@@ -287,6 +287,24 @@ TEST(ModernVariants, CombinedVariantsAgreeBetweenBackends) {
   }
 }
 
+// A decode step (one query per head on many keys) splits the keys into chunks merged by their
+// log-sum-exp; the sink and the window must survive the merge.
+TEST(ModernVariants, SinksAndWindowSurviveTheDecodeKeySplit) {
+  const int64_t b = 2, n = 1, m = 1100, d = 16;
+  const Inputs in = make_inputs(b, b, n, m, d, d, 31);
+  const Tensor sinks({b}, {2.0f, -1.0f});
+  for (int64_t window : {int64_t{-1}, int64_t{700}}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    AttentionOptions o{.causal = true,
+                       .query_offset = m - 1,
+                       .backend = Backend::reference,
+                       .window_left = window,
+                       .sinks = sinks};
+    const Results expected = run(in, o);
+    expect_variant_matches(in, o, expected, true);
+  }
+}
+
 // Rows [begin, end) of a packed (T, H, X) tensor as a contiguous (H, end - begin, X) one.
 Tensor unpack(const Tensor& t, int64_t begin, int64_t end) {
   const int64_t heads = t.size(1), x = t.size(2);
