@@ -61,6 +61,21 @@ void expect_close(const Results& got, const Results& want, bool sinks = false) {
   if (sinks) EXPECT_TRUE(kernel_close(got.dsinks, want.dsinks)) << "dsinks";
 }
 
+// Runs check() on the fused kernel for every ISA of this CPU with 1 and 2 threads.
+template <typename F>
+void on_every_fused_setup(F check) {
+  testing::KernelEnvironment restore;
+  for (cpu::Isa isa : testing::available_isas()) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string("flash, ") + cpu::isa_name(isa) + ", threads " +
+                   std::to_string(threads));
+      cpu::force_isa(isa);
+      set_num_threads(threads);
+      check();
+    }
+  }
+}
+
 // `variant` on the reference, then on the fused kernel for every ISA and thread count, against
 // `expected`.
 void expect_variant_matches(const Inputs& in, AttentionOptions variant, const Results& expected,
@@ -71,16 +86,7 @@ void expect_variant_matches(const Inputs& in, AttentionOptions variant, const Re
     expect_close(run(in, variant), expected, sinks);
   }
   variant.backend = Backend::flash;
-  testing::KernelEnvironment restore;
-  for (cpu::Isa isa : testing::available_isas()) {
-    for (int threads : {1, 2}) {
-      SCOPED_TRACE(std::string("flash, ") + cpu::isa_name(isa) + ", threads " +
-                   std::to_string(threads));
-      cpu::force_isa(isa);
-      set_num_threads(threads);
-      expect_close(run(in, variant), expected, sinks);
-    }
-  }
+  on_every_fused_setup([&] { expect_close(run(in, variant), expected, sinks); });
 }
 
 // A (B, N, M) additive mask with f(b, i, j) in it.
@@ -276,15 +282,7 @@ TEST(ModernVariants, CombinedVariantsAgreeBetweenBackends) {
   };
   const Results expected = run4(o);
   o.backend = Backend::flash;
-  testing::KernelEnvironment restore;
-  for (cpu::Isa isa : testing::available_isas()) {
-    for (int threads : {1, 2}) {
-      SCOPED_TRACE(std::string(cpu::isa_name(isa)) + ", threads " + std::to_string(threads));
-      cpu::force_isa(isa);
-      set_num_threads(threads);
-      expect_close(run4(o), expected, true);
-    }
-  }
+  on_every_fused_setup([&] { expect_close(run4(o), expected, true); });
 }
 
 // A decode step (one query per head on many keys) splits the keys into chunks merged by their
@@ -399,16 +397,7 @@ TEST(ModernVariants, PackedSequencesEqualOneCallPerSequence) {
       check(o);
     }
     o.backend = Backend::flash;
-    testing::KernelEnvironment restore;
-    for (cpu::Isa isa : testing::available_isas()) {
-      for (int threads : {1, 2}) {
-        SCOPED_TRACE(std::string("flash, ") + cpu::isa_name(isa) + ", threads " +
-                     std::to_string(threads));
-        cpu::force_isa(isa);
-        set_num_threads(threads);
-        check(o);
-      }
-    }
+    on_every_fused_setup([&] { check(o); });
   }
 }
 

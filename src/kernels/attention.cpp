@@ -170,12 +170,7 @@ void checked_backward(BasicTensorView<const T> q, BasicTensorView<const T> k,
   if (dq.data() != nullptr) outputs.emplace_back("dq", dq);
   if (dk.data() != nullptr) outputs.emplace_back("dk", dk);
   if (dsinks.data() != nullptr) {
-    if (p.sinks == nullptr) throw ArgumentError(std::string(fn) + ": dsinks given without sinks");
-    expect_shape(fn, "dsinks", dsinks.shape(), options.sinks.shape());
-    if (!dsinks.is_contiguous()) {
-      throw ArgumentError(std::string(fn) + ": dsinks must be contiguous, got " +
-                          detail::describe(dsinks));
-    }
+    detail::check_dsinks(fn, dsinks, p);
     outputs.emplace_back("dsinks", dsinks);
   }
   check_no_overlap(

@@ -88,6 +88,21 @@ const float* per_head(const char* fn, const char* name, const ConstTensorView& t
 
 }  // namespace
 
+void check_divisor(const char* fn, float divisor) {
+  if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
+    throw ArgumentError(std::string(fn) + ": scale_divisor must be positive and finite, got " +
+                        std::to_string(divisor));
+  }
+}
+
+void check_dsinks(const char* fn, const MemoryExtent& dsinks, const AttentionShape& p) {
+  if (p.sinks == nullptr) throw ArgumentError(std::string(fn) + ": dsinks given without sinks");
+  expect_shape(fn, "dsinks", dsinks.shape, {p.heads});
+  if (p.heads > 1 && dsinks.strides[0] != 1) {
+    throw ArgumentError(std::string(fn) + ": dsinks must be contiguous, got " + describe(dsinks));
+  }
+}
+
 void set_variants(const char* fn, const AttentionOptions& options, AttentionShape& p) {
   if (options.window_left < -1) {
     throw ArgumentError(std::string(fn) + ": window_left must be >= 0, or -1 for no window, got " +
@@ -139,11 +154,7 @@ AttentionShape checked_shape(const char* fn, const MemoryExtent& q, const Memory
   Shape v_expected = k_expected;
   v_expected.back() = dv;
   expect_shape(fn, "v", v.shape, v_expected);
-  const float divisor = options.scale_divisor.value_or(default_divisor(d));
-  if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
-    throw ArgumentError(std::string(fn) + ": scale_divisor must be positive and finite, got " +
-                        std::to_string(divisor));
-  }
+  check_divisor(fn, options.scale_divisor.value_or(default_divisor(d)));
   if (options.query_offset < 0) {
     throw ArgumentError(std::string(fn) + ": query_offset must be >= 0, got " +
                         std::to_string(options.query_offset));

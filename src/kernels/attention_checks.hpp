@@ -64,6 +64,13 @@ void expect_shape(const char* fn, const char* name, const Shape& actual, const S
 AttentionShape checked_shape(const char* fn, const MemoryExtent& q, const MemoryExtent& k,
                              const MemoryExtent& v, const AttentionOptions& options);
 
+/// Throws unless the scale divisor is positive and finite.
+void check_divisor(const char* fn, float divisor);
+
+/// Checks a sink-gradient output (given) against the problem: sinks present, shape (H),
+/// contiguous.
+void check_dsinks(const char* fn, const MemoryExtent& dsinks, const AttentionShape& p);
+
 /// Checks the options' window, softcap, ALiBi slopes and sinks (one per query head p.heads)
 /// and sets them in p.
 void set_variants(const char* fn, const AttentionOptions& options, AttentionShape& p);

@@ -81,11 +81,7 @@ AttentionProblem varlen_problem(const char* fn, ConstTensorView q, ConstTensorVi
   kernel_options.additive_mask = {};
   AttentionProblem p = detail::make_attention_problem(qs, ks, vs, 1, heads, kv_heads, q.size(0),
                                                       k.size(0), d, dv, kernel_options);
-  const float divisor = p.divisor;
-  if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
-    throw ArgumentError(std::string(fn) + ": scale_divisor must be positive and finite, got " +
-                        std::to_string(divisor));
-  }
+  detail::check_divisor(fn, p.divisor);
   detail::set_variants(fn, options, p);
   p.seq_starts_q = cu_q.data();
   p.seq_starts_k = cu_k.data();
@@ -145,11 +141,7 @@ void attention_backward_varlen(ConstTensorView q, ConstTensorView k, ConstTensor
     outputs.emplace_back("dk", dk);
   }
   if (dsinks.data() != nullptr) {
-    if (p.sinks == nullptr) throw ArgumentError(std::string(fn) + ": dsinks given without sinks");
-    expect_shape(fn, "dsinks", dsinks.shape(), {p.heads});
-    if (!dsinks.is_contiguous()) {
-      throw ArgumentError(std::string(fn) + ": dsinks must be contiguous, got " + describe(dsinks));
-    }
+    detail::check_dsinks(fn, dsinks, p);
     outputs.emplace_back("dsinks", dsinks);
   }
   detail::check_no_overlap(
