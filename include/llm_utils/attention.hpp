@@ -166,6 +166,31 @@ void attention_backward_varlen(ConstTensorView q, ConstTensorView k, ConstTensor
                                TensorView dk, TensorView dv, TensorView dsinks,
                                const AttentionOptions& options);
 
+/// Keys and values in pages (PagedKVCache's layout; vLLM's and FlashAttention's block tables):
+/// k_pages (P, page_size, G, d) and v_pages (P, page_size, G, d_v), rows contiguous (any other
+/// strides). Sequence s holds seqlens_k[s] tokens, token t at row t % page_size of page
+/// block_table[s * pages_per_sequence + t / page_size]; entries past a sequence's last page
+/// are not read.
+struct PagedKeys {
+  ConstTensorView k_pages;
+  ConstTensorView v_pages;
+  std::span<const int64_t> block_table;  ///< (S, pages_per_sequence), row-major
+  int64_t pages_per_sequence = 0;
+  std::span<const int64_t> seqlens_k;  ///< (S)
+};
+
+/// Attention of packed queries over paged keys and values, for decoding and chunked prefill
+/// (FlashAttention's flash_attn_with_kvcache with a block table): q (T_q, H, d) packed as in
+/// attention_forward_varlen with cu_seqlens_q (S + 1 entries from 0 to T_q); the n_s queries
+/// of sequence s are its last n_s tokens (n_s <= seqlens_k[s]), query i at position
+/// seqlens_k[s] - n_s + i, so that with `causal` each sees its own and earlier tokens.
+/// out (T_q, H, d_v), lse (H, T_q). Options as for attention_forward_varlen (no additive mask,
+/// query_offset 0). Forward only: decoding needs no gradient. The fused kernel reads the pages
+/// in place, one page-bounded step at a time; the reference gathers each sequence's pages.
+void attention_forward_paged(ConstTensorView q, const PagedKeys& kv,
+                             std::span<const int64_t> cu_seqlens_q, TensorView out, TensorView lse,
+                             const AttentionOptions& options);
+
 /// The three kernels on bfloat16 q, k, v (out, dout and the gradients bfloat16 too; lse, the
 /// mask and probs stay float32), shapes and rules as above. Every product accumulates in
 /// float32 and the softmax is float32; `flash` rounds P and dS to bfloat16 before their

@@ -4,6 +4,7 @@
 // the reference.
 
 #include <cstdint>
+#include <span>
 
 #include "detail/attention_problem.hpp"
 
@@ -28,6 +29,12 @@ using detail::Strided;
 /// out = 0, lse = -inf (and row_max = 0, log_sum = -inf).
 void flash_forward(const FlashProblem& p, const ForwardOutputs& o);
 void flash_forward(const Bf16AttentionProblem& p, const BasicForwardOutputs<bfloat16>& o);
+
+/// The forward over paged keys and values (attention_forward_paged): one problem per sequence
+/// (batch 1, p.pages set), outputs[s] its out and lse (no row statistics). Problems without
+/// queries are skipped; all share d and dv.
+void flash_forward_paged(std::span<const FlashProblem> sequences,
+                         std::span<const ForwardOutputs> outputs);
 
 /// Backward by recomputation (FlashAttention-2) from the forward's row statistics when given,
 /// else from lse. dq, dk may be absent (data == nullptr); dv must not be. Each output is

@@ -157,12 +157,34 @@ struct AttentionShape {
 template <typename T>
 struct BasicAttentionProblem : AttentionShape {
   Strided<const T> q, k, v;
+  // Paged keys and values (attention_forward_paged; batch 1), null for none: key j of key/value
+  // head kv is row j % page_size of page pages[j / page_size], the pages k.batch_stride (v's:
+  // v.batch_stride) elements apart, the heads head_stride apart within a row. Only the fused
+  // forward reads such a problem (through key_rows / value_rows).
+  const int64_t* pages = nullptr;
+  int64_t page_size = 0;
 
   /// The (M, d) keys and (M, dv) values query head g attends to; rows k.row_stride apart.
+  /// Not for a paged problem.
   const T* k_of(int64_t g) const { return kv_matrix(k, kv_of(g)); }
   const T* v_of(int64_t g) const { return kv_matrix(v, kv_of(g)); }
   /// The (N, d) queries of head g, rows q.row_stride apart.
   const T* q_of(int64_t g) const { return query_matrix(q, g); }
+
+  /// Key j of query head g, the first of keys_in_run(j) rows k.row_stride apart (every key to
+  /// the end without paging, the rest of j's page with it); likewise the value rows.
+  const T* key_rows(int64_t g, int64_t j) const { return rows_of(k, g, j); }
+  const T* value_rows(int64_t g, int64_t j) const { return rows_of(v, g, j); }
+  int64_t keys_in_run(int64_t j) const {
+    return pages == nullptr ? m - j : page_size - j % page_size;
+  }
+
+ private:
+  const T* rows_of(const Strided<const T>& a, int64_t g, int64_t j) const {
+    if (pages == nullptr) return kv_matrix(a, kv_of(g)) + j * a.row_stride;
+    return a.data + pages[j / page_size] * a.batch_stride + kv_of(g) * a.head_stride +
+           (j % page_size) * a.row_stride;
+  }
 };
 
 using AttentionProblem = BasicAttentionProblem<float>;

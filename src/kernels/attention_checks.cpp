@@ -204,4 +204,29 @@ NamedExtents with_mask(NamedExtents inputs, const AttentionOptions& options) {
   return inputs;
 }
 
+void expect_packed(const char* fn, const char* name, const MemoryExtent& t) {
+  if (t.shape.size() != 3 || (t.shape[2] > 1 && t.strides[2] != 1)) {
+    throw ArgumentError(std::string(fn) + ": " + name +
+                        " must be (T, heads, dim) with stride 1 in its last dimension, got " +
+                        describe(t));
+  }
+}
+
+void check_offsets(const char* fn, const char* name, std::span<const int64_t> cu, int64_t total) {
+  if (cu.empty() || cu.front() != 0 || cu.back() != total) {
+    throw ArgumentError(
+        std::string(fn) + ": " + name + " must run from 0 to " + std::to_string(total) +
+        " (the packed length), got " + std::to_string(cu.size()) + " entries" +
+        (cu.empty() ? std::string()
+                    : " from " + std::to_string(cu.front()) + " to " + std::to_string(cu.back())));
+  }
+  for (size_t s = 1; s < cu.size(); ++s) {
+    if (cu[s] < cu[s - 1]) {
+      throw ArgumentError(std::string(fn) + ": " + name + " must be nondecreasing, got " +
+                          std::to_string(cu[s - 1]) + " then " + std::to_string(cu[s]) +
+                          " at entry " + std::to_string(s));
+    }
+  }
+}
+
 }  // namespace llm_utils::detail

@@ -3,6 +3,7 @@
 // (attention_bf16.cpp) entry points: ranks and shapes, contiguous rows, the mask's broadcast,
 // overlaps between outputs and inputs; and the views turned into the kernels' Strided arrays.
 
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -98,5 +99,19 @@ void check_no_overlap(const char* fn, const NamedExtents& inputs, const NamedExt
 
 // The inputs and, when given, the options' mask, ALiBi slopes and sinks.
 NamedExtents with_mask(NamedExtents inputs, const AttentionOptions& options);
+
+// Throws unless t is (T, heads, dim) with contiguous rows.
+void expect_packed(const char* fn, const char* name, const MemoryExtent& t);
+
+// A packed (T, heads, cols) tensor with contiguous rows (varlen and paged queries) as the
+// kernels' (1, heads, T, cols).
+template <typename T>
+Strided<T> packed(const char* fn, const char* name, const BasicTensorView<T>& t) {
+  expect_packed(fn, name, t);
+  return {t.data(), 0, t.stride(1), t.stride(0)};
+}
+
+// Throws unless cu (cu_seqlens) runs from 0 to `total` without decreasing.
+void check_offsets(const char* fn, const char* name, std::span<const int64_t> cu, int64_t total);
 
 }  // namespace llm_utils::detail

@@ -16,37 +16,10 @@ namespace llm_utils {
 namespace {
 
 using detail::AttentionProblem;
-using detail::describe;
+using detail::check_offsets;
 using detail::expect_shape;
+using detail::packed;
 using detail::Strided;
-
-// A packed (T, heads, cols) tensor with contiguous rows as the kernels' (1, heads, T, cols).
-template <typename T>
-Strided<T> packed(const char* fn, const char* name, const BasicTensorView<T>& t) {
-  if (t.dim() != 3 || (t.size(2) > 1 && t.stride(2) != 1)) {
-    throw ArgumentError(std::string(fn) + ": " + name +
-                        " must be (T, heads, dim) with stride 1 in its last dimension, got " +
-                        describe(t));
-  }
-  return {t.data(), 0, t.stride(1), t.stride(0)};
-}
-
-void check_offsets(const char* fn, const char* name, std::span<const int64_t> cu, int64_t total) {
-  if (cu.empty() || cu.front() != 0 || cu.back() != total) {
-    throw ArgumentError(
-        std::string(fn) + ": " + name + " must run from 0 to " + std::to_string(total) +
-        " (the packed length), got " + std::to_string(cu.size()) + " entries" +
-        (cu.empty() ? std::string()
-                    : " from " + std::to_string(cu.front()) + " to " + std::to_string(cu.back())));
-  }
-  for (size_t s = 1; s < cu.size(); ++s) {
-    if (cu[s] < cu[s - 1]) {
-      throw ArgumentError(std::string(fn) + ": " + name + " must be nondecreasing, got " +
-                          std::to_string(cu[s - 1]) + " then " + std::to_string(cu[s]) +
-                          " at entry " + std::to_string(s));
-    }
-  }
-}
 
 // Every check, then the problem over the packed q, k, v.
 AttentionProblem varlen_problem(const char* fn, ConstTensorView q, ConstTensorView k,

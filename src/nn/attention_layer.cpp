@@ -7,6 +7,7 @@
 
 #include "kernels/attention_dispatch.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/rope.hpp"
 #include "llm_utils/error.hpp"
 
 namespace llm_utils::detail {
@@ -85,20 +86,35 @@ void AttentionLayer::pack(const QkvWeights& w) {
   }
 }
 
+AttentionShape AttentionLayer::call_shape() const {
+  const LayerShape& s = shape_;
+  AttentionOptions options;
+  options.causal = call_.causal;
+  options.scale_divisor = call_.scale_divisor;
+  AttentionShape p = make_attention_shape(batch_, s.heads, s.kv_heads, seq_, seq_, s.head_dim,
+                                          s.head_dim, options);
+  apply_mask(call_.mask, p);
+  p.window_left = call_.window_left;
+  p.softcap = call_.softcap;
+  if (!call_.alibi_slopes.empty()) p.alibi_slopes = call_.alibi_slopes.data();
+  if (!call_.sinks.empty()) p.sinks = call_.sinks.data();
+  if (!call_.cu_seqlens.empty()) {
+    p.seq_starts_q = call_.cu_seqlens.data();
+    p.seq_starts_k = call_.cu_seqlens.data();
+    p.sequences = static_cast<int64_t>(call_.cu_seqlens.size()) - 1;
+  }
+  return p;
+}
+
 template <typename T>
 BasicAttentionProblem<T> AttentionLayer::problem_over(const T* qkv) const {
   const LayerShape& s = shape_;
   const int64_t width = s.qkv_width(), hd = s.head_dim;
-  AttentionOptions options;
-  options.causal = call_.causal;
-  options.scale_divisor = call_.scale_divisor;
   BasicAttentionProblem<T> p;
-  static_cast<AttentionShape&>(p) =
-      make_attention_shape(batch_, s.heads, s.kv_heads, seq_, seq_, hd, hd, options);
+  static_cast<AttentionShape&>(p) = call_shape();
   p.q = heads_view(qkv, seq_, width, 0, hd);
   p.k = heads_view(qkv, seq_, width, s.heads * hd, hd);
   p.v = heads_view(qkv, seq_, width, (s.heads + s.kv_heads) * hd, hd);
-  apply_mask(call_.mask, p);
   return p;
 }
 template Bf16AttentionProblem AttentionLayer::problem_over(const bfloat16* qkv) const;
@@ -119,6 +135,7 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
   bf16_ = call_.bf16;
   if (!probs_.empty()) probs_ = Tensor();
   if (!keep_.empty()) keep_ = Tensor();
+  set_positions();
   if (bf16_) {
     forward_bf16(x, w);
     return;
@@ -150,6 +167,7 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
       c0 += cols;
     }
   }
+  rotate_qk(qkv_.data(), false);
 
   ensure_shape(context_, {rows, s.heads * hd});
   ensure_shape(lse_, {batch, s.heads, seq});
@@ -198,6 +216,9 @@ Tensor AttentionLayer::backward(ConstTensorView dcontext, const QkvWeights& w, b
   } else {
     attention_backward(p, backend_used_, t);
   }
+  sink_backward(dcontext);
+  // forward was `q, k = rope(x W_q^T + b_q, x W_k^T + b_k)`: rotate dq and dk back.
+  if (through_qk) rotate_qk(dqkv.data(), true);
   // forward was `qkv = x W^T + b`: only the value columns when q and k are constants.
   return projection_backward(dqkv.data(), x_.data(), packed_weight_.data(), through_qk ? 0 : v0,
                              width, w);
@@ -351,6 +372,43 @@ const Tensor& AttentionLayer::attention_weights() const {
     weights_ = std::move(weights);
   }
   return *weights_;
+}
+
+void AttentionLayer::set_positions() {
+  if (call_.rope == nullptr) return;
+  positions_.resize(static_cast<size_t>(batch_ * seq_));
+  if (call_.cu_seqlens.empty()) {
+    for (int64_t r = 0; r < batch_ * seq_; ++r) positions_[static_cast<size_t>(r)] = r % seq_;
+    return;
+  }
+  for (size_t s = 0; s + 1 < call_.cu_seqlens.size(); ++s) {
+    for (int64_t r = call_.cu_seqlens[s]; r < call_.cu_seqlens[s + 1]; ++r) {
+      positions_[static_cast<size_t>(r)] = r - call_.cu_seqlens[s];
+    }
+  }
+}
+
+template <typename T>
+void AttentionLayer::rotate_qk(T* rows, bool inverse) const {
+  if (call_.rope == nullptr) return;
+  // The q heads (columns [0, H*hd)) and the k heads after them: H + G heads from column 0.
+  rope_rows(rows, batch_ * seq_, shape_.qkv_width(), shape_.heads + shape_.kv_heads,
+            positions_.data(), *call_.rope, inverse);
+}
+template void AttentionLayer::rotate_qk(bfloat16* rows, bool inverse) const;
+
+void AttentionLayer::sink_backward(ConstTensorView dcontext) {
+  if (call_.sinks.empty()) {
+    dsinks_ = Tensor();
+    return;
+  }
+  const int64_t hd = shape_.head_dim, ctx = shape_.heads * hd;
+  ensure_shape(dsinks_, {shape_.heads});
+  // dsinks_h = -sum over rows of P_sink * (dout . out), out the float32 context (the bfloat16
+  // forward's widened).
+  sink_gradients(call_shape(), heads_view(context().data(), seq_, ctx, 0, hd).as_const(),
+                 Strided<const float>::contiguous(lse_.data(), shape_.heads, seq_, 1),
+                 heads_view(dcontext.data(), seq_, ctx, 0, hd), dsinks_.data());
 }
 
 void AttentionLayer::clear_saved() {

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "detail/attention_problem.hpp"
 #include "llm_utils/attention.hpp"
@@ -27,6 +28,7 @@
 #include "llm_utils/nn/attention_executor.hpp"
 #include "llm_utils/nn/parameter.hpp"
 #include "llm_utils/random.hpp"
+#include "llm_utils/rope.hpp"
 #include "llm_utils/tensor.hpp"
 #include "nn/broadcast_mask.hpp"
 
@@ -62,6 +64,14 @@ struct LayerCall {
   // Runs the attention instead of the kernels (float32, no mask but causal, no dropout);
   // null: the kernels.
   std::shared_ptr<AttentionExecutor> executor;
+  // The variants (docs/variants.md), as AttentionOptions has them; copies, so that the saved
+  // forward stays valid whatever happens to the module that made it.
+  int64_t window_left = -1;
+  float softcap = 0.0f;
+  Tensor alibi_slopes;                    // (H), or empty
+  Tensor sinks;                           // (H) the sink logits' values, or empty
+  std::shared_ptr<const RopeTable> rope;  // q and k rotated after the projection; null: none
+  std::vector<int64_t> cu_seqlens;        // packed sequences (batch 1); empty: none
 };
 
 class AttentionLayer {
@@ -93,6 +103,8 @@ class AttentionLayer {
   const Tensor& attention_weights() const;
   /// The last forward's dropout multipliers (B*H, N, N): 0 or 1 / (1 - p); empty without dropout.
   const Tensor& dropout_mask() const { return keep_; }
+  /// (H) the sink logits' gradient from the last backward (empty without sinks).
+  const Tensor& sink_gradient() const { return dsinks_; }
 
   /// The packed projection: W (W, d_in) rows [Wq; Wk; Wv] (Linear layout) or (d_in, W) columns
   /// [Wq | Wk | Wv], and the biases (W) (empty without). Packed by each forward; the KV-cache
@@ -107,6 +119,8 @@ class AttentionLayer {
   void clear_saved();
 
  private:
+  /// Sizes, scale, mask and variants of the last forward.
+  AttentionShape call_shape() const;
   template <typename T>
   BasicAttentionProblem<T> problem_over(const T* qkv) const;
   AttentionProblem problem() const;
@@ -128,6 +142,13 @@ class AttentionLayer {
   Tensor backward_bf16(ConstTensorView dcontext, const QkvWeights& w, bool through_qk);
   /// The float32 qkv with the bfloat16 forward's values, for the accessors and dropout.
   void widen_qkv() const;
+  /// The positions of the B*N rows (RoPE): n within its batch element or packed sequence.
+  void set_positions();
+  /// RoPE on the q and k heads of (B*N, W) rows of qkv or dqkv: forward, or `inverse`.
+  template <typename T>
+  void rotate_qk(T* rows, bool inverse) const;
+  /// dsinks_ from the backward's out (float32 context), lse and dcontext, when sinks ran.
+  void sink_backward(ConstTensorView dcontext);
 
   LayerShape shape_;
   LayerCall call_;
@@ -152,6 +173,8 @@ class AttentionLayer {
   Tensor probs_;                           // (B*H, N, N) softmax before dropout (dropout path only)
   Tensor keep_;                            // (B*H, N, N) dropout multipliers (dropout path only)
   mutable std::optional<Tensor> weights_;  // (B, H, N, N), once asked for
+  std::vector<int64_t> positions_;         // (B*N) RoPE position of each row (with RoPE)
+  Tensor dsinks_;                          // (H) the last backward's sink gradient
 };
 
 /// Strided views of a (B*N, width) matrix's column block [c0, c0 + count * hd) as

@@ -47,6 +47,7 @@ void AttentionLayer::forward_bf16(ConstTensorView x, const QkvWeights& w) {
       Trans::no, w.linear_layout ? Trans::yes : Trans::no, rows, width, s.d_in, x_bf16_.data(),
       s.d_in, weight_bf16_.data(), w.linear_layout ? s.d_in : width,
       packed_bias_.empty() ? nullptr : packed_bias_.data(), qkv_bf16_.data(), width);
+  rotate_qk(qkv_bf16_.data(), false);  // RoPE, rounded once more
 
   ensure_shape(context_bf16_, {rows, s.heads * hd});
   ensure_shape(lse_, {batch_, s.heads, seq_});
@@ -105,6 +106,9 @@ Tensor AttentionLayer::backward_bf16(ConstTensorView dcontext, const QkvWeights&
     t.dv = heads_view(dqkv.data(), seq_, width, v0, hd);
     attention_backward(problem_over<bfloat16>(qkv_bf16_.data()), backend_used_, t);
   }
+  sink_backward(dcontext);
+  // forward was `q, k = rope(...)`: dq and dk rotated back (and rounded once more).
+  if (through_qk) rotate_qk(dqkv.data(), true);
   // forward was `qkv = x W^T + b`: only the value columns when q and k are constants.
   return projection_backward<bfloat16>(dqkv.data(), x_bf16_.data(), weight_bf16_.data(),
                                        through_qk ? 0 : v0, width, w);

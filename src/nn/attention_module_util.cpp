@@ -2,6 +2,9 @@
 
 #include "nn/attention_module_util.hpp"
 
+#include <algorithm>
+
+#include "kernels/gemm.hpp"
 #include "llm_utils/error.hpp"
 
 namespace llm_utils::detail {
@@ -45,6 +48,17 @@ QkvWeights linear_qkv_weights(const Linear& query, const Linear& key, const Line
     if (layers[i]->bias) w.bias[i] = &*layers[i]->bias;
   }
   return w;
+}
+
+void project_rows(const Linear& layer, const float* x, int64_t rows, float* y, int64_t ldy) {
+  const int64_t width = layer.out_features(), d_in = layer.in_features();
+  if (layer.bias) {
+    const ConstTensorView bias = layer.bias->data();  // (width)
+    for (int64_t r = 0; r < rows; ++r) std::copy(bias.data(), bias.data() + width, y + r * ldy);
+  }
+  // y (rows, width) = x (rows, d_in) W^T (+ bias)
+  kernels::gemm(kernels::Trans::no, kernels::Trans::yes, rows, width, d_in, 1.0f, x, d_in,
+                layer.weight.data().data(), d_in, layer.bias ? 1.0f : 0.0f, y, ldy);
 }
 
 }  // namespace llm_utils::detail

@@ -25,6 +25,11 @@ Tensor causal_mask_buffer(int64_t n);
 void add_linear_entries(std::vector<StateEntry>& out, const std::string& prefix,
                         const Linear& layer);
 
+/// y (rows, out) = x (rows, in) W^T + b, rows of y `ldy` apart: one GEMM on the layer's own
+/// parameters (the KV-cache paths project a few tokens, where packing the weights would cost
+/// more than the GEMV).
+void project_rows(const Linear& layer, const float* x, int64_t rows, float* y, int64_t ldy);
+
 /// The projection weights of three Linear layers, for the attention layer.
 QkvWeights linear_qkv_weights(const Linear& query, const Linear& key, const Linear& value);
 

@@ -16,7 +16,7 @@ Module::Module(std::string class_name, int64_t in_features, int64_t out_features
       out_features_(out_features),
       max_seq_len_(max_seq_len) {}
 
-Module::Input Module::check_input(ConstTensorView& x, Tensor& copy) const {
+Module::Input Module::check_input(ConstTensorView& x, Tensor& copy, bool packed) const {
   // The messages are built only on failure: a forward of the book's 6 x 3 example takes ~1 us.
   const auto fail = [&](const std::string& what) {
     throw ArgumentError(class_name_ + ".forward: " + what +
@@ -33,7 +33,7 @@ Module::Input Module::check_input(ConstTensorView& x, Tensor& copy) const {
   const Input in{x.dim() == 3 ? x.size(0) : 1, x.size(-2), x.dim() == 2};
   if (in.seq == 0) fail("x has a zero-length sequence");
   if (in.batch == 0) fail("x has an empty batch");
-  if (max_seq_len_ > 0 && in.seq > max_seq_len_) {
+  if (max_seq_len_ > 0 && in.seq > max_seq_len_ && !packed) {
     fail("x has seq_len=" + std::to_string(in.seq) +
          " tokens, more than context_length=" + std::to_string(max_seq_len_));
   }

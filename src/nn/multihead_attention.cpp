@@ -131,6 +131,19 @@ int64_t checked_d_in(int64_t d_in, int64_t d_out, int64_t context_length, double
     throw ArgumentError(kMha + ": scale must be positive and finite, got " +
                         std::to_string(*options.scale));
   }
+  if (options.window_left < -1) {
+    throw ArgumentError(kMha + ": window_left must be >= 0, or -1 for no window, got " +
+                        std::to_string(options.window_left));
+  }
+  if (!(options.softcap >= 0.0f && std::isfinite(options.softcap))) {
+    throw ArgumentError(kMha + ": softcap must be positive and finite, or 0 for none, got " +
+                        std::to_string(options.softcap));
+  }
+  if (options.rope && (d_out / num_heads) % 2 != 0) {
+    throw ArgumentError(kMha + ": rope needs an even head_dim, got d_out / num_heads = " +
+                        std::to_string(d_out / num_heads));
+  }
+  if (options.rope) RopeTable(2, 0, *options.rope);  // checks theta and the scaling
   return d_in;
 }
 
@@ -162,20 +175,74 @@ MultiHeadAttention::MultiHeadAttention(int64_t d_in, int64_t d_out, int64_t cont
       dropout_(dropout),
       scale_divisor_(divisor_of(options)),
       causal_(options.causal),
+      window_left_(options.window_left),
+      softcap_(options.softcap),
+      alibi_slopes_(options.alibi ? llm_utils::alibi_slopes(num_heads) : Tensor()),
+      rope_(options.rope ? std::make_shared<const RopeTable>(d_out / num_heads, context_length,
+                                                             *options.rope)
+                         : nullptr),
       generator_(generator),
       layer_(std::make_unique<detail::AttentionLayer>(
-          detail::LayerShape{d_in, num_heads, num_kv_groups_, d_out / num_heads})) {}
+          detail::LayerShape{d_in, num_heads, num_kv_groups_, d_out / num_heads})) {
+  if (options.sinks) sinks.emplace(Tensor({num_heads}));
+}
 
 MultiHeadAttention::MultiHeadAttention(const MultiHeadAttention& other) = default;
 MultiHeadAttention::MultiHeadAttention(MultiHeadAttention&& other) noexcept = default;
 MultiHeadAttention::~MultiHeadAttention() = default;
 
 Tensor MultiHeadAttention::forward(ConstTensorView x, const AttentionForwardOptions& options) {
-  return forward_with(x, [&](ConstTensorView rows, const Input& in) {
-    return options.use_cache ? forward_cached(rows, in, options)
-                             : forward_uncached(rows, in, options);
-  });
+  return forward_with(
+      x,
+      [&](ConstTensorView rows, const Input& in) {
+        if (options.paged_cache != nullptr) return forward_paged(rows, in, options);
+        return options.use_cache ? forward_cached(rows, in, options)
+                                 : forward_uncached(rows, in, options);
+      },
+      /*packed=*/!options.cu_seqlens.empty());
 }
+
+void MultiHeadAttention::set_variants(detail::LayerCall& call) const {
+  call.window_left = window_left_;
+  call.softcap = softcap_;
+  call.alibi_slopes = alibi_slopes_;
+  if (sinks) call.sinks = Tensor::from_view(sinks->data());
+  call.rope = rope_;
+}
+
+AttentionOptions MultiHeadAttention::variant_options() const {
+  AttentionOptions o;
+  o.causal = causal_;
+  o.scale_divisor = scale_divisor_;
+  o.window_left = window_left_;
+  o.softcap = softcap_;
+  o.alibi_slopes = alibi_slopes_;
+  if (sinks) o.sinks = sinks->data();
+  return o;
+}
+
+namespace {
+// cu_seqlens of a packed forward: from 0 to x's rows, nondecreasing, no sequence longer than
+// the context length.
+void check_cu_seqlens(const std::string& where, std::span<const int64_t> cu, int64_t rows,
+                      int64_t context_length) {
+  if (cu.empty() || cu.front() != 0 || cu.back() != rows) {
+    throw ArgumentError(
+        where + ": cu_seqlens must run from 0 to x's " + std::to_string(rows) + " rows, got " +
+        std::to_string(cu.size()) + " entries" +
+        (cu.empty() ? std::string()
+                    : " from " + std::to_string(cu.front()) + " to " + std::to_string(cu.back())));
+  }
+  for (size_t s = 1; s < cu.size(); ++s) {
+    const int64_t len = cu[s] - cu[s - 1];
+    if (len < 0 || len > context_length) {
+      throw ArgumentError(where + ": sequence " + std::to_string(s - 1) + " of cu_seqlens has " +
+                          std::to_string(len) + " tokens, outside [0, context_length=" +
+                          std::to_string(context_length) + "]");
+    }
+  }
+}
+}  // namespace
 
 Tensor MultiHeadAttention::forward_rows(ConstTensorView x, const Input& in) {
   return forward_uncached(x, in, AttentionForwardOptions{});
@@ -184,25 +251,49 @@ Tensor MultiHeadAttention::forward_rows(ConstTensorView x, const Input& in) {
 Tensor MultiHeadAttention::forward_uncached(ConstTensorView x, const Input& in,
                                             const AttentionForwardOptions& options) {
   const int64_t b = in.batch, n = in.seq;
+  const std::string where = kMha + ".forward";
   detail::LayerCall call;
   call.causal = causal_;
   call.scale_divisor = scale_divisor_;
-  call.mask = detail::merge_masks(kMha + ".forward", options.attn_mask, options.key_padding_mask,
+  const bool packed = !options.cu_seqlens.empty();
+  if (packed) {
+    if (!in.was_2d) {
+      throw ArgumentError(where + ": with cu_seqlens x must be (T, d_in), got batch " +
+                          std::to_string(b));
+    }
+    if (!options.attn_mask.empty() || !options.key_padding_mask.empty()) {
+      throw ArgumentError(where +
+                          ": cu_seqlens takes no attn_mask or key_padding_mask (each "
+                          "sequence sees only itself)");
+    }
+    check_cu_seqlens(where, options.cu_seqlens, n, context_length());
+    call.cu_seqlens.assign(options.cu_seqlens.begin(), options.cu_seqlens.end());
+  }
+  call.mask = detail::merge_masks(where, options.attn_mask, options.key_padding_mask,
                                   {b, num_heads_, n, n});
   out_proj.check_bias();  // every check before the layer's state changes
   call.dropout = training() ? dropout_ : 0.0;
   call.generator = generator_;
   call.backend = backend();
   call.bf16 = dtype() == DType::bfloat16;
+  set_variants(call);
+  if (call.dropout > 0.0 && (softcap_ != 0.0f || sinks)) {
+    throw ArgumentError(where + ": dropout on the attention weights does not combine with " +
+                        (sinks ? "sinks" : "softcap") + " (call eval() or build with dropout 0)");
+  }
   if (executor_) {
     const auto refuse = [&](const std::string& what) {
-      throw ArgumentError(kMha + ".forward: " + executor_->describe() + " takes " + what);
+      throw ArgumentError(where + ": " + executor_->describe() + " takes " + what);
     };
     if (!options.attn_mask.empty() || !options.key_padding_mask.empty()) {
       refuse("no attn_mask or key_padding_mask (the causal mask only)");
     }
     if (call.dropout > 0.0) refuse("no dropout (call eval() or build with dropout 0)");
     if (call.bf16) refuse("float32 only");
+    if (packed || window_left_ >= 0 || softcap_ != 0.0f || !alibi_slopes_.empty() || sinks ||
+        rope_) {
+      refuse("none of cu_seqlens, window_left, softcap, alibi, sinks or rope");
+    }
     call.executor = executor_;
   }
   layer_->forward(x, b, n, detail::linear_qkv_weights(W_query, W_key, W_value), std::move(call));
@@ -222,12 +313,18 @@ Tensor MultiHeadAttention::backward_rows(ConstTensorView dy) {
                                                   layer_->batch() * layer_->seq(), dy)
                          : out_proj.backward(layer_->context(), dy);
   gradients_ready();  // out_proj's are final: their sum can run during the attention's backward
-  // forward `context = attention(x W_packed^T + b)`.
-  return layer_->backward(dcontext, detail::linear_qkv_weights(W_query, W_key, W_value), true);
+  // forward `context = attention(x W_packed^T + b)` (with sinks: in the softmax's denominator).
+  Tensor dx = layer_->backward(dcontext, detail::linear_qkv_weights(W_query, W_key, W_value), true);
+  if (sinks && !layer_->sink_gradient().empty()) {
+    ParameterRef(*sinks).accumulate_grad(layer_->sink_gradient());
+  }
+  return dx;
 }
 
 std::vector<StateEntry> MultiHeadAttention::state_entries() const {
-  std::vector<StateEntry> out = {StateEntry{"mask", {}, &mask}};
+  std::vector<StateEntry> out;
+  if (sinks) out.push_back(StateEntry{"sinks", *sinks, nullptr});
+  out.push_back(StateEntry{"mask", {}, &mask});
   detail::add_linear_entries(out, "W_query", W_query);
   detail::add_linear_entries(out, "W_key", W_key);
   detail::add_linear_entries(out, "W_value", W_value);

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/attention_checks.hpp"
 #include "kernels/attention_dispatch.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/rope.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
 #include "nn/attention_layer.hpp"
@@ -29,6 +31,11 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
   if (training() && dropout_ > 0.0) {
     throw StateError(where + ": dropout=" + std::to_string(dropout_) +
                      " is active in training mode; call eval() before decoding with the KV cache");
+  }
+  if (!options.cu_seqlens.empty()) {
+    throw ArgumentError(where +
+                        ": cu_seqlens packs sequences for a forward without the KV "
+                        "cache, or for a paged_cache");
   }
   const int64_t b = in.batch, n = in.seq, h = num_heads_, g = num_kv_groups_, hd = head_dim();
   if (cache_.size > 0 && b != cache_.batch) {
@@ -67,32 +74,26 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
   // copy all of them every step, more than a decode step's GEMVs read.
   layer_->clear_saved();  // this call's state replaces the last forward's (no backward follows)
   const int64_t d_model = d_in(), q_width = h * hd, gh = g * hd;
-  const auto project = [&](const Linear& layer, const float* x_rows, int64_t rows, float* y,
-                           int64_t ldy) {
-    const int64_t width = layer.out_features();
-    if (layer.bias) {
-      const ConstTensorView bias = layer.bias->data();  // (width)
-      for (int64_t r = 0; r < rows; ++r) {
-        std::copy(bias.data(), bias.data() + width, y + r * ldy);
-      }
-    }
-    // y (rows, width) = x (rows, d_in) W^T (+ bias)
-    kernels::gemm(Trans::no, Trans::yes, rows, width, d_model, 1.0f, x_rows, d_model,
-                  layer.weight.data().data(), d_model, layer.bias ? 1.0f : 0.0f, y, ldy);
-  };
+  // RoPE: the new tokens sit at positions past .. total - 1, in every batch element.
+  std::vector<int64_t> positions;
+  if (rope_) {
+    positions.resize(static_cast<size_t>(b * n));
+    for (int64_t r = 0; r < b * n; ++r) positions[static_cast<size_t>(r)] = past + r % n;
+  }
   Tensor q({b * n, q_width});  // (B*n, H*hd)
-  project(W_query, x.data(), b * n, q.data(), q_width);
+  detail::project_rows(W_query, x.data(), b * n, q.data(), q_width);
+  if (rope_) detail::rope_rows(q.data(), b * n, q_width, h, positions.data(), *rope_, false);
   for (int64_t i = 0; i < b; ++i) {
     float* slot = cache_.kv.data() + (i * cache_.capacity + past) * kv_width;  // (n, 2 * G * hd)
-    project(W_key, x.data() + i * n * d_model, n, slot, kv_width);
-    project(W_value, x.data() + i * n * d_model, n, slot + gh, kv_width);
+    detail::project_rows(W_key, x.data() + i * n * d_model, n, slot, kv_width);
+    detail::project_rows(W_value, x.data() + i * n * d_model, n, slot + gh, kv_width);
+    // The cache holds keys rotated (as q K^T needs them), so each is rotated once.
+    if (rope_) detail::rope_rows(slot, n, kv_width, g, positions.data(), *rope_, false);
   }
   cache_.size = total;
 
-  AttentionOptions kernel_options;
-  kernel_options.causal = causal_;
+  AttentionOptions kernel_options = variant_options();
   kernel_options.query_offset = past;
-  kernel_options.scale_divisor = scale_divisor_;
   using detail::Strided;
   const int64_t kv_batch_stride = cache_.capacity * kv_width;
   const Strided<const float> keys{cache_.kv.data(), kv_batch_stride, hd, kv_width};
@@ -101,6 +102,7 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
       detail::make_attention_problem(detail::heads_view(q.data(), n, q_width, 0, hd).as_const(),
                                      keys, values, b, h, g, n, total, hd, hd, kernel_options);
   detail::apply_mask(mask, p);
+  detail::set_variants(where.c_str(), kernel_options, p);
   Tensor context({b * n, q_width});  // (B*n, H*hd): the heads' outputs side by side
   Tensor lse({b, h, n});             // unused: nothing to differentiate
   detail::attention_forward(p, backend(),

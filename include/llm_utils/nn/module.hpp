@@ -147,10 +147,12 @@ class Module {
   virtual void after_load() {}
 
   /// forward(x) with another body: checks x as forward does, then runs `rows` as forward_rows.
+  /// `packed`: x holds several sequences one after the other, which the body checks against
+  /// the context length one by one (so the total may exceed it).
   template <typename Rows>
-  Tensor forward_with(ConstTensorView x, Rows&& rows) {
+  Tensor forward_with(ConstTensorView x, Rows&& rows, bool packed = false) {
     Tensor x_copy;
-    const Input in = check_input(x, x_copy);
+    const Input in = check_input(x, x_copy, packed);
     pending_no_backward_.clear();
     return finish_forward(rows(x, in), in);
   }
@@ -161,8 +163,8 @@ class Module {
 
  private:
   /// Checks x; `x` becomes its contiguous (B*N, in_features) rows (copied into `copy` if it
-  /// was strided).
-  Input check_input(ConstTensorView& x, Tensor& copy) const;
+  /// was strided). `packed`: N is not checked against the context length.
+  Input check_input(ConstTensorView& x, Tensor& copy, bool packed) const;
   Tensor finish_forward(Tensor y, const Input& in);
 
   std::string class_name_;

@@ -11,7 +11,10 @@
 ///
 /// Beyond the book, for inference and later chapters (MultiHeadAttentionOptions,
 /// AttentionForwardOptions): grouped-query attention (`num_kv_groups`), a scale override, a
-/// non-causal mode, attention and key-padding masks, and a KV cache for incremental decoding.
+/// non-causal mode, attention and key-padding masks, a KV cache for incremental decoding; and
+/// the variants of later models (docs/variants.md): rotary position embedding (RoPE), a
+/// sliding window, logit softcapping, ALiBi, learnable attention sinks, packed
+/// variable-length sequences (`cu_seqlens`) and a paged KV cache for batched decoding.
 ///
 /// Example:
 /// \code
@@ -32,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "llm_utils/detail/value_ptr.hpp"
@@ -39,8 +43,14 @@
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/causal_attention.hpp"
 #include "llm_utils/nn/module.hpp"
+#include "llm_utils/nn/paged_kv_cache.hpp"
+#include "llm_utils/rope.hpp"
 
 namespace llm_utils {
+
+namespace detail {
+struct LayerCall;  // src/nn/attention_layer.hpp
+}
 
 class MultiHeadAttentionWrapper : public Module {
  public:
@@ -84,6 +94,25 @@ struct MultiHeadAttentionOptions {
   std::optional<double> scale;
   /// The book's causal mask. false: every token sees every token (an encoder).
   bool causal = true;
+
+  // The variants of later models (attention.hpp's options, applied per head; none changes
+  // anything at its default).
+
+  /// Sliding window (Mistral, Gemma 2): token i also stops seeing tokens before
+  /// i - window_left (with `causal`: itself and the window_left tokens before it). -1: none.
+  int64_t window_left = -1;
+  /// Logit softcap (Gemma 2): scaled scores become softcap * tanh(score / softcap). 0: none.
+  float softcap = 0.0f;
+  /// ALiBi (BLOOM, MPT): -slope_h * |i - j| added to the scores of head h, with the slopes of
+  /// alibi_slopes(num_heads) (rope.hpp). Usually without RoPE.
+  bool alibi = false;
+  /// Attention sinks (gpt-oss): a learnable logit per head, the parameter `sinks`
+  /// (num_heads), zeros at construction, in every softmax's denominator with no value.
+  bool sinks = false;
+  /// Rotary position embedding on q and k after the projections (the book's Llama code):
+  /// token i at position i (after the KV cache's tokens; from 0 in each packed sequence).
+  /// Needs an even head_dim.
+  std::optional<RopeOptions> rope;
 };
 
 /// The optional arguments of MultiHeadAttention::forward.
@@ -99,6 +128,20 @@ struct AttentionForwardOptions {
   /// feeding tokens one at a time gives the outputs of one causal forward over all of them).
   /// No backward follows such a call; training mode with dropout > 0 is an error.
   bool use_cache = false;
+  /// Packed variable-length sequences (FlashAttention's varlen): x is (T, d_in), sequences
+  /// s = 0.. are its rows [cu_seqlens[s], cu_seqlens[s + 1]) (from 0 to T, nondecreasing, each
+  /// at most context_length long), and each attends within itself only (causal per sequence,
+  /// RoPE positions from 0 in each). The output is (T, d_out); backward works as usual. No
+  /// masks with it. Empty: none. With paged_cache: how many new tokens each sequence brings.
+  std::span<const int64_t> cu_seqlens;
+  /// Inference over a paged KV cache (paged_kv_cache.hpp): sequence sequence_ids[s] of the
+  /// cache gets its new tokens' keys and values appended, then its new tokens attend over all
+  /// of its tokens (causal; RoPE positions continue from its length). x is (S, n, d_in): n new
+  /// tokens per sequence; or (T, d_in) with cu_seqlens. The cache's kv_heads and head_dim must
+  /// be the module's, no sequence may grow past context_length, and the pages must suffice
+  /// (all checked before anything changes). No backward follows; no masks, no use_cache.
+  PagedKVCache* paged_cache = nullptr;
+  std::span<const int64_t> sequence_ids;
 };
 
 class MultiHeadAttention : public Module {
@@ -124,6 +167,12 @@ class MultiHeadAttention : public Module {
   int64_t context_length() const { return mask.size(0); }
   double dropout() const { return dropout_; }
   bool causal() const { return causal_; }
+  int64_t window_left() const { return window_left_; }
+  float softcap() const { return softcap_; }
+  /// The ALiBi slopes (num_heads), empty without ALiBi.
+  const Tensor& alibi_slopes() const { return alibi_slopes_; }
+  /// The RoPE tables (context_length positions), null without RoPE.
+  const RopeTable* rope() const { return rope_.get(); }
 
   using Module::forward;
   /// With masks and/or the KV cache. Throws ArgumentError on misshapen masks, on a cached call
@@ -152,9 +201,13 @@ class MultiHeadAttention : public Module {
   }
   const std::shared_ptr<AttentionExecutor>& attention_executor() const { return executor_; }
 
-  /// `mask`, then W_query.*, W_key.*, W_value.*, out_proj.weight, out_proj.bias, as PyTorch. The
-  /// KV cache is not part of it.
+  /// `sinks` (with the option), `mask`, then W_query.*, W_key.*, W_value.*, out_proj.weight,
+  /// out_proj.bias, as PyTorch orders a module's own parameters, its buffers, then its
+  /// children's. The KV cache is not part of it.
   std::vector<StateEntry> state_entries() const override;
+
+  /// (num_heads) the attention sinks' logits (MultiHeadAttentionOptions::sinks), else absent.
+  std::optional<Parameter> sinks;
 
   Linear W_query;
   Linear W_key;    ///< (num_kv_groups * head_dim, d_in) weight
@@ -180,13 +233,22 @@ class MultiHeadAttention : public Module {
   Tensor forward_uncached(ConstTensorView x, const Input& in,
                           const AttentionForwardOptions& options);
   Tensor forward_cached(ConstTensorView x, const Input& in, const AttentionForwardOptions& options);
+  Tensor forward_paged(ConstTensorView x, const Input& in, const AttentionForwardOptions& options);
+  /// The call's variants for the layer (everything but masks, dropout and the executor).
+  void set_variants(detail::LayerCall& call) const;
+  /// The kernels' options for this module's variants (the KV-cache paths).
+  AttentionOptions variant_options() const;
 
   int64_t num_heads_;
   int64_t num_kv_groups_;
   double dropout_;
   std::optional<float> scale_divisor_;  // from options.scale; none: the book's sqrt(head_dim)
   bool causal_;
-  Generator* generator_;  // null: the default generator
+  int64_t window_left_;
+  float softcap_;
+  Tensor alibi_slopes_;                    // (H), or empty
+  std::shared_ptr<const RopeTable> rope_;  // context_length positions; shared by copies
+  Generator* generator_;                   // null: the default generator
   detail::ValuePtr<detail::AttentionLayer> layer_;
   std::shared_ptr<AttentionExecutor> executor_;  // null: the kernels
   KVCache cache_;
