@@ -204,6 +204,11 @@ void attention_backward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16V
                         ConstBFloat16View out, ConstTensorView lse, ConstBFloat16View dout,
                         BFloat16View dq, BFloat16View dk, BFloat16View dv,
                         const AttentionOptions& options);
+/// With the sinks' float32 gradient dsinks (H), as the float32 overload.
+void attention_backward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16View v,
+                        ConstBFloat16View out, ConstTensorView lse, ConstBFloat16View dout,
+                        BFloat16View dq, BFloat16View dk, BFloat16View dv, TensorView dsinks,
+                        const AttentionOptions& options);
 void attention_probabilities(ConstBFloat16View q, ConstBFloat16View k, ConstTensorView lse,
                              TensorView probs, const AttentionOptions& options);
 

@@ -15,7 +15,9 @@ Code written for the original runs with torch swapped for numpy::
     dx = sa.backward(np.ones_like(ctx))     # what loss.backward() would give x
 
 Contents: ``selfAttn`` (the four classes), ``optim`` (SGD, AdamW), ``safetensors`` (save_file,
-load_file), and here ``manual_seed``, ``rand``, ``Generator``, ``set_num_threads``, the
+load_file), ``kernels`` (the fused attention kernels on numpy arrays), ``torch`` (the kernels as
+torch.autograd Functions, ``scaled_dot_product_attention`` and the book's modules on torch
+Parameters; import it explicitly, it imports torch), and here ``manual_seed``, ``rand``, ``Generator``, ``set_num_threads``, the
 book's later classes ``CausalAttention``, ``MultiHeadAttentionWrapper``, ``MultiHeadAttention``,
 and ``Module``, the base all seven share (``help(llm_utils.Module)``).
 
@@ -37,6 +39,7 @@ from ._core import (
     Module,
     MultiHeadAttention,
     MultiHeadAttentionWrapper,
+    PagedKVCache,
     Parameter,
     SelfAttentionBase,
     __version__,
@@ -47,10 +50,10 @@ from ._core import (
     manual_seed,
     set_num_threads,
 )
-from . import optim, safetensors, selfAttn  # noqa: E402  (submodules, after _core)
+from . import kernels, optim, safetensors, selfAttn  # noqa: E402  (submodules, after _core)
 
 for _cls in (Backend, CausalAttention, Generator, Linear, Module, MultiHeadAttention,
-             MultiHeadAttentionWrapper, Parameter, SelfAttentionBase):
+             MultiHeadAttentionWrapper, PagedKVCache, Parameter, SelfAttentionBase):
     _cls.__module__ = __name__
 del _cls
 
@@ -81,12 +84,14 @@ __all__ = [
     "Module",
     "MultiHeadAttention",
     "MultiHeadAttentionWrapper",
+    "PagedKVCache",
     "Parameter",
     "SelfAttentionBase",
     "__version__",
     "default_generator",
     "get_num_threads",
     "initial_seed",
+    "kernels",
     "manual_seed",
     "optim",
     "rand",

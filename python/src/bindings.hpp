@@ -7,11 +7,13 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "llm_utils/bfloat16.hpp"
 #include "llm_utils/error.hpp"
+#include "llm_utils/rope.hpp"
 #include "llm_utils/tensor.hpp"
 
 namespace llm_utils {
@@ -113,6 +115,13 @@ void bind_modules(py::module_& m);
 void bind_book_modules(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_io(py::module_& m);
+/// llm_utils._core.kernels: the attention kernels and RoPE on numpy arrays (kernel_bindings.cpp).
+void bind_kernels(py::module_& m);
+/// RoPE's options from Python's theta and scaling dict (factor, low_freq_factor,
+/// high_freq_factor, original_context_length; TypeError for another key).
+RopeOptions rope_options(double theta, const std::optional<py::dict>& scaling);
+/// PagedKVCache (book_module_bindings.cpp's companion, paged_cache_bindings.cpp).
+void bind_paged_cache(py::module_& m);
 /// llm_utils._core.dist, in builds with MPI (dist_bindings.cpp).
 void bind_dist(py::module_& m);
 

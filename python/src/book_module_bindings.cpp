@@ -13,6 +13,8 @@
 #include "llm_utils/error.hpp"
 #include "llm_utils/nn/attention_mask.hpp"
 #include "llm_utils/nn/multihead_attention.hpp"
+#include "llm_utils/nn/paged_kv_cache.hpp"
+#include "llm_utils/nn/parameter.hpp"
 
 namespace llm_utils::python {
 namespace {
@@ -148,28 +150,46 @@ Example::
 )doc");
   mha.def(py::init([](int64_t d_in, int64_t d_out, int64_t context_length, double dropout,
                       int64_t num_heads, bool qkv_bias, std::optional<int64_t> num_kv_groups,
-                      std::optional<double> scale, bool causal, Generator* generator,
+                      std::optional<double> scale, bool causal, int64_t window_left, double softcap,
+                      bool alibi, bool sinks, bool rope, double rope_theta,
+                      std::optional<py::dict> rope_scaling, Generator* generator,
                       const std::string& dtype) {
             MultiHeadAttentionOptions options;
             options.num_kv_groups = num_kv_groups.value_or(0);
             options.scale = scale;
             options.causal = causal;
+            options.window_left = window_left;
+            options.softcap = static_cast<float>(softcap);
+            options.alibi = alibi;
+            options.sinks = sinks;
+            if (rope) options.rope = rope_options(rope_theta, rope_scaling);
             return make_in_dtype<MultiHeadAttention>(dtype, d_in, d_out, context_length, dropout,
                                                      num_heads, qkv_bias, options, generator);
           }),
           py::arg("d_in"), py::arg("d_out"), py::arg("context_length"), py::arg("dropout"),
           py::arg("num_heads"), py::arg("qkv_bias") = false, py::kw_only(),
           py::arg("num_kv_groups") = py::none(), py::arg("scale") = py::none(),
-          py::arg("causal") = true, py::arg("generator") = nullptr, py::arg("dtype") = "float32",
+          py::arg("causal") = true, py::arg("window_left") = -1, py::arg("softcap") = 0.0,
+          py::arg("alibi") = false, py::arg("sinks") = false, py::arg("rope") = false,
+          py::arg("rope_theta") = 10000.0, py::arg("rope_scaling") = py::none(),
+          py::arg("generator") = nullptr, py::arg("dtype") = "float32",
           "Builds W_query, W_key, W_value, out_proj in that order, then the mask buffer.\n"
           "Beyond the book (keyword-only): num_kv_groups (grouped-query attention: W_key and\n"
           "W_value have num_kv_groups * head_dim outputs; None = num_heads), scale (multiplies\n"
           "the scores, as SDPA's; None = 1 / sqrt(head_dim)), causal (False: no causal mask),\n"
-          "dtype ('float32' or 'bfloat16': Module.set_dtype).")
+          "dtype ('float32' or 'bfloat16': Module.set_dtype); and the variants of later models\n"
+          "(docs/variants.md): window_left (sliding window: token i stops seeing tokens before\n"
+          "i - window_left; -1 none), softcap (scores become softcap * tanh(s / softcap); 0\n"
+          "none), alibi (ALiBi with llm_utils.kernels.alibi_slopes(num_heads)), sinks (a\n"
+          "learnable logit per head, the parameter ``sinks``, zeros at first), rope (rotary\n"
+          "embedding on q and k, base rope_theta, Llama 3.1 scaling from rope_scaling: a dict\n"
+          "of factor, low_freq_factor, high_freq_factor, original_context_length).")
       .def(
           "forward",
           [](MultiHeadAttention& m, const ArrayLike& x, const Any& attn_mask,
-             const Any& key_padding_mask, bool use_cache) {
+             const Any& key_padding_mask, bool use_cache,
+             std::optional<std::vector<int64_t>> cu_seqlens, PagedKVCache* paged_cache,
+             std::optional<std::vector<int64_t>> sequence_ids) {
             const std::string where = "MultiHeadAttention.forward";
             const FloatArray a = as_float32(x.obj, where + ": x");
             AttentionForwardOptions options;
@@ -177,6 +197,12 @@ Example::
             options.key_padding_mask =
                 mask_from(key_padding_mask.obj, true, where + ": key_padding_mask");
             options.use_cache = use_cache;
+            if (cu_seqlens) options.cu_seqlens = *cu_seqlens;
+            options.paged_cache = paged_cache;
+            if (sequence_ids) options.sequence_ids = *sequence_ids;
+            if ((paged_cache == nullptr) != !sequence_ids) {
+              throw py::value_error(where + ": paged_cache and sequence_ids go together");
+            }
             Tensor out;
             {
               py::gil_scoped_release release;
@@ -185,7 +211,8 @@ Example::
             return to_numpy(std::move(out));
           },
           py::arg("x"), py::arg("attn_mask") = py::none(), py::arg("key_padding_mask") = py::none(),
-          py::arg("use_cache") = false,
+          py::arg("use_cache") = false, py::kw_only(), py::arg("cu_seqlens") = py::none(),
+          py::arg("paged_cache") = nullptr, py::arg("sequence_ids") = py::none(),
           "x (seq_len, d_in) or (batch, seq_len, d_in), seq_len <= context_length -> context\n"
           "vectors, float32. In training mode with dropout > 0 the attention weights are dropped.\n"
           "attn_mask: broadcast to (batch, num_heads, queries, keys); bool True = may attend\n"
@@ -193,7 +220,12 @@ Example::
           "keys) or (keys); bool True = padding, hidden (nn.MultiheadAttention's convention), or\n"
           "float. use_cache: append this call's keys and values to the KV cache and attend over\n"
           "all cached tokens (inference: eval() first if dropout > 0; no backward follows).\n"
-          "A query whose keys are all hidden gets a zero row.")
+          "A query whose keys are all hidden gets a zero row.\n"
+          "cu_seqlens: packed variable-length sequences, x (T, d_in), sequence s its rows\n"
+          "[cu_seqlens[s], cu_seqlens[s + 1]), each attending within itself (backward as usual).\n"
+          "paged_cache, sequence_ids: decode through a PagedKVCache: x (S, n, d_in) brings n new\n"
+          "tokens to each listed sequence (or (T, d_in) with cu_seqlens), appended to the cache,\n"
+          "each attending over all of its tokens (inference: no backward follows).")
       .def("reset_cache", &MultiHeadAttention::reset_cache,
            "Empties the KV cache (before a new sequence).")
       .def_property_readonly("cache_size", &MultiHeadAttention::cache_size,
@@ -202,6 +234,35 @@ Example::
                              "Key/value heads (num_heads unless grouped-query attention).")
       .def_property_readonly("causal", &MultiHeadAttention::causal,
                              "Whether the causal mask applies.")
+      .def_property_readonly("window_left", &MultiHeadAttention::window_left,
+                             "The sliding window (-1: none).")
+      .def_property_readonly("softcap", &MultiHeadAttention::softcap,
+                             "The logit softcap (0: none).")
+      .def_property_readonly(
+          "alibi_slopes",
+          [](const MultiHeadAttention& s) -> py::object {
+            if (s.alibi_slopes().empty()) return py::none();
+            return copy_to_numpy(s.alibi_slopes(), false);
+          },
+          "(num_heads) ALiBi slopes, or None.")
+      .def_property_readonly(
+          "rope_theta",
+          [](const MultiHeadAttention& s) -> py::object {
+            if (s.rope() == nullptr) return py::none();
+            return py::float_(s.rope()->options().theta);
+          },
+          "RoPE's base, or None without RoPE.")
+      .def_property(
+          "sinks",
+          [](const MultiHeadAttention& s) -> py::object {
+            if (!s.sinks) return py::none();
+            return alias_parameter(*s.sinks);
+          },
+          [](MultiHeadAttention& s, py::handle v) {
+            if (!s.sinks) throw py::value_error("MultiHeadAttention.sinks: built without sinks");
+            assign_parameter(*s.sinks, v, "MultiHeadAttention.sinks");
+          },
+          "(num_heads) the sink logits (a parameter over the module's memory), or None.")
       .def_property_readonly(
           "W_query",
           [](py::object s) { return linear_of(s, s.cast<MultiHeadAttention&>().W_query); },

@@ -13,9 +13,11 @@ PYBIND11_MODULE(_core, m) {
   lp::bind_parameter(m);
   lp::bind_module_base(m);
   lp::bind_modules(m);
+  lp::bind_paged_cache(m);
   lp::bind_book_modules(m);
   lp::bind_optim(m);
   lp::bind_io(m);
+  lp::bind_kernels(m);
 #if LLM_UTILS_PYTHON_DIST
   lp::bind_dist(m);
 #endif

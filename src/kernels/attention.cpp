@@ -186,11 +186,7 @@ void checked_backward(BasicTensorView<const T> q, BasicTensorView<const T> k,
   if (dq.data() != nullptr) t.dq = matrices(fn, "dq", dq, rank);
   if (dk.data() != nullptr) t.dk = matrices(fn, "dk", dk, rank);
   detail::attention_backward(p, options.backend, t);
-  if (dsinks.data() != nullptr) {
-    if constexpr (std::is_same_v<T, float>) {
-      detail::sink_gradients(p, t.out, t.lse, t.dout, dsinks.data());
-    }
-  }
+  if (dsinks.data() != nullptr) detail::sink_gradients(p, t.out, t.lse, t.dout, dsinks.data());
 }
 
 template <typename T>
@@ -241,6 +237,13 @@ void attention_backward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16V
                         BFloat16View dq, BFloat16View dk, BFloat16View dv,
                         const AttentionOptions& options) {
   checked_backward<bfloat16>(q, k, v, out, lse, dout, dq, dk, dv, {}, options);
+}
+
+void attention_backward(ConstBFloat16View q, ConstBFloat16View k, ConstBFloat16View v,
+                        ConstBFloat16View out, ConstTensorView lse, ConstBFloat16View dout,
+                        BFloat16View dq, BFloat16View dk, BFloat16View dv, TensorView dsinks,
+                        const AttentionOptions& options) {
+  checked_backward<bfloat16>(q, k, v, out, lse, dout, dq, dk, dv, dsinks, options);
 }
 
 void attention_probabilities(ConstTensorView q, ConstTensorView k, ConstTensorView lse,

@@ -48,6 +48,9 @@ void attention_probabilities(const AttentionProblem& p, Backend backend, Strided
 /// problem with p.sinks (attention_sinks.cpp).
 void sink_gradients(const AttentionShape& p, Strided<const float> out, Strided<const float> lse,
                     Strided<const float> dout, float* dsinks);
+/// The same from a bfloat16 out and dout (each product in float32).
+void sink_gradients(const AttentionShape& p, Strided<const bfloat16> out, Strided<const float> lse,
+                    Strided<const bfloat16> dout, float* dsinks);
 
 }  // namespace llm_utils::detail
 

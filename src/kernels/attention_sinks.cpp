@@ -11,8 +11,11 @@
 
 namespace llm_utils::detail {
 
-void sink_gradients(const AttentionShape& p, Strided<const float> out, Strided<const float> lse,
-                    Strided<const float> dout, float* dsinks) {
+namespace {
+
+template <typename T>
+void sink_gradients_of(const AttentionShape& p, Strided<const T> out, Strided<const float> lse,
+                       Strided<const T> dout, float* dsinks) {
   std::vector<double> sums(static_cast<size_t>(p.heads), 0.0);  // (H), in double: N B terms
   for (int64_t g = 0; g < p.query_heads(); ++g) {
     const float sink = p.sinks[g % p.heads];
@@ -20,15 +23,28 @@ void sink_gradients(const AttentionShape& p, Strided<const float> out, Strided<c
     for (int64_t i = 0; i < p.n; ++i) {
       const float row_lse = lse_g[i * lse.row_stride];
       if (row_lse == -INFINITY) continue;  // a -inf sink and no visible key: P_sink = 0
-      const float* o = p.query_matrix(out, g) + i * out.row_stride;    // (dv)
-      const float* d = p.query_matrix(dout, g) + i * dout.row_stride;  // (dv)
+      const T* o = p.query_matrix(out, g) + i * out.row_stride;    // (dv)
+      const T* d = p.query_matrix(dout, g) + i * dout.row_stride;  // (dv)
       float dot = 0.0f;
-      for (int64_t c = 0; c < p.dv; ++c) dot += d[c] * o[c];
+      for (int64_t c = 0; c < p.dv; ++c) dot += static_cast<float>(d[c]) * static_cast<float>(o[c]);
       sums[static_cast<size_t>(g % p.heads)] -= std::exp(sink - row_lse) * dot;
     }
   }
-  for (int64_t h = 0; h < p.heads; ++h)
+  for (int64_t h = 0; h < p.heads; ++h) {
     dsinks[h] = static_cast<float>(sums[static_cast<size_t>(h)]);
+  }
+}
+
+}  // namespace
+
+void sink_gradients(const AttentionShape& p, Strided<const float> out, Strided<const float> lse,
+                    Strided<const float> dout, float* dsinks) {
+  sink_gradients_of(p, out, lse, dout, dsinks);
+}
+
+void sink_gradients(const AttentionShape& p, Strided<const bfloat16> out, Strided<const float> lse,
+                    Strided<const bfloat16> dout, float* dsinks) {
+  sink_gradients_of(p, out, lse, dout, dsinks);
 }
 
 }  // namespace llm_utils::detail
