@@ -25,10 +25,11 @@ Example::
 )doc")
       .def(py::init<int64_t, int64_t, int64_t, int64_t>(), py::arg("num_pages"),
            py::arg("page_size"), py::arg("kv_heads"), py::arg("head_dim"))
-      .def_property_readonly("num_pages", &PagedKVCache::num_pages)
-      .def_property_readonly("page_size", &PagedKVCache::page_size)
-      .def_property_readonly("kv_heads", &PagedKVCache::kv_heads)
-      .def_property_readonly("head_dim", &PagedKVCache::head_dim)
+      .def_property_readonly("num_pages", &PagedKVCache::num_pages, "Pages in the pool.")
+      .def_property_readonly("page_size", &PagedKVCache::page_size, "Tokens per page.")
+      .def_property_readonly("kv_heads", &PagedKVCache::kv_heads,
+                             "Key/value heads per token (the module's num_kv_groups).")
+      .def_property_readonly("head_dim", &PagedKVCache::head_dim, "Features per head.")
       .def_property_readonly("free_pages", &PagedKVCache::free_pages, "Pages no sequence holds.")
       .def("add_sequence", &PagedKVCache::add_sequence,
            "Registers a new, empty sequence; returns its id.")

@@ -13,13 +13,23 @@ std::string describe(const MemoryExtent& t) {
   return shape_to_string(t.shape) + " (strides " + shape_to_string(t.strides) + ")";
 }
 
+namespace {
+// No elements: any strides will do (numpy gives empty arrays zero strides).
+bool empty(const MemoryExtent& t) {
+  for (const int64_t size : t.shape) {
+    if (size == 0) return true;
+  }
+  return false;
+}
+}  // namespace
+
 void expect_matrices(const char* fn, const char* name, const MemoryExtent& t, Rank rank) {
   if (static_cast<int64_t>(t.shape.size()) != rank.value) {
     throw ArgumentError(std::string(fn) + ": " + name + " must have rank " +
                         std::to_string(rank.value) + " as q, got shape " +
                         shape_to_string(t.shape));
   }
-  if (t.shape.back() > 1 && t.strides.back() != 1) {
+  if (t.shape.back() > 1 && t.strides.back() != 1 && !empty(t)) {
     throw ArgumentError(std::string(fn) + ": " + name +
                         " must have contiguous rows (stride 1 in its last dimension), got " +
                         describe(t));
@@ -205,7 +215,7 @@ NamedExtents with_mask(NamedExtents inputs, const AttentionOptions& options) {
 }
 
 void expect_packed(const char* fn, const char* name, const MemoryExtent& t) {
-  if (t.shape.size() != 3 || (t.shape[2] > 1 && t.strides[2] != 1)) {
+  if (t.shape.size() != 3 || (t.shape[2] > 1 && t.strides[2] != 1 && !empty(t))) {
     throw ArgumentError(std::string(fn) + ": " + name +
                         " must be (T, heads, dim) with stride 1 in its last dimension, got " +
                         describe(t));
