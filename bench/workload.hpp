@@ -26,6 +26,14 @@ struct Workload {
   int64_t decode_steps = 64;   ///< room in the cache (context_length) for this many run()s
   Backend backend = Backend::automatic;
   bool bf16 = false;  ///< bfloat16 storage (core: q, k, v and the outputs; modules: their dtype)
+  // The variants (docs/variants.md), for `core` and `mha`.
+  int64_t window_left = -1;  ///< sliding window; -1 none
+  float softcap = 0.0f;      ///< logit softcap; 0 none
+  bool alibi = false;        ///< ALiBi slopes of the paper, one per head
+  bool sinks = false;        ///< one sink logit per head
+  bool rope = false;         ///< `mha` only: RoPE on q and k
+  bool paged = false;        ///< `mha --decode`: the cache in pages (PagedKVCache)
+  int64_t page_size = 256;   ///< tokens per page with `paged`
 };
 
 /// Floating-point operations of one run (forward, plus backward when asked), counting a

@@ -47,7 +47,14 @@ std::string sizes(const llm_utils::bench::Workload& w) {
     s += " heads=" + std::to_string(w.num_heads);
     if (w.num_kv_groups != 0) s += " kv_groups=" + std::to_string(w.num_kv_groups);
   }
-  return s + (w.causal || w.module == "mha" ? " causal" : "");
+  s += w.causal || w.module == "mha" ? " causal" : "";
+  if (w.window_left >= 0) s += " window=" + std::to_string(w.window_left);
+  if (w.softcap != 0.0f) s += " softcap=" + std::to_string(w.softcap).substr(0, 5);
+  if (w.alibi) s += " alibi";
+  if (w.sinks) s += " sinks";
+  if (w.rope) s += " rope";
+  if (w.paged) s += " paged(" + std::to_string(w.page_size) + ")";
+  return s;
 }
 
 // A time in the unit that shows its digits: us below 1 ms.
@@ -166,7 +173,7 @@ void bench(BenchOptions o, std::ostream& out) {
   // Tokens per second: one per sequence per decode step, else every token of the batch.
   const double tokens_per_s =
       static_cast<double>(w.batch * (w.decode ? 1 : w.seq)) / (t.median_ms * 1e-3);
-  char line[1024];
+  char line[2048];
   if (o.json) {
     std::snprintf(line, sizeof line,
                   "{\"module\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"d_in\": %lld, "
@@ -179,7 +186,9 @@ void bench(BenchOptions o, std::ostream& out) {
                   "\"percent_of_peak\": %.1f, \"dtype\": \"%s\", \"bf16_peak_gflops\": %.2f, "
                   "\"percent_of_bf16_peak\": %.1f, "
                   "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f, \"blas\": \"%s\", "
-                  "\"kernel_isa\": \"%s\"}\n",
+                  "\"kernel_isa\": \"%s\", \"window_left\": %lld, \"softcap\": %g, "
+                  "\"alibi\": %s, \"sinks\": %s, \"rope\": %s, \"paged\": %s, "
+                  "\"page_size\": %lld, \"flops\": %.17g}\n",
                   w.module.c_str(), static_cast<long long>(w.batch), static_cast<long long>(w.seq),
                   static_cast<long long>(w.d_in), static_cast<long long>(w.d_out),
                   static_cast<long long>(w.num_heads), static_cast<long long>(w.num_kv_groups),
@@ -188,7 +197,10 @@ void bench(BenchOptions o, std::ostream& out) {
                   llm_utils::backend_name(used), threads, o.repeat, t.median_ms, t.min_ms, gflops,
                   sgemm, 100.0 * gflops / sgemm, peak, llm_utils::bench::fma_peak_isa(),
                   percent_of_peak, dtype, bf16_peak, percent_of_bf16_peak, tokens_per_s, rss,
-                  llm_utils::blas_description().c_str(), llm_utils::kernel_isa().c_str());
+                  llm_utils::blas_description().c_str(), llm_utils::kernel_isa().c_str(),
+                  static_cast<long long>(w.window_left), static_cast<double>(w.softcap),
+                  w.alibi ? "true" : "false", w.sinks ? "true" : "false", w.rope ? "true" : "false",
+                  w.paged ? "true" : "false", static_cast<long long>(w.page_size), flops);
   } else {
     std::snprintf(
         line, sizeof line,
@@ -246,6 +258,22 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
   cmd->add_flag("--decode", o->workload.decode,
                 "mha: time one decode step (one new token per sequence) with --seq tokens "
                 "already in the KV cache; reports tokens/s");
+  cmd->add_option("--window", o->workload.window_left,
+                  "core, mha: sliding window, each query also stops seeing keys more than this "
+                  "many positions back (FLOPs count the visible pairs)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--softcap", o->workload.softcap,
+                  "core, mha: logit softcap, scores become cap * tanh(score / cap)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--alibi", o->workload.alibi, "core, mha: ALiBi, the paper's slope per head");
+  cmd->add_flag("--sinks", o->workload.sinks, "core, mha: an attention sink logit per head");
+  cmd->add_flag("--rope", o->workload.rope, "mha: rotary position embedding on q and k");
+  cmd->add_flag("--paged", o->workload.paged,
+                "mha --decode: the KV cache in pages (PagedKVCache), one sequence per batch "
+                "element");
+  cmd->add_option("--page-size", o->workload.page_size, "--paged: tokens per page")
+      ->check(positive_integer())
+      ->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", o->backend, "Attention kernel")
@@ -282,7 +310,10 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
       "--num-heads 12 --decode --repeat 50\n"
       "  selfattn bench --module linear --seq 4096 --d-in 768 --d-out 64 --threads 2\n"
       "  selfattn bench --module core --seq 4096 --d-out 64 --backward --json\n"
-      "  selfattn bench --module core --seq 65536 --d-out 64 --repeat 1");
+      "  selfattn bench --module core --seq 65536 --d-out 64 --repeat 1\n"
+      "  selfattn bench --module core --seq 16384 --d-out 64 --causal --window 1024\n"
+      "  selfattn bench --module mha --batch 16 --seq 2048 --d-in 768 --d-out 768 "
+      "--num-heads 12 --decode --paged --page-size 128");
   return [o, &out] { bench(*o, out); };
 }
 

@@ -1,5 +1,6 @@
 // selfattn run: one forward pass of a module on a .npy input, weights from a seed or a file.
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -36,7 +37,20 @@ struct RunOptions {
   int64_t num_heads = 1;
   int64_t num_kv_groups = 0;  // 0: num_heads, or what the weights' W_key gives
   double dropout = 0.0;
+  // mha's variants (docs/variants.md).
+  int64_t window = -1;
+  float softcap = 0.0f;
+  bool alibi = false;
+  bool sinks = false;  // also when the weights hold `sinks`
+  bool rope = false;
+  double rope_theta = 10000.0;
+  std::vector<int64_t> cu_seqlens;  // packed sequences: --input (T, d_in)
 };
+
+bool uses_variants(const RunOptions& o) {
+  return o.window >= 0 || o.softcap != 0.0f || o.alibi || o.sinks || o.rope ||
+         !o.cu_seqlens.empty();
+}
 
 bool is_book_module(const std::string& name) {
   return name == "causal" || name == "mha-wrapper" || name == "mha";
@@ -59,6 +73,7 @@ void infer_book_sizes(const llm_utils::StateDict& sd, RunOptions& o) {
       o.num_heads > 0 && o.d_out % o.num_heads == 0 && w_key->size(0) != o.d_out) {
     o.num_kv_groups = w_key->size(0) / (o.d_out / o.num_heads);
   }
+  if (o.module == "mha" && sd.contains("sinks")) o.sinks = true;
   if (o.module == "mha-wrapper") {
     int64_t heads = 0;
     while (sd.contains("heads." + std::to_string(heads) + ".W_query.weight")) ++heads;
@@ -99,9 +114,22 @@ void run(RunOptions o, std::ostream& out) {
         "--d-in and --d-out are required (and must be positive) "
         "unless --weights gives them");
   }
+  if (o.module != "mha" && uses_variants(o)) {
+    throw llm_utils::ArgumentError(
+        "--window, --softcap, --alibi, --sinks, --rope and --cu-seqlens apply to --module mha");
+  }
   // Read the input before building anything, so a bad file fails first and fast.
   const llm_utils::Tensor x = llm_utils::io::load_npy(o.input);
-  if (o.context_length == 0 && x.dim() >= 2) o.context_length = x.size(-2);
+  if (o.context_length == 0 && x.dim() >= 2) {
+    o.context_length = x.size(-2);
+    if (!o.cu_seqlens.empty()) {  // packed sequences: the longest one
+      int64_t longest = 1;
+      for (size_t s = 1; s < o.cu_seqlens.size(); ++s) {
+        longest = std::max(longest, o.cu_seqlens[s] - o.cu_seqlens[s - 1]);
+      }
+      o.context_length = longest;
+    }
+  }
 
   llm_utils::manual_seed(o.seed.value_or(llm_utils::Generator::kDefaultSeed));
   llm_utils::ModuleSpec spec;
@@ -113,12 +141,27 @@ void run(RunOptions o, std::ostream& out) {
   spec.dropout = o.dropout;
   spec.num_heads = o.num_heads;
   spec.num_kv_groups = o.num_kv_groups;
+  spec.window_left = o.window;
+  spec.softcap = o.softcap;
+  spec.alibi = o.alibi;
+  spec.sinks = o.sinks;
+  if (o.rope) {
+    spec.rope = llm_utils::RopeOptions{};
+    spec.rope->theta = o.rope_theta;
+  }
   const std::unique_ptr<llm_utils::Module> module = llm_utils::make_module(spec);
   module->set_backend(llm_utils::parse_backend(o.backend));
   module->set_dtype(llm_utils::parse_dtype(o.dtype));
   if (weights) module->load_state_dict(*weights);
 
-  const llm_utils::Tensor y = module->forward(x);
+  llm_utils::Tensor y;
+  if (!o.cu_seqlens.empty()) {
+    llm_utils::AttentionForwardOptions packed;
+    packed.cu_seqlens = o.cu_seqlens;
+    y = dynamic_cast<llm_utils::MultiHeadAttention&>(*module).forward(x, packed);
+  } else {
+    y = module->forward(x);
+  }
   // All outputs are written as one step: a failure on any leaves none behind.
   OutputFiles files = {{o.output, llm_utils::io::serialize_npy(y)}};
   if (!o.attn_weights.empty()) {
@@ -184,13 +227,35 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
   cmd->add_option("--dropout", options->dropout,
                   "causal, mha-wrapper, mha: dropout on the attention weights, in [0, 1); applied, "
                   "since a fresh module is in training mode as in PyTorch (masks from --seed)");
+  cmd->add_option("--window", options->window,
+                  "mha: sliding window, token i also stops seeing tokens before i - WINDOW")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--softcap", options->softcap,
+                  "mha: logit softcap, scores become cap * tanh(score / cap)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--alibi", options->alibi, "mha: ALiBi, the paper's slope per head");
+  cmd->add_flag("--sinks", options->sinks,
+                "mha: a learnable sink logit per head (zeros, or from --weights, which turn it "
+                "on when they hold `sinks`)");
+  cmd->add_flag("--rope", options->rope, "mha: rotary position embedding on q and k");
+  cmd->add_option("--rope-theta", options->rope_theta, "mha --rope: the frequencies' base")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--cu-seqlens", options->cu_seqlens,
+                  "mha: packed sequences, --input (T, d_in) holds sequence s in rows "
+                  "[c_s, c_s+1), e.g. --cu-seqlens 0,5,12 (each attends within itself)")
+      ->delimiter(',');
   cmd->footer(
       "Examples:\n"
       "  selfattn run --module linear --d-in 3 --d-out 2 --seed 789 --input x.npy --output y.npy\n"
       "  selfattn run --module linear4 --weights w.safetensors --input x.npy --output y.npy "
       "--attn-weights a.npy\n"
       "  selfattn run --module mha --d-in 3 --d-out 2 --num-heads 2 --seed 123 --input x.npy "
-      "--output y.npy");
+      "--output y.npy\n"
+      "  selfattn run --module mha --d-in 64 --d-out 64 --num-heads 4 --rope --window 128 --sinks "
+      "--input x.npy --output y.npy\n"
+      "  selfattn run --module mha --d-in 8 --d-out 8 --num-heads 2 --cu-seqlens 0,5,12 "
+      "--input packed.npy --output y.npy");
   return [options, &out] { run(*options, out); };
 }
 

@@ -118,8 +118,9 @@ void bind_io(py::module_& m);
 /// llm_utils._core.kernels: the attention kernels and RoPE on numpy arrays (kernel_bindings.cpp).
 void bind_kernels(py::module_& m);
 /// RoPE's options from Python's theta and scaling dict (factor, low_freq_factor,
-/// high_freq_factor, original_context_length; TypeError for another key).
-RopeOptions rope_options(double theta, const std::optional<py::dict>& scaling);
+/// high_freq_factor, original_context_length; TypeError naming `what` for another key).
+RopeOptions rope_options(double theta, const std::optional<py::dict>& scaling,
+                         const std::string& what);
 /// PagedKVCache (book_module_bindings.cpp's companion, paged_cache_bindings.cpp).
 void bind_paged_cache(py::module_& m);
 /// llm_utils._core.dist, in builds with MPI (dist_bindings.cpp).

@@ -162,7 +162,10 @@ Example::
             options.softcap = static_cast<float>(softcap);
             options.alibi = alibi;
             options.sinks = sinks;
-            if (rope) options.rope = rope_options(rope_theta, rope_scaling);
+            if (rope) {
+              options.rope =
+                  rope_options(rope_theta, rope_scaling, "MultiHeadAttention: rope_scaling");
+            }
             return make_in_dtype<MultiHeadAttention>(dtype, d_in, d_out, context_length, dropout,
                                                      num_heads, qkv_bias, options, generator);
           }),

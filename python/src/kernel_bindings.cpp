@@ -154,7 +154,11 @@ Options options_of(const std::string& fn, const py::dict& kw) {
   }
   const py::object backend = get("backend");
   if (py::isinstance<py::str>(backend)) {
-    r.o.backend = parse_backend(backend.cast<std::string>());
+    try {
+      r.o.backend = parse_backend(backend.cast<std::string>());
+    } catch (const ArgumentError& e) {
+      throw ArgumentError(fn + ": " + e.what());
+    }
   } else if (!backend.is_none()) {
     r.o.backend = backend.cast<Backend>();
   }
@@ -359,7 +363,8 @@ py::object rope_in_place(py::handle x_obj, const RopeTable& table, int64_t first
 
 }  // namespace
 
-RopeOptions rope_options(double theta, const std::optional<py::dict>& scaling) {
+RopeOptions rope_options(double theta, const std::optional<py::dict>& scaling,
+                         const std::string& what) {
   RopeOptions o;
   o.theta = theta;
   if (!scaling) return o;
@@ -375,7 +380,7 @@ RopeOptions rope_options(double theta, const std::optional<py::dict>& scaling) {
     } else if (key == "original_context_length") {
       s.original_context_length = item.second.cast<int64_t>();
     } else {
-      throw py::type_error("rope_scaling: unexpected key '" + key +
+      throw py::type_error(what + ": unexpected key '" + key +
                            "' (factor, low_freq_factor, high_freq_factor, "
                            "original_context_length)");
     }
@@ -406,7 +411,8 @@ void bind_kernels(py::module_& parent) {
   py::class_<RopeTable>(m, "RopeTable", "cos and sin of RoPE's angles (llm_utils/rope.hpp).")
       .def(py::init([](int64_t head_dim, int64_t max_positions, double theta,
                        std::optional<py::dict> scaling) {
-             return RopeTable(head_dim, max_positions, rope_options(theta, scaling));
+             return RopeTable(head_dim, max_positions,
+                              rope_options(theta, scaling, "RopeTable: scaling"));
            }),
            py::arg("head_dim"), py::arg("max_positions"), py::arg("theta") = 10000.0,
            py::arg("scaling") = py::none())

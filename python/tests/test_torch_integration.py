@@ -17,6 +17,7 @@ import llm_utils
 import llm_utils.torch as lt
 import support  # noqa: F401  (puts tests/golden on sys.path)
 import book_attention as book  # noqa: E402
+import mha_variants  # noqa: E402
 
 
 def reference_sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None):
@@ -227,6 +228,34 @@ def test_dropout_in_training_draws_as_the_book_does():
     ref.eval()
     ours.eval()
     assert_close(ours(x), ref(x), 1e-5, "eval forward")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(rope=True, rope_theta=500.0), dict(window_left=5), dict(softcap=1.5), dict(alibi=True),
+    dict(sinks=True), dict(num_kv_groups=2, rope=True, window_left=7, softcap=3.0, alibi=True,
+                           sinks=True)], ids=["rope", "window", "softcap", "alibi", "sinks", "all"])
+def test_multihead_variants_equal_the_oracle(kwargs):
+    # tests/golden/mha_variants.py: the book's class with each variant in plain PyTorch
+    # operations (RoPE as the book's Llama code, the sink as an extra logit).
+    torch.manual_seed(16)
+    ref = mha_variants.MultiHeadAttentionVariants(24, 32, 40, 0.0, 4, True, **kwargs)
+    torch.manual_seed(16)
+    ours = lt.MultiHeadAttention(24, 32, 40, 0.0, 4, True, **kwargs)
+    assert list(ref.state_dict()) == list(ours.state_dict())
+    if ref.sinks is not None:
+        with torch.no_grad():
+            ref.sinks.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+            ours.sinks.copy_(ref.sinks)
+    for key, value in ref.state_dict().items():
+        assert torch.equal(value, ours.state_dict()[key]), key
+    x = torch.randn(2, 40, 24, generator=torch.Generator().manual_seed(17))
+    y_ref, y_ours = ref(x), ours(x)
+    assert_close(y_ours, y_ref, 1e-5, "forward")
+    dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(18))
+    y_ref.backward(dy)
+    y_ours.backward(dy)
+    for (name, a), (_, b) in zip(ref.named_parameters(), ours.named_parameters()):
+        assert_close(b.grad, a.grad, 2e-5, f"d{name}")
 
 
 def test_multihead_variants_equal_the_cpp_module():

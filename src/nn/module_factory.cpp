@@ -32,6 +32,11 @@ std::unique_ptr<Module> make_module(const ModuleSpec& s, Generator* generator) {
     options.num_kv_groups = s.num_kv_groups;
     options.scale = s.scale;
     options.causal = s.causal;
+    options.window_left = s.window_left;
+    options.softcap = s.softcap;
+    options.alibi = s.alibi;
+    options.sinks = s.sinks;
+    options.rope = s.rope;
     return std::make_unique<MultiHeadAttention>(s.d_in, s.d_out, s.context_length, s.dropout,
                                                 s.num_heads, s.qkv_bias, options, generator);
   }

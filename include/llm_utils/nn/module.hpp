@@ -40,6 +40,7 @@
 #include "llm_utils/nn/parameter.hpp"
 #include "llm_utils/nn/state_dict.hpp"
 #include "llm_utils/random.hpp"
+#include "llm_utils/rope.hpp"
 #include "llm_utils/tensor.hpp"
 
 namespace llm_utils {
@@ -208,6 +209,12 @@ struct ModuleSpec {
   int64_t num_kv_groups = 0;    ///< mha: key/value heads; 0 = num_heads
   std::optional<double> scale;  ///< mha: scores multiplied by this; default 1 / sqrt(head_dim)
   bool causal = true;           ///< mha
+  // mha: the variants of MultiHeadAttentionOptions (multihead_attention.hpp).
+  int64_t window_left = -1;
+  float softcap = 0.0f;
+  bool alibi = false;
+  bool sinks = false;
+  std::optional<RopeOptions> rope;
 };
 
 /// Builds one of the seven classes, drawing its parameters from `generator` (the default
