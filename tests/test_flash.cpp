@@ -214,6 +214,8 @@ TEST(Microkernels, EveryTableIsComplete) {
     EXPECT_NE(t->exp_centered_sum, nullptr);
     EXPECT_NE(t->exp_centered_each, nullptr);
     EXPECT_NE(t->softmax_grad, nullptr);
+    EXPECT_NE(t->online_softmax, nullptr);
+    EXPECT_NE(t->softcap, nullptr);
   }
 }
 
@@ -298,6 +300,39 @@ TEST(Microkernels, ExpErrorIsAtMostTwoUlp) {
     EXPECT_EQ(edge[0], 0.0f) << cpu::isa_name(isa);
     EXPECT_EQ(edge[1], 0.0f) << cpu::isa_name(isa);
     EXPECT_TRUE(std::isnan(edge[2])) << cpu::isa_name(isa);
+  }
+}
+
+TEST(Microkernels, SoftcapIsTanhWithin4e7Relative) {
+  // cap * tanh(x * scale / cap) and 1 - tanh^2 on both sides of the polynomial's hand-over at
+  // |z| = 0.25, out to where tanh is 1, against double; tails of every length.
+  Environment restore;
+  const float scale = 0.5f, cap = 3.0f;
+  std::vector<float> x;
+  for (double z = -12.0; z <= 12.0; z += 0.0007) x.push_back(static_cast<float>(z * cap / scale));
+  for (Isa isa : available_isas()) {
+    cpu::force_isa(isa);
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{15}, static_cast<int64_t>(x.size())}) {
+      std::vector<float> y(x.begin(), x.begin() + n), grad(static_cast<size_t>(n));
+      cpu::microkernels().softcap(y.data(), n, scale, cap, grad.data());
+      double worst = 0, worst_grad = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double t = std::tanh(static_cast<double>(x[i]) * scale / cap);
+        worst = std::max(worst, std::fabs(y[i] / cap - t) / std::max(std::fabs(t), 1e-30));
+        worst_grad = std::max(worst_grad, std::fabs(grad[i] - (1.0 - t * t)));
+      }
+      EXPECT_LE(worst, 4e-7) << cpu::isa_name(isa) << " n=" << n;
+      EXPECT_LE(worst_grad, 4e-7) << cpu::isa_name(isa) << " n=" << n;
+    }
+    std::vector<float> edge = {std::numeric_limits<float>::infinity(),
+                               -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::quiet_NaN(), 0.0f, -0.0f};
+    cpu::microkernels().softcap(edge.data(), 5, scale, cap, nullptr);
+    EXPECT_EQ(edge[0], cap) << cpu::isa_name(isa);
+    EXPECT_EQ(edge[1], -cap) << cpu::isa_name(isa);
+    EXPECT_TRUE(std::isnan(edge[2])) << cpu::isa_name(isa);
+    EXPECT_EQ(edge[3], 0.0f) << cpu::isa_name(isa);
+    EXPECT_TRUE(std::signbit(edge[4])) << cpu::isa_name(isa);
   }
 }
 

@@ -37,21 +37,21 @@ void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t quer
   const auto key_of = [&](int64_t r, int64_t c) { return j0 + (transposed ? r : c); };
   if (prescale()) {
     const float* mask = p.mask != nullptr ? p.mask_of(g) : nullptr;
-    const float cap = p.softcap;
+    const Microkernels& mk = microkernels();
     for (int64_t r = 0; r < rows; ++r) {
       float* row = s + r * ld;
-      float* grad_row = softcap_grad != nullptr ? softcap_grad + r * ld : nullptr;
+      // Scaled (and capped: the table's vectorised tanh), then ALiBi and the mask.
+      if (p.softcap != 0.0f) {
+        mk.softcap(row, cols, p.scale, p.softcap,
+                   softcap_grad != nullptr ? softcap_grad + r * ld : nullptr);
+      } else {
+        for (int64_t c = 0; c < cols; ++c) row[c] *= p.scale;
+      }
+      if (slope == 0.0f && mask == nullptr) continue;
       for (int64_t c = 0; c < cols; ++c) {
-        float x = row[c] * p.scale;
-        if (cap != 0.0f) {
-          const float t = std::tanh(x / cap);
-          x = cap * t;
-          if (grad_row != nullptr) grad_row[c] = 1.0f - t * t;
-        }
         const int64_t i = query_of(r, c), j = key_of(r, c);
-        if (slope != 0.0f) x -= slope * static_cast<float>(std::abs(ranges[i].pos - j));
-        if (mask != nullptr) x += mask[p.mask_index(i0 + i, j)];
-        row[c] = x;
+        if (slope != 0.0f) row[c] -= slope * static_cast<float>(std::abs(ranges[i].pos - j));
+        if (mask != nullptr) row[c] += mask[p.mask_index(i0 + i, j)];
       }
     }
   }

@@ -77,7 +77,22 @@ struct Microkernels {
   /// when m' = m.
   void (*online_softmax)(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
                          float* l, float* acc, int64_t ld_acc, int64_t acc_cols);
+
+  /// The logit softcap on n scores: with y = x[j] * scale and t = tanh(y / cap),
+  /// x[j] = cap * t, and grad[j] = 1 - t * t (the derivative by y) when grad is not null.
+  /// The SIMD tables take tanh(z) from its Taylor polynomial to z^9 for |z| < 0.25 and from
+  /// sign(z) (1 - e) / (1 + e), e = exp(-2 |z|) (their exp) above: within 4e-7 relative of tanh
+  /// (tests/test_flash.cpp); portable calls std::tanh. +-inf gives +-cap, NaN stays NaN.
+  void (*softcap)(float* x, int64_t n, float scale, float cap, float* grad);
 };
+
+// tanh's Taylor coefficients after z (z^3, z^5, z^7, z^9) for the SIMD softcap, and where the
+// polynomial hands over to the exponential form.
+constexpr float kTanhC3 = -1.0f / 3.0f;
+constexpr float kTanhC5 = 2.0f / 15.0f;
+constexpr float kTanhC7 = -17.0f / 315.0f;
+constexpr float kTanhC9 = 62.0f / 2835.0f;
+constexpr float kTanhPolynomialBelow = 0.25f;
 
 /// The float32 table of the ISA in use (selected_isa()).
 const Microkernels& microkernels();

@@ -316,6 +316,45 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
                          acc_cols);
 }
 
+// The AVX-512 table's softcap at 8 lanes (the same operations, so the same bits).
+inline __m256 softcap_ps(__m256 x, __m256 scale, __m256 cap, __m256& grad) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_div_ps(_mm256_mul_ps(x, scale), cap);
+  const __m256 a = _mm256_andnot_ps(sign_bit, z);  // |z|
+  // Large |z|: (1 - e) / (1 + e), e = exp(-2 |z|).
+  const __m256 e = exp_ps(_mm256_mul_ps(a, _mm256_set1_ps(-2.0f)));
+  const __m256 big = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+  // Small |z|: |z| (1 + z^2 (c3 + z^2 (c5 + z^2 (c7 + z^2 c9)))).
+  const __m256 z2 = _mm256_mul_ps(a, a);
+  __m256 poly = _mm256_fmadd_ps(_mm256_set1_ps(kTanhC9), z2, _mm256_set1_ps(kTanhC7));
+  poly = _mm256_fmadd_ps(poly, z2, _mm256_set1_ps(kTanhC5));
+  poly = _mm256_fmadd_ps(poly, z2, _mm256_set1_ps(kTanhC3));
+  poly = _mm256_fmadd_ps(poly, z2, one);
+  const __m256 small = _mm256_mul_ps(a, poly);
+  const __m256 use_small = _mm256_cmp_ps(a, _mm256_set1_ps(kTanhPolynomialBelow), _CMP_LT_OQ);
+  // The sign of z back on |tanh|.
+  const __m256 t =
+      _mm256_or_ps(_mm256_blendv_ps(big, small, use_small), _mm256_and_ps(sign_bit, z));
+  grad = _mm256_sub_ps(one, _mm256_mul_ps(t, t));
+  return _mm256_mul_ps(cap, t);
+}
+
+void softcap(float* x, int64_t n, float scale, float cap, float* grad) {
+  const __m256 vscale = _mm256_set1_ps(scale), vcap = _mm256_set1_ps(cap);
+  __m256 g;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    _mm256_storeu_ps(x + j, softcap_ps(_mm256_loadu_ps(x + j), vscale, vcap, g));
+    if (grad != nullptr) _mm256_storeu_ps(grad + j, g);
+  }
+  if (j < n) {
+    Tail tail(x + j, n - j, 0.0f);
+    tail.store_to(x + j, softcap_ps(tail.load(), vscale, vcap, g), n - j);
+    if (grad != nullptr) Tail(grad + j, n - j, 0.0f).store_to(grad + j, g, n - j);
+  }
+}
+
 }  // namespace
 }  // namespace avx2_impl
 
@@ -328,7 +367,8 @@ const Microkernels& avx2_microkernels() {
                                   avx2_impl::exp_centered_sum,
                                   avx2_impl::exp_centered_each,
                                   avx2_impl::softmax_grad,
-                                  avx2_impl::online_softmax};
+                                  avx2_impl::online_softmax,
+                                  avx2_impl::softcap};
   return table;
 }
 

@@ -266,6 +266,36 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
   online_softmax_avx512(s, ld, rows, cols, scaled_exp, store, clear, m, l, acc, ld_acc, acc_cols);
 }
 
+void softcap(float* x, int64_t n, float scale, float cap, float* grad) {
+  const __m512 vscale = _mm512_set1_ps(scale), vcap = _mm512_set1_ps(cap);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 sign_bit = _mm512_set1_ps(-0.0f);
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const __mmask16 mask = tail_mask(n - j);
+    const __m512 z = _mm512_div_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + j), vscale), vcap);
+    const __m512 a = _mm512_andnot_ps(sign_bit, z);  // |z|
+    // Large |z|: (1 - e) / (1 + e), e = exp(-2 |z|).
+    const __m512 e = exp_ps(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)));
+    const __m512 big = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+    // Small |z|: |z| (1 + z^2 (c3 + z^2 (c5 + z^2 (c7 + z^2 c9)))).
+    const __m512 z2 = _mm512_mul_ps(a, a);
+    __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kTanhC9), z2, _mm512_set1_ps(kTanhC7));
+    poly = _mm512_fmadd_ps(poly, z2, _mm512_set1_ps(kTanhC5));
+    poly = _mm512_fmadd_ps(poly, z2, _mm512_set1_ps(kTanhC3));
+    poly = _mm512_fmadd_ps(poly, z2, one);
+    const __m512 small = _mm512_mul_ps(a, poly);
+    const __mmask16 use_small =
+        _mm512_cmp_ps_mask(a, _mm512_set1_ps(kTanhPolynomialBelow), _CMP_LT_OQ);
+    // The sign of z back on |tanh|.
+    const __m512 t =
+        _mm512_or_ps(_mm512_mask_blend_ps(use_small, big, small), _mm512_and_ps(sign_bit, z));
+    _mm512_mask_storeu_ps(x + j, mask, _mm512_mul_ps(vcap, t));
+    if (grad != nullptr) {
+      _mm512_mask_storeu_ps(grad + j, mask, _mm512_sub_ps(one, _mm512_mul_ps(t, t)));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace avx512_impl
 
@@ -278,7 +308,8 @@ const Microkernels& avx512_microkernels() {
                                   avx512_impl::exp_centered_sum,
                                   avx512_impl::exp_centered_each,
                                   avx512_impl::softmax_grad,
-                                  avx512_impl::online_softmax};
+                                  avx512_impl::online_softmax,
+                                  avx512_impl::softcap};
   return table;
 }
 

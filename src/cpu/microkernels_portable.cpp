@@ -97,6 +97,14 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
                          acc_cols);
 }
 
+void softcap(float* x, int64_t n, float scale, float cap, float* grad) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float t = std::tanh(x[j] * scale / cap);
+    x[j] = cap * t;
+    if (grad != nullptr) grad[j] = 1.0f - t * t;
+  }
+}
+
 }  // namespace
 }  // namespace portable_impl
 
@@ -109,7 +117,8 @@ const Microkernels& portable_microkernels() {
                                   portable_impl::exp_centered_sum,
                                   portable_impl::exp_centered_each,
                                   portable_impl::softmax_grad,
-                                  portable_impl::online_softmax};
+                                  portable_impl::online_softmax,
+                                  portable_impl::softcap};
   return table;
 }
 
