@@ -121,6 +121,32 @@ int main(int argc, char** argv) {
     std::printf("as expected: %s\n", e.what());
   }
 
+  // 4. The variants of later models in MultiHeadAttention (docs/variants.md): grouped-query
+  //    attention, RoPE, a sliding window and learnable sinks; two sequences packed into one
+  //    input (each attends within itself), then decoded together through a paged KV cache.
+  llm_utils::manual_seed(123);
+  llm_utils::MultiHeadAttention mha(
+      3, 4, /*context_length=*/16, /*dropout=*/0.0,
+      /*num_heads=*/2, /*qkv_bias=*/false,
+      {.num_kv_groups = 1, .window_left = 3, .sinks = true, .rope = llm_utils::RopeOptions{}});
+  const int64_t cu[] = {0, 4, 6};  // rows 0-3 and 4-5 of x: two sequences
+  const llm_utils::Tensor packed = mha.forward(x, {.cu_seqlens = cu});
+  mha.backward(llm_utils::Tensor::full({6, 4}, 1.0f));  // gradients for every parameter
+  check(mha.sinks->has_grad(), "the sinks get a gradient");
+  // The second sequence alone gives its rows of the packed forward.
+  const llm_utils::Tensor alone = mha.forward(llm_utils::ConstTensorView(x.data() + 4 * 3, {2, 3}));
+  check(std::fabs(alone.at({1, 2}) - packed.at({5, 2})) < 1e-6f, "packed rows = separate rows");
+
+  mha.eval();
+  llm_utils::PagedKVCache cache(/*num_pages=*/8, /*page_size=*/2, mha.num_kv_groups(),
+                                mha.head_dim());
+  const std::vector<int64_t> ids = {cache.add_sequence(), cache.add_sequence()};
+  mha.forward(x, {.cu_seqlens = cu, .paged_cache = &cache, .sequence_ids = ids});  // prefill
+  llm_utils::Tensor tokens({2, 1, 3});  // one new token for each sequence
+  const llm_utils::Tensor next = mha.forward(tokens, {.paged_cache = &cache, .sequence_ids = ids});
+  check(next.shape() == llm_utils::Shape({2, 1, 4}) && cache.length(ids[0]) == 5,
+        "a decode step appends one token to each sequence");
+
   std::printf(failures == 0 ? "all checks passed\n" : "%d checks failed\n", failures);
   return failures == 0 ? 0 : 1;
 }

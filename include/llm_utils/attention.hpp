@@ -81,7 +81,7 @@ struct AttentionOptions {
   /// Scores are divided by this. Default: sqrt(d), the head dimension of q and k, which is what
   /// the original's `attn_scores / keys.shape[-1]**0.5` does (1 when d = 0, where every score
   /// is 0).
-  std::optional<float> scale_divisor;
+  std::optional<float> scale_divisor{};
   /// Hide key j from query i when j > i + query_offset. With the default offset 0 this is
   /// top-left aligned, as PyTorch's `is_causal`.
   bool causal = false;
@@ -91,7 +91,7 @@ struct AttentionOptions {
   int64_t query_offset = 0;
   /// Added to the scaled scores, broadcast as the file comment says; -inf hides a key. Empty
   /// for none.
-  ConstTensorView additive_mask;
+  ConstTensorView additive_mask{};
   Backend backend = Backend::automatic;
 
   // Modern variants (docs/variants.md). With any of the last three, scores are scaled before
@@ -108,12 +108,12 @@ struct AttentionOptions {
   float softcap = 0.0f;
   /// ALiBi: slopes (H) per query head (rank 4; rank 3: per element of q's first dimension;
   /// rank 2: one), adding -slope_h * |pos_i - j| to the capped scores. Empty for none.
-  ConstTensorView alibi_slopes;
+  ConstTensorView alibi_slopes{};
   /// Attention sinks (gpt-oss, StreamingLLM): one logit (H) per query head, in scaled-score
   /// units, that joins each row's softmax denominator with no value: P_ij = exp(s_ij - lse_i),
   /// lse_i = log(exp(sink_h) + sum_j exp(s_ij)), and rows sum to less than 1. Its gradient comes
   /// from the attention_backward overload with `dsinks`. Empty for none.
-  ConstTensorView sinks;
+  ConstTensorView sinks{};
 };
 
 /// The backend `automatic` resolves to for queries N, keys M and head dim d.
@@ -172,11 +172,11 @@ void attention_backward_varlen(ConstTensorView q, ConstTensorView k, ConstTensor
 /// block_table[s * pages_per_sequence + t / page_size]; entries past a sequence's last page
 /// are not read.
 struct PagedKeys {
-  ConstTensorView k_pages;
-  ConstTensorView v_pages;
-  std::span<const int64_t> block_table;  ///< (S, pages_per_sequence), row-major
+  ConstTensorView k_pages{};
+  ConstTensorView v_pages{};
+  std::span<const int64_t> block_table{};  ///< (S, pages_per_sequence), row-major
   int64_t pages_per_sequence = 0;
-  std::span<const int64_t> seqlens_k;  ///< (S)
+  std::span<const int64_t> seqlens_k{};  ///< (S)
 };
 
 /// Attention of packed queries over paged keys and values, for decoding and chunked prefill

@@ -44,7 +44,7 @@ struct RopeOptions {
   /// 500000 in Llama 3. Positive and finite.
   double theta = 10000.0;
   /// Llama 3.1 / 3.2 frequency scaling; none by default.
-  std::optional<RopeScaling> scaling;
+  std::optional<RopeScaling> scaling{};
 };
 
 /// cos and sin of every (position, frequency) pair for positions [0, max_positions).

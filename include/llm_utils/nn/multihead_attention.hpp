@@ -91,7 +91,7 @@ struct MultiHeadAttentionOptions {
   int64_t num_kv_groups = 0;
   /// Scores are multiplied by this (PyTorch SDPA's `scale`); default 1 / sqrt(head_dim), applied
   /// as the book does, dividing by sqrt(head_dim).
-  std::optional<double> scale;
+  std::optional<double> scale{};
   /// The book's causal mask. false: every token sees every token (an encoder).
   bool causal = true;
 
@@ -112,7 +112,7 @@ struct MultiHeadAttentionOptions {
   /// Rotary position embedding on q and k after the projections (the book's Llama code):
   /// token i at position i (after the KV cache's tokens; from 0 in each packed sequence).
   /// Needs an even head_dim.
-  std::optional<RopeOptions> rope;
+  std::optional<RopeOptions> rope{};
 };
 
 /// The optional arguments of MultiHeadAttention::forward.
@@ -120,9 +120,9 @@ struct AttentionForwardOptions {
   /// Broadcast to (batch, num_heads, queries, keys): rank 2 to 4, aligned right, each dimension
   /// full or 1. Keys count the cached tokens too when use_cache is on. Applied on top of the
   /// causal mask.
-  AttentionMask attn_mask;
+  AttentionMask attn_mask{};
   /// (batch, keys) or (keys): hides padding keys from every query (AttentionMask::padding).
-  AttentionMask key_padding_mask;
+  AttentionMask key_padding_mask{};
   /// Inference with a KV cache: append this call's keys and values to the module's cache and
   /// attend over everything cached, the new queries at positions cache_size()... (so that
   /// feeding tokens one at a time gives the outputs of one causal forward over all of them).
@@ -133,7 +133,7 @@ struct AttentionForwardOptions {
   /// at most context_length long), and each attends within itself only (causal per sequence,
   /// RoPE positions from 0 in each). The output is (T, d_out); backward works as usual. No
   /// masks with it. Empty: none. With paged_cache: how many new tokens each sequence brings.
-  std::span<const int64_t> cu_seqlens;
+  std::span<const int64_t> cu_seqlens{};
   /// Inference over a paged KV cache (paged_kv_cache.hpp): sequence sequence_ids[s] of the
   /// cache gets its new tokens' keys and values appended, then its new tokens attend over all
   /// of its tokens (causal; RoPE positions continue from its length). x is (S, n, d_in): n new
@@ -141,7 +141,7 @@ struct AttentionForwardOptions {
   /// be the module's, no sequence may grow past context_length, and the pages must suffice
   /// (all checked before anything changes). No backward follows; no masks, no use_cache.
   PagedKVCache* paged_cache = nullptr;
-  std::span<const int64_t> sequence_ids;
+  std::span<const int64_t> sequence_ids{};
 };
 
 class MultiHeadAttention : public Module {
