@@ -38,7 +38,8 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
   typename Ops::RowsB v_rows;
   if (values_whole) v_rows = Ops::rows_b(p.v, p.batch, p.kv_heads, p.m, p.dv);
   const KeyOperands<T> keys{whole ? &kt : nullptr, values_whole ? &v_rows : nullptr};
-  const int64_t q_blocks = flash::blocks(p.n, kQueryBlock);
+  const std::vector<QueryBlock> blocks = query_blocks(p);
+  const int64_t q_blocks = static_cast<int64_t>(blocks.size());
   const int64_t tasks = p.query_heads() * q_blocks;
   const KeySplit split = plan_key_split(p, tasks);
   // Every thread's scratch is allocated here, outside the parallel regions, where a failed
@@ -58,10 +59,11 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
     // at the end. Without the mask the order is immaterial.
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t g = t / q_blocks, i0 = (q_blocks - 1 - t % q_blocks) * kQueryBlock;
-      const int64_t row = g * p.n + i0;
+      const int64_t g = t / q_blocks;
+      const QueryBlock& b = blocks[static_cast<size_t>(q_blocks - 1 - t % q_blocks)];
+      const int64_t i0 = b.i0, row = g * p.n + i0;
       forward_block(
-          p, keys, g, i0, 0, p.m, scratch[static_cast<size_t>(omp_get_thread_num())],
+          p, keys, g, i0, b.rows, 0, p.m, scratch[static_cast<size_t>(omp_get_thread_num())],
           BlockOutput<T>{p.query_matrix(o.out, g) + i0 * o.out.row_stride, o.out.row_stride,
                          p.query_matrix(o.lse, g) + i0 * o.lse.row_stride, o.lse.row_stride,
                          stats_at(o.stats.row_max, row), stats_at(o.stats.log_sum, row),
@@ -74,10 +76,12 @@ void forward(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t t = 0; t < tasks * split.splits; ++t) {
     const int64_t s = t % split.splits, block = t / split.splits;
-    const int64_t g = block / q_blocks, i0 = (block % q_blocks) * kQueryBlock;
+    const int64_t g = block / q_blocks;
+    const QueryBlock& b = blocks[static_cast<size_t>(block % q_blocks)];
+    const int64_t i0 = b.i0;
     const size_t at = static_cast<size_t>(s * rows + g * p.n + i0);
     forward_block(
-        p, keys, g, i0, s * split.chunk, (s + 1) * split.chunk,
+        p, keys, g, i0, b.rows, s * split.chunk, (s + 1) * split.chunk,
         scratch[static_cast<size_t>(omp_get_thread_num())],
         BlockOutput<float>{parts.out.data() + at * static_cast<size_t>(p.dv), p.dv, nullptr, 0,
                            parts.row_max.data() + at, parts.log_sum.data() + at});

@@ -111,17 +111,16 @@ inline float fold_sink(float sink, float& m, float& l) {
   return factor;
 }
 
-// Queries [i0, i0 + br) of query head g against the visible keys in [j_begin, j_limit)
-// (j_begin a multiple of kKeyBlock, the range cut at j_limit): output rows normalised over those
-// keys and their softmax statistics (RowStats units; lse = row_max * exp_scale + log_sum). A row
-// that sees no key of the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
+// Queries [i0, i0 + br) (br <= kQueryBlock) of query head g against the visible keys in [j_begin,
+// j_limit) (j_begin a multiple of kKeyBlock, the range cut at j_limit): output rows normalised over
+// those keys and their softmax statistics (RowStats units; lse = row_max * exp_scale + log_sum). A
+// row that sees no key of the range gets zeros, lse = -inf, row_max = 0, log_sum = -inf.
 template <typename T, typename Out>
 void forward_block(const BasicAttentionProblem<T>& p, const KeyOperands<T>& keys, int64_t g,
-                   int64_t i0, int64_t j_begin, int64_t j_limit, ForwardScratch<T>& s,
+                   int64_t i0, int64_t br, int64_t j_begin, int64_t j_limit, ForwardScratch<T>& s,
                    const BlockOutput<Out>& o) {
   using Ops = Operands<T>;
   const flash::TileMasker masker{p};
-  const int64_t br = std::min(kQueryBlock, p.n - i0);
   const T* q = p.q_of(g) + i0 * p.q.row_stride;  // (br, d), rows q.row_stride apart
   const int64_t kv = p.kv_of(g);
   // With an additive mask the tile holds prescaled scores and the exponent uses scale 1.
@@ -260,6 +259,29 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
     *row_max = m;
     *log_sum = log_total;
   }
+}
+
+// A block of at most kQueryBlock queries of one head: [i0, i0 + rows).
+struct QueryBlock {
+  int64_t i0, rows;
+};
+
+// The query blocks of one head: kQueryBlock rows at a time from 0; with packed sequences, from
+// each sequence's first query, so that a block's keys are all one sequence's (a block that
+// straddled two sequences would compute the tiles of both and mask them).
+inline std::vector<QueryBlock> query_blocks(const detail::AttentionShape& p) {
+  std::vector<QueryBlock> out;
+  const auto cut = [&out](int64_t begin, int64_t end) {
+    for (int64_t i0 = begin; i0 < end; i0 += kQueryBlock) {
+      out.push_back({i0, std::min(kQueryBlock, end - i0)});
+    }
+  };
+  if (p.seq_starts_q == nullptr) {
+    cut(0, p.n);
+  } else {
+    for (int64_t s = 0; s < p.sequences; ++s) cut(p.seq_starts_q[s], p.seq_starts_q[s + 1]);
+  }
+  return out;
 }
 
 // Rows with no key at all (M = 0): out = 0, lse = -inf, row_max = 0, log_sum = -inf, as for a

@@ -79,8 +79,9 @@ void forward_paged(std::span<const FlashProblem> seqs, std::span<const ForwardOu
     const ForwardOutputs& o = outs[static_cast<size_t>(task.seq)];
     ForwardScratch<float>& s = scratch[static_cast<size_t>(omp_get_thread_num())];
     const KeySplit& split = splits[static_cast<size_t>(task.seq)];
+    const int64_t br = std::min(kQueryBlock, p.n - task.i0);
     if (split.splits == 1) {
-      forward_block(p, tile_by_tile, task.g, task.i0, 0, p.m, s,
+      forward_block(p, tile_by_tile, task.g, task.i0, br, 0, p.m, s,
                     BlockOutput<float>{p.query_matrix(o.out, task.g) + task.i0 * o.out.row_stride,
                                        o.out.row_stride,
                                        p.query_matrix(o.lse, task.g) + task.i0 * o.lse.row_stride,
@@ -92,8 +93,8 @@ void forward_paged(std::span<const FlashProblem> seqs, std::span<const ForwardOu
     const int64_t rows = p.query_heads() * p.n;
     const size_t at = static_cast<size_t>(task.split * rows + task.g * p.n + task.i0);
     forward_block(
-        p, tile_by_tile, task.g, task.i0, task.split * split.chunk, (task.split + 1) * split.chunk,
-        s,
+        p, tile_by_tile, task.g, task.i0, br, task.split * split.chunk,
+        (task.split + 1) * split.chunk, s,
         BlockOutput<float>{part.out.data() + at * static_cast<size_t>(p.dv), p.dv, nullptr, 0,
                            part.row_max.data() + at, part.log_sum.data() + at});
   }
