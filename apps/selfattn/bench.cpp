@@ -154,8 +154,12 @@ void bench(BenchOptions o, std::ostream& out) {
   w.bf16 = llm_utils::parse_dtype(o.dtype) == llm_utils::DType::bfloat16;
   const int64_t head_dim =
       w.module == "mha" ? w.d_out / std::max<int64_t>(1, w.num_heads) : w.d_out;
-  const int64_t queries = w.decode ? 1 : w.seq, keys = w.decode ? w.seq + 1 : w.seq;
-  const llm_utils::Backend used = llm_utils::choose_backend(w.backend, queries, keys, head_dim);
+  // A decode step's heads count together (MultiHeadAttention's KV-cache path chooses so); the
+  // paged cache always runs the fused kernel unless told otherwise.
+  const int64_t queries = w.decode ? w.batch * w.num_heads : w.seq;
+  const int64_t keys = w.decode ? w.seq + 1 : w.seq;
+  llm_utils::Backend used = llm_utils::choose_backend(w.backend, queries, keys, head_dim);
+  if (w.paged && w.backend != llm_utils::Backend::reference) used = llm_utils::Backend::flash;
   w.decode_steps = o.repeat + 1;  // the warm-up and the timed runs
   llm_utils::bench::WorkloadRunner runner(w);
   const llm_utils::bench::Timing t = llm_utils::bench::time_runs(runner, o.repeat);

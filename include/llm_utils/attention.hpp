@@ -185,8 +185,9 @@ struct PagedKeys {
 /// of sequence s are its last n_s tokens (n_s <= seqlens_k[s]), query i at position
 /// seqlens_k[s] - n_s + i, so that with `causal` each sees its own and earlier tokens.
 /// out (T_q, H, d_v), lse (H, T_q). Options as for attention_forward_varlen (no additive mask,
-/// query_offset 0). Forward only: decoding needs no gradient. The fused kernel reads the pages
-/// in place, one page-bounded step at a time; the reference gathers each sequence's pages.
+/// query_offset 0). Forward only: decoding needs no gradient. The fused kernel (`flash` and
+/// `automatic`) reads the pages in place, one page-bounded step at a time; `reference` gathers
+/// each sequence's pages.
 void attention_forward_paged(ConstTensorView q, const PagedKeys& kv,
                              std::span<const int64_t> cu_seqlens_q, TensorView out, TensorView lse,
                              const AttentionOptions& options);

@@ -30,8 +30,12 @@ void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t quer
   const bool hides = hides_some(i0, queries, j0, keys);
   // Each query's position and range once, not once per element (queries <= kQueryBlock).
   detail::AttentionShape::KeyRange ranges[kQueryBlock];
+  float positions[kQueryBlock];  // ALiBi: each query's key position as a float
   if (hides || slope != 0.0f) {
-    for (int64_t c = 0; c < queries; ++c) ranges[c] = p.key_range(i0 + c);
+    for (int64_t c = 0; c < queries; ++c) {
+      ranges[c] = p.key_range(i0 + c);
+      positions[c] = static_cast<float>(ranges[c].pos);
+    }
   }
   const auto query_of = [&](int64_t r, int64_t c) { return transposed ? c : r; };  // - i0
   const auto key_of = [&](int64_t r, int64_t c) { return j0 + (transposed ? r : c); };
@@ -47,11 +51,22 @@ void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t quer
       } else {
         for (int64_t c = 0; c < cols; ++c) row[c] *= p.scale;
       }
-      if (slope == 0.0f && mask == nullptr) continue;
+      if (slope != 0.0f) {
+        // -slope * |pos_i - j|, the distance exact in float (positions are far below 2^24), in
+        // loops the compiler vectorises: queries along the row, or keys.
+        if (transposed) {
+          const float key = static_cast<float>(j0 + r);
+          for (int64_t c = 0; c < cols; ++c) row[c] -= slope * std::fabs(positions[c] - key);
+        } else {
+          const float pos = positions[r] - static_cast<float>(j0);
+          for (int64_t c = 0; c < cols; ++c) {
+            row[c] -= slope * std::fabs(pos - static_cast<float>(c));
+          }
+        }
+      }
+      if (mask == nullptr) continue;
       for (int64_t c = 0; c < cols; ++c) {
-        const int64_t i = query_of(r, c), j = key_of(r, c);
-        if (slope != 0.0f) row[c] -= slope * static_cast<float>(std::abs(ranges[i].pos - j));
-        if (mask != nullptr) row[c] += mask[p.mask_index(i0 + i, j)];
+        row[c] += mask[p.mask_index(i0 + query_of(r, c), key_of(r, c))];
       }
     }
   }
