@@ -9,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
 #include <numbers>
 #include <string>
 #include <vector>
@@ -222,23 +221,6 @@ TEST(MhaVariants, Bfloat16StaysCloseToFloat32) {
   EXPECT_TRUE(all_close(m.sinks->grad(), dsinks32, 0.0, 0.03 * testing::max_abs(dsinks32)));
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const ArgumentError& e) {
-    return e.what();
-  }
-  return "no ArgumentError";
-}
-
-// Rows [start, start + n) of a (T, C) tensor.
-Tensor rows_of(const Tensor& t, int64_t start, int64_t n) {
-  const int64_t cols = t.numel() / t.size(0);
-  Tensor out({n, cols});
-  std::copy(t.data() + start * cols, t.data() + (start + n) * cols, out.data());
-  return out;
-}
-
 TEST(MhaVariants, PackedSequencesEqualOneForwardPerSequence) {
   // Three sequences (7, 1 and 64 tokens) with RoPE, whose positions restart in each, sinks and
   // a window.
@@ -256,10 +238,10 @@ TEST(MhaVariants, PackedSequencesEqualOneForwardPerSequence) {
     const Tensor dx = m.backward(dy);
     for (size_t s = 0; s + 1 < cu.size(); ++s) {
       const int64_t n = cu[s + 1] - cu[s];
-      const Tensor ys = each.forward(rows_of(x, cu[s], n));
-      EXPECT_TRUE(parity(rows_of(y, cu[s], n), ys)) << "sequence " << s;
-      const Tensor dxs = each.backward(rows_of(dy, cu[s], n));  // gradients add up over s
-      EXPECT_TRUE(parity(rows_of(dx, cu[s], n), dxs)) << "sequence " << s;
+      const Tensor ys = each.forward(testing::rows_of(x, cu[s], n));
+      EXPECT_TRUE(parity(testing::rows_of(y, cu[s], n), ys)) << "sequence " << s;
+      const Tensor dxs = each.backward(testing::rows_of(dy, cu[s], n));  // gradients add up over s
+      EXPECT_TRUE(parity(testing::rows_of(dx, cu[s], n), dxs)) << "sequence " << s;
     }
     const NamedParameters got = m.named_parameters(), want = each.named_parameters();
     for (size_t i = 0; i < got.size(); ++i) {
@@ -267,14 +249,14 @@ TEST(MhaVariants, PackedSequencesEqualOneForwardPerSequence) {
           << got[i].first;
     }
   }
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               m.forward(x, {.cu_seqlens = std::vector<int64_t>{0, 5, 71}});
             }).find("must run from 0 to x's 72 rows"),
             std::string::npos);
   // 90 tokens in all is fine (context_length 80 bounds each sequence), 81 in one is not.
   const Tensor x90 = gen.uniform({90, 12}, -1, 1);
   EXPECT_NO_THROW(m.forward(x90, {.cu_seqlens = std::vector<int64_t>{0, 45, 90}}));
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               m.forward(x90, {.cu_seqlens = std::vector<int64_t>{0, 9, 90}});
             }).find("sequence 1 of cu_seqlens has 81 tokens"),
             std::string::npos);
@@ -315,14 +297,21 @@ TEST(MhaVariants, BadOptionsAreNamed) {
   const auto build = [](MultiHeadAttentionOptions o, int64_t d_out = 8) {
     return [o, d_out] { MultiHeadAttention(4, d_out, 8, 0.0, 2, false, o); };
   };
-  EXPECT_NE(error_of(build({.window_left = -2})).find("window_left"), std::string::npos);
-  EXPECT_NE(error_of(build({.softcap = -1.0f})).find("softcap"), std::string::npos);
-  EXPECT_NE(error_of(build({.rope = RopeOptions{}}, 6)).find("even head_dim"), std::string::npos);
-  EXPECT_NE(error_of(build({.rope = RopeOptions{.theta = 0.0}})).find("theta"), std::string::npos);
+  EXPECT_NE(testing::argument_error_of(build({.window_left = -2})).find("window_left"),
+            std::string::npos);
+  EXPECT_NE(testing::argument_error_of(build({.softcap = -1.0f})).find("softcap"),
+            std::string::npos);
+  EXPECT_NE(testing::argument_error_of(build({.rope = RopeOptions{}}, 6)).find("even head_dim"),
+            std::string::npos);
+  EXPECT_NE(testing::argument_error_of(build({.rope = RopeOptions{.theta = 0.0}})).find("theta"),
+            std::string::npos);
   // Dropout in training does not combine with sinks or softcap.
   manual_seed(1);
   MultiHeadAttention m(4, 8, 8, 0.1, 2, false, {.sinks = true});
-  EXPECT_NE(error_of([&] { m.forward(Tensor({3, 4})); }).find("sinks"), std::string::npos);
+  EXPECT_NE(testing::argument_error_of([&] {
+              m.forward(Tensor({3, 4}));
+            }).find("sinks"),
+            std::string::npos);
   m.eval();
   EXPECT_NO_THROW(m.forward(Tensor({3, 4})));
 }

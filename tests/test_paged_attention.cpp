@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -162,22 +161,13 @@ TEST(PagedAttention, ADecodeStepOfOneLongSequenceIsSplitAndMerged) {
   expect_paged_matches_varlen(c, o);
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const ArgumentError& e) {
-    return e.what();
-  }
-  return "no ArgumentError";
-}
-
 TEST(PagedAttention, BadArgumentsAreNamed) {
   const PagedCase c(8, {20, 5}, {2, 1}, 2, 1, 8, 8, 14);
   Tensor out({3, 2, 8}), lse({2, 3});
   PagedKeys kv = c.keys();
   std::vector<int64_t> bad_lengths = {20, 30};  // 30 > 3 pages x 8
   kv.seqlens_k = bad_lengths;
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               attention_forward_paged(c.q, kv, c.cu_q, out, lse, {});
             }).find("sequence 1 has seqlens_k 30"),
             std::string::npos);
@@ -185,7 +175,7 @@ TEST(PagedAttention, BadArgumentsAreNamed) {
   std::vector<int64_t> bad_table = c.table;
   bad_table[1] = 99;
   kv.block_table = bad_table;
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               attention_forward_paged(c.q, kv, c.cu_q, out, lse, {});
             }).find("uses page 99"),
             std::string::npos);
@@ -193,19 +183,20 @@ TEST(PagedAttention, BadArgumentsAreNamed) {
   std::vector<int64_t> too_many_queries = {0, 2, 3};
   std::vector<int64_t> short_lengths = {1, 5};
   kv.seqlens_k = short_lengths;
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               attention_forward_paged(c.q, kv, too_many_queries, out, lse, {});
             }).find("has 2 queries but 1 tokens"),
             std::string::npos);
   kv = c.keys();
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               attention_forward_paged(c.q, kv, c.cu_q, out, lse, {.query_offset = 1});
             }).find("query_offset"),
             std::string::npos);
   Tensor wrong_out({3, 2, 4});
-  EXPECT_NE(
-      error_of([&] { attention_forward_paged(c.q, kv, c.cu_q, wrong_out, lse, {}); }).find("out"),
-      std::string::npos);
+  EXPECT_NE(testing::argument_error_of([&] {
+              attention_forward_paged(c.q, kv, c.cu_q, wrong_out, lse, {});
+            }).find("out"),
+            std::string::npos);
 }
 
 TEST(PagedKVCache, PagesAreTakenWhenNeededAndGivenBack) {
@@ -222,24 +213,20 @@ TEST(PagedKVCache, PagesAreTakenWhenNeededAndGivenBack) {
   EXPECT_EQ(rows[5], cache.pages(b)[0] * 3 + 1);
   // Not enough pages: nothing changes.
   const std::vector<int64_t> more = {3, 3};
-  EXPECT_NE(error_of([&] { cache.append(ids, more); }).find("need 2 more pages, 1 of 4"),
+  EXPECT_NE(testing::argument_error_of([&] {
+              cache.append(ids, more);
+            }).find("need 2 more pages, 1 of 4"),
             std::string::npos);
   EXPECT_EQ(cache.length(a), 4);
   EXPECT_EQ(cache.free_pages(), 1);
   const std::vector<int64_t> twice = {a, a}, ones = {1, 1};
-  EXPECT_NE(error_of([&] { cache.append(twice, ones); }).find("listed twice"), std::string::npos);
+  EXPECT_NE(testing::argument_error_of([&] { cache.append(twice, ones); }).find("listed twice"),
+            std::string::npos);
   cache.remove_sequence(a);
   EXPECT_EQ(cache.free_pages(), 3);
   EXPECT_FALSE(cache.contains(a));
-  EXPECT_NE(error_of([&] { cache.length(a); }).find("no sequence with id 0"), std::string::npos);
-}
-
-// Rows [start, start + n) of a (T, C) tensor.
-Tensor rows_of(const Tensor& t, int64_t start, int64_t n) {
-  const int64_t cols = t.numel() / t.size(0);
-  Tensor out({n, cols});
-  std::copy(t.data() + start * cols, t.data() + (start + n) * cols, out.data());
-  return out;
+  EXPECT_NE(testing::argument_error_of([&] { cache.length(a); }).find("no sequence with id 0"),
+            std::string::npos);
 }
 
 TEST(PagedKVCache, MultiHeadAttentionDecodesSequencesOfDifferentLengthsTogether) {
@@ -271,24 +258,25 @@ TEST(PagedKVCache, MultiHeadAttentionDecodesSequencesOfDifferentLengthsTogether)
     Tensor x({16, 12});  // the prompts packed
     std::vector<int64_t> cu = {0};
     for (size_t s = 0; s < prompt.size(); ++s) {
-      const Tensor p = rows_of(tokens[s], 0, prompt[s]);
+      const Tensor p = testing::rows_of(tokens[s], 0, prompt[s]);
       std::copy(p.data(), p.data() + p.numel(), x.data() + cu.back() * 12);
       cu.push_back(cu.back() + prompt[s]);
     }
     const Tensor y = mha.forward(x, {.cu_seqlens = cu, .paged_cache = &cache, .sequence_ids = ids});
     for (size_t s = 0; s < prompt.size(); ++s) {
-      EXPECT_TRUE(testing::parity(rows_of(y, cu[s], prompt[s]), rows_of(want[s], 0, prompt[s])));
+      EXPECT_TRUE(testing::parity(testing::rows_of(y, cu[s], prompt[s]),
+                                  testing::rows_of(want[s], 0, prompt[s])));
     }
     for (int64_t step = 0; step < kSteps; ++step) {
       Tensor next({3, 1, 12});
       for (size_t s = 0; s < prompt.size(); ++s) {
-        const Tensor r = rows_of(tokens[s], prompt[s] + step, 1);
+        const Tensor r = testing::rows_of(tokens[s], prompt[s] + step, 1);
         std::copy(r.data(), r.data() + 12, next.data() + static_cast<int64_t>(s) * 12);
       }
       const Tensor out = mha.forward(next, {.paged_cache = &cache, .sequence_ids = ids});
       for (size_t s = 0; s < prompt.size(); ++s) {
-        EXPECT_TRUE(testing::parity(rows_of(out, static_cast<int64_t>(s), 1),
-                                    rows_of(want[s], prompt[s] + step, 1)))
+        EXPECT_TRUE(testing::parity(testing::rows_of(out, static_cast<int64_t>(s), 1),
+                                    testing::rows_of(want[s], prompt[s] + step, 1)))
             << "sequence " << s << ", step " << step;
       }
     }
@@ -306,19 +294,19 @@ TEST(PagedKVCache, ModuleErrorsChangeNothing) {
   const std::vector<int64_t> ids = {a};
   const Tensor x = Generator(1).uniform({1, 5, 4}, -1, 1);
   // 5 tokens need 3 pages of 2; the pool has 2.
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               mha.forward(x, {.paged_cache = &cache, .sequence_ids = ids});
             }).find("need 3 more pages, 2 of 2"),
             std::string::npos);
   EXPECT_EQ(cache.length(a), 0);
   EXPECT_EQ(cache.free_pages(), 2);
   const std::vector<int64_t> unknown = {a + 1};
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               mha.forward(x, {.paged_cache = &cache, .sequence_ids = unknown});
             }).find("no sequence with id 1"),
             std::string::npos);
   PagedKVCache wrong(4, 2, 1, 4);
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               mha.forward(x, {.paged_cache = &wrong, .sequence_ids = ids});
             }).find("1 key/value heads of 4 features, the module has 2 of 4"),
             std::string::npos);
@@ -327,7 +315,7 @@ TEST(PagedKVCache, ModuleErrorsChangeNothing) {
   const std::vector<int64_t> big_ids = {b};
   mha.forward(x, {.paged_cache = &big, .sequence_ids = big_ids});
   const Tensor two = Generator(2).uniform({1, 2, 4}, -1, 1);
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(testing::argument_error_of([&] {
               mha.forward(two, {.paged_cache = &big, .sequence_ids = big_ids});
             }).find("holds 5 tokens and x adds 2, more than context_length=6"),
             std::string::npos);

@@ -97,6 +97,14 @@ std::string argument_error_of(F&& fn) {
   return "no ArgumentError";
 }
 
+/// Rows [start, start + n) of a (T, ...) tensor, as (n, the rest flattened).
+inline Tensor rows_of(const Tensor& t, int64_t start, int64_t n) {
+  const int64_t cols = t.numel() / t.size(0);
+  Tensor out({n, cols});
+  std::copy(t.data() + start * cols, t.data() + (start + n) * cols, out.data());
+  return out;
+}
+
 inline double max_abs(ConstTensorView t) {
   double m = 0.0;
   for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(double(t.data()[i])));
