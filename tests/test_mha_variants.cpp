@@ -293,6 +293,30 @@ TEST(MhaVariants, KvCacheGivesTheRowsOfOneFullForward) {
   }
 }
 
+TEST(MhaVariants, ASinksParameterOfTheWrongShapeChangesNothing) {
+  MultiHeadAttention m = make_variant_mha(false, -1, 0.0f, false, true);
+  m.eval();
+  const Tensor x = Generator(26).uniform({1, 5, 12}, -1, 1);
+  m.forward(x, {.use_cache = true});
+  m.sinks.emplace(Tensor({1}));  // one logit for four heads
+  EXPECT_NE(testing::argument_error_of([&] {
+              m.forward(x, {.use_cache = true});
+            }).find("sinks must have shape [4]"),
+            std::string::npos);
+  EXPECT_EQ(m.cache_size(), 5);
+  PagedKVCache cache(4, 8, 2, 8);
+  const std::vector<int64_t> ids = {cache.add_sequence()};
+  EXPECT_THROW(m.forward(x, {.paged_cache = &cache, .sequence_ids = ids}), ArgumentError);
+  EXPECT_EQ(cache.length(ids[0]), 0);
+  EXPECT_EQ(cache.free_pages(), 4);
+  EXPECT_THROW(m.forward(x), ArgumentError);
+  m.sinks.emplace(Tensor({4}));
+  EXPECT_NE(testing::argument_error_of([&] {
+              m.forward(x, {.sequence_ids = ids});
+            }).find("sequence_ids are for a paged_cache"),
+            std::string::npos);
+}
+
 TEST(MhaVariants, BadOptionsAreNamed) {
   const auto build = [](MultiHeadAttentionOptions o, int64_t d_out = 8) {
     return [o, d_out] { MultiHeadAttention(4, d_out, 8, 0.0, 2, false, o); };
@@ -303,7 +327,8 @@ TEST(MhaVariants, BadOptionsAreNamed) {
             std::string::npos);
   EXPECT_NE(testing::argument_error_of(build({.rope = RopeOptions{}}, 6)).find("even head_dim"),
             std::string::npos);
-  EXPECT_NE(testing::argument_error_of(build({.rope = RopeOptions{.theta = 0.0}})).find("theta"),
+  EXPECT_NE(testing::argument_error_of(build({.rope = RopeOptions{.theta = 0.0}}))
+                .find("MultiHeadAttention: rope: RopeTable: theta"),
             std::string::npos);
   // Dropout in training does not combine with sinks or softcap.
   manual_seed(1);

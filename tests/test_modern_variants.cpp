@@ -141,6 +141,37 @@ TEST(ModernVariants, AlibiEqualsItsBiasAsAMask) {
   }
 }
 
+TEST(ModernVariants, AlibiDistancesStayExactFarIntoTheSequence) {
+  // Queries 2^24 + 5 positions in (a KV cache that long): distances beyond float's exact
+  // integers must still be the int64 distance rounded once.
+  const int64_t b = 2, n = 70, m = 100, offset = (int64_t{1} << 24) + 5;
+  const Inputs in = make_inputs(b, b, n, m, 16, 16, 8);
+  const Tensor slopes = Tensor({2}, {1e-6f, 3e-7f});
+  const Tensor mask = mask_of(b, n, m, [&](int64_t g, int64_t i, int64_t j) {
+    return -slopes[g] * static_cast<float>(std::abs(i + offset - j));
+  });
+  const Results expected =
+      run(in, {.query_offset = offset, .additive_mask = mask, .backend = Backend::reference});
+  expect_variant_matches(in, {.query_offset = offset, .alibi_slopes = slopes}, expected);
+}
+
+TEST(ModernVariants, AnInfiniteSinkGivesNanRowsOnEveryPath) {
+  // The unsplit kernel, the key split's merge (1 query on 4096 keys) and no keys at all agree:
+  // exp(inf - inf) is NaN, as a +inf score gives.
+  testing::KernelEnvironment env;
+  const Tensor sinks = Tensor({1}, {std::numeric_limits<float>::infinity()});
+  for (int64_t m : {int64_t{64}, int64_t{4096}, int64_t{0}}) {
+    SCOPED_TRACE("keys " + std::to_string(m));
+    const Inputs in = make_inputs(1, 1, 1, m, 16, 16, 9);
+    Tensor out({1, 1, 16}), lse({1, 1});
+    AttentionOptions o;
+    o.sinks = sinks;
+    o.backend = Backend::flash;
+    attention_forward(in.q, in.k, in.v, out, lse, o);
+    EXPECT_TRUE(std::isnan(out[0]) && std::isnan(lse[0])) << out[0] << " " << lse[0];
+  }
+}
+
 TEST(ModernVariants, SoftcapMatchesScoresComputedInDouble) {
   const int64_t b = 2, n = 70, m = 100, d = 16;
   const float cap = 2.0f;

@@ -310,6 +310,13 @@ TEST(PagedKVCache, ModuleErrorsChangeNothing) {
               mha.forward(x, {.paged_cache = &wrong, .sequence_ids = ids});
             }).find("1 key/value heads of 4 features, the module has 2 of 4"),
             std::string::npos);
+  const std::vector<int64_t> twice = {a, a};
+  const Tensor two_sequences = Generator(3).uniform({2, 1, 4}, -1, 1);
+  EXPECT_NE(testing::argument_error_of([&] {
+              mha.forward(two_sequences, {.paged_cache = &cache, .sequence_ids = twice});
+            }).find("forward(paged_cache): sequence_ids lists sequence 0 twice"),
+            std::string::npos);
+  EXPECT_EQ(cache.length(a), 0);
   PagedKVCache big(8, 2, 2, 4);
   const int64_t b = big.add_sequence();
   const std::vector<int64_t> big_ids = {b};

@@ -81,6 +81,17 @@ def _kernel_options(causal, scale, attn_mask, window_left, softcap, alibi_slopes
     return options
 
 
+def _refuse_second_derivative():
+    """Autograd runs a backward with gradients enabled only when asked for a graph of it
+    (create_graph=True): the kernels' gradients have none, and a graph missing them would
+    silently drop every term built on them."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "llm_utils.torch: the fused attention kernels have no second derivative "
+            "(create_graph=True); float64 tensors run the same formula in PyTorch operations, "
+            "which have one")
+
+
 class _FusedAttention(torch.autograd.Function):
     """The fused forward and backward on (B, H, N, d) q, (B, G, M, d) k, v: out (B, H, N, d_v)
     is allocated as the transposed view of a (B, N, H, d_v) tensor when `heads_last`, so that
@@ -105,6 +116,7 @@ class _FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
+        _refuse_second_derivative()
         q, k, v, out, lse, sinks = ctx.saved_tensors
         dout = _rows_contiguous(dout.to(q.dtype))
         need_dq, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -180,9 +192,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"attention: q, k, v must be (B, H, N, d), got shapes {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if scale is not None and not (scale > 0.0 and math.isfinite(scale)):
+        raise ValueError(f"attention: scale must be positive and finite, got {scale}")
     if dropout is None and dropout_p > 0.0:
         dropout = lambda p: torch.nn.functional.dropout(p, dropout_p)  # noqa: E731
-    if dropout is not None or not can_use_fused(q, k, v, attn_mask):
+    # The kernels give no gradient to ALiBi's slopes: slopes that want one take the other path.
+    slopes_need_grad = alibi_slopes is not None and alibi_slopes.requires_grad
+    if dropout is not None or slopes_need_grad or not can_use_fused(q, k, v, attn_mask):
         out = _math_attention(q, k, v, causal=causal, scale=scale, attn_mask=attn_mask,
                               window_left=window_left, softcap=softcap,
                               alibi_slopes=alibi_slopes, sinks=sinks, dropout=dropout)
@@ -221,6 +237,9 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         raise ValueError("scaled_dot_product_attention: query, key and value must share their "
                          f"batch dimensions, got shapes {tuple(query.shape)}, "
                          f"{tuple(key.shape)}, {tuple(value.shape)}")
+    if value.shape[:-1] != key.shape[:-1]:
+        raise ValueError("scaled_dot_product_attention: value must have key's heads and length, "
+                         f"got key {tuple(key.shape)}, value {tuple(value.shape)}")
     batch = int(np.prod(lead)) if lead else 1
     L, S = query.shape[-2], key.shape[-2]
 
@@ -229,7 +248,19 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
 
     mask = None
     if attn_mask is not None:
-        mask = torch.broadcast_to(attn_mask, (*lead, heads, L, S)).reshape(batch, heads, L, S)
+        full = (*lead, heads, L, S)
+        if attn_mask.dim() > len(full):
+            raise ValueError(f"scaled_dot_product_attention: attn_mask {tuple(attn_mask.shape)} "
+                             f"has more dimensions than the scores {full}")
+        if attn_mask.dtype == torch.bool and not attn_mask.requires_grad:
+            # Additive before it is broadcast, so the view below stays a view (stride 0).
+            attn_mask = torch.zeros(attn_mask.shape, device=attn_mask.device).masked_fill(
+                ~attn_mask, -math.inf)
+        try:
+            mask = torch.broadcast_to(attn_mask, full).reshape(batch, heads, L, S)
+        except RuntimeError:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask {tuple(attn_mask.shape)} "
+                             f"does not broadcast to the scores {full}") from None
     out = attention(as4(query, heads), as4(key, kv_heads), as4(value, kv_heads),
                     causal=is_causal, scale=scale, attn_mask=mask, window_left=window_left,
                     softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks, dropout_p=dropout_p)
@@ -250,6 +281,7 @@ class _FusedVarlen(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
+        _refuse_second_derivative()
         q, k, v, out, lse, sinks = ctx.saved_tensors
         call = dict(ctx.options)
         if sinks is not None:

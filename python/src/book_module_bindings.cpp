@@ -200,7 +200,12 @@ Example::
             options.key_padding_mask =
                 mask_from(key_padding_mask.obj, true, where + ": key_padding_mask");
             options.use_cache = use_cache;
-            if (cu_seqlens) options.cu_seqlens = *cu_seqlens;
+            if (cu_seqlens) {
+              if (cu_seqlens->empty()) {
+                throw py::value_error(where + ": cu_seqlens needs at least one entry (0)");
+              }
+              options.cu_seqlens = *cu_seqlens;
+            }
             options.paged_cache = paged_cache;
             if (sequence_ids) options.sequence_ids = *sequence_ids;
             if ((paged_cache == nullptr) != !sequence_ids) {

@@ -37,8 +37,21 @@ struct KernelArray {
   BFloat16View b16_mut() { return {static_cast<bfloat16*>(array.mutable_data()), shape, strides}; }
 };
 
+// numpy's byte order codes: '=' native, '|' not applicable, '<' / '>' explicit.
+bool native_order(const py::dtype& d) {
+  const char order = d.byteorder();
+  return order == '=' || order == '|' || order == '<';  // x86-64 is little-endian
+}
+
 bool is_bf16_bits(const py::array& a) {
-  return (a.dtype().kind() == 'u' || a.dtype().kind() == 'i') && a.itemsize() == 2;
+  return (a.dtype().kind() == 'u' || a.dtype().kind() == 'i') && a.itemsize() == 2 &&
+         native_order(a.dtype());
+}
+
+// float32 in native byte order, whatever dtype object describes it (an unpickled array's is not
+// numpy's shared one).
+bool is_float32(const py::array& a) {
+  return a.dtype().kind() == 'f' && a.itemsize() == 4 && native_order(a.dtype());
 }
 
 KernelArray wrap(py::array a, const std::string& what) {
@@ -63,7 +76,7 @@ KernelArray wrap(py::array a, const std::string& what) {
 KernelArray input(py::handle obj, const std::string& what) {
   if (py::isinstance<py::array>(obj)) {
     py::array a = py::reinterpret_borrow<py::array>(obj);
-    if (a.dtype().is(py::dtype::of<float>()) || is_bf16_bits(a)) return wrap(a, what);
+    if (is_float32(a) || is_bf16_bits(a)) return wrap(a, what);
   }
   return wrap(as_float32(obj, what), what);
 }
@@ -73,7 +86,7 @@ KernelArray output(py::handle obj, const std::string& what, bool bf16) {
   if (!py::isinstance<py::array>(obj)) throw py::type_error(what + ": expected a numpy array");
   py::array a = py::reinterpret_borrow<py::array>(obj);
   if (!a.writeable()) throw py::value_error(what + ": the array is read-only");
-  const bool ok = bf16 ? is_bf16_bits(a) : a.dtype().is(py::dtype::of<float>());
+  const bool ok = bf16 ? is_bf16_bits(a) : is_float32(a);
   if (!ok) {
     throw py::type_error(what + ": expected " +
                          (bf16 ? std::string("uint16 bfloat16 bits") : std::string("float32")) +
@@ -106,8 +119,8 @@ KernelArray mask_array(py::handle obj, const std::string& fn) {
   py::array a = py::module_::import("numpy").attr("asarray")(obj);
   if (a.dtype().kind() == 'b') {
     py::object np = py::module_::import("numpy");
-    a = np.attr("where")(a, 0.0f, -std::numeric_limits<float>::infinity())
-            .attr("astype")("float32");
+    const py::object zero = np.attr("float32")(0.0), hidden = np.attr("float32")(-INFINITY);
+    a = np.attr("where")(a, zero, hidden);  // float32 throughout, no float64 temporary
   }
   KernelArray m = input(a, fn + ": attn_mask");
   if (m.bf16) throw py::type_error(fn + ": attn_mask must be float32 or bool");
@@ -258,6 +271,7 @@ py::array probabilities(py::handle q_obj, py::handle k_obj, py::handle lse_obj,
   const KernelArray q = input(q_obj, fn + ": q"), k = input(k_obj, fn + ": k"),
                     lse = input(lse_obj, fn + ": lse");
   same_dtype(fn, {{"q", &q}, {"k", &k}});
+  if (lse.bf16) throw py::type_error(fn + ": lse must be float32");
   const Options o = options_of(fn, kw);
   KernelArray probs = fresh(leading_and(fn, q, {last_dim(fn, "k", k, 2)}), false);
   {

@@ -160,6 +160,55 @@ def test_sdpa_errors_name_the_problem():
         lt.scaled_dot_product_attention(q, k[:1], v[:1], enable_gqa=True)
     with pytest.raises(ValueError, match="window_left"):
         lt.scaled_dot_product_attention(q, k, v, enable_gqa=True, window_left=-2)
+    with pytest.raises(ValueError, match="value must have key's heads"):
+        lt.scaled_dot_product_attention(q, k, v[:, :1], enable_gqa=True)
+    with pytest.raises(ValueError, match="more dimensions than the scores"):
+        lt.scaled_dot_product_attention(q, k, v, enable_gqa=True,
+                                        attn_mask=torch.zeros(1, 2, 8, 10, 10))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        lt.scaled_dot_product_attention(q, k, v, enable_gqa=True, attn_mask=torch.zeros(3, 10))
+    for dtype in (torch.float32, torch.float64):  # the same on either path
+        with pytest.raises(ValueError, match="scale must be positive"):
+            lt.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype),
+                                            enable_gqa=True, scale=-1.0)
+
+
+def test_the_kernels_backward_refuses_a_second_derivative():
+    q, k, v = leaves((1, 2, 12, 8), (1, 2, 12, 8), (1, 2, 12, 8), seed=19)
+    out = lt.scaled_dot_product_attention(q, k, v)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(out.sum(), q, create_graph=True)
+    (dq,) = torch.autograd.grad(out.sum(), q)  # a first derivative is fine
+    assert dq.abs().sum() > 0
+
+
+def test_alibi_slopes_that_need_a_gradient_get_one():
+    q, k, v = leaves((1, 2, 12, 8), (1, 2, 12, 8), (1, 2, 12, 8), seed=20)
+    slopes = torch.tensor([0.5, 0.25], requires_grad=True)
+    lt.attention(q, k, v, alibi_slopes=slopes).sum().backward()
+    q64, k64, v64 = (t.detach().double() for t in (q, k, v))
+    slopes64 = slopes.detach().double().requires_grad_()
+    lt.attention(q64, k64, v64, alibi_slopes=slopes64).sum().backward()
+    assert_close(slopes.grad, slopes64.grad, 1e-5, "dslopes")
+
+
+def test_a_bool_mask_stays_a_broadcast_view(monkeypatch):
+    # A (L, S) key mask for (B, H, L, S) scores reaches the kernel as a stride-0 view, not as a
+    # materialised (B, H, L, S) array.
+    q, k, v = leaves((2, 4, 30, 8), (2, 4, 30, 8), (2, 4, 30, 8), seed=21)
+    mask = torch.rand(30, 30, generator=torch.Generator().manual_seed(22)) > 0.3
+    mask[:, 0] = True
+    seen = {}
+    forward = lt._k.forward
+
+    def spy(qa, ka, va, options, out, lse):
+        seen["mask"] = options["attn_mask"]
+        return forward(qa, ka, va, options, out, lse)
+
+    monkeypatch.setattr(lt._k, "forward", spy)
+    out = lt.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert seen["mask"].strides[:2] == (0, 0) and seen["mask"].dtype == np.float32
+    assert_close(out, reference_sdpa(q, k, v, mask), 1e-5, "out")
 
 
 def build_pair(name, seed, **kwargs):

@@ -618,3 +618,20 @@ def test_rope_matches_the_book_and_its_autograd_gradient(theta, scaling, head_di
     view = x_bnhd.transpose(0, 2, 1, 3)
     assert K.rope_forward(view, table, first) is view
     np.testing.assert_array_equal(x_bnhd.transpose(0, 2, 1, 3), y)
+
+
+def test_probabilities_refuse_a_16_bit_lse():
+    q = np.zeros((1, 2, 4, 8), np.float32)
+    lse = np.zeros((1, 2, 4), np.float32)
+    with pytest.raises(TypeError, match="lse must be float32"):
+        K.attention_probabilities(q, q, lse.astype(np.int16))
+
+
+def test_an_unpickled_float32_array_is_written_in_place():
+    import pickle
+    rng = np.random.default_rng(30)
+    q = rng.standard_normal((1, 2, 5, 8)).astype(np.float32)
+    out = pickle.loads(pickle.dumps(np.zeros((1, 2, 5, 8), np.float32)))
+    got, _ = K.attention_forward(q, q, q, out=out)
+    assert got is out and np.abs(out).sum() > 0
+

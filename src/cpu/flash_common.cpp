@@ -31,10 +31,15 @@ void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t quer
   // Each query's position and range once, not once per element (queries <= kQueryBlock).
   detail::AttentionShape::KeyRange ranges[kQueryBlock];
   float positions[kQueryBlock];  // ALiBi: each query's key position as a float
+  // Positions and keys below 2^23 make every distance exact in float (below 2^24); beyond,
+  // the distances are taken in int64.
+  constexpr int64_t kExactInFloat = int64_t{1} << 23;
+  bool float_distances = j0 + keys <= kExactInFloat;
   if (hides || slope != 0.0f) {
     for (int64_t c = 0; c < queries; ++c) {
       ranges[c] = p.key_range(i0 + c);
       positions[c] = static_cast<float>(ranges[c].pos);
+      float_distances &= ranges[c].pos >= -kExactInFloat && ranges[c].pos <= kExactInFloat;
     }
   }
   const auto query_of = [&](int64_t r, int64_t c) { return transposed ? c : r; };  // - i0
@@ -51,9 +56,13 @@ void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t quer
       } else {
         for (int64_t c = 0; c < cols; ++c) row[c] *= p.scale;
       }
-      if (slope != 0.0f) {
-        // -slope * |pos_i - j|, the distance exact in float (positions are far below 2^24), in
-        // loops the compiler vectorises: queries along the row, or keys.
+      if (slope != 0.0f && !float_distances) {
+        for (int64_t c = 0; c < cols; ++c) {
+          row[c] -= slope * static_cast<float>(std::abs(ranges[query_of(r, c)].pos - key_of(r, c)));
+        }
+      } else if (slope != 0.0f) {
+        // -slope * |pos_i - j|, the distance exact in float, in loops the compiler vectorises:
+        // queries along the row, or keys.
         if (transposed) {
           const float key = static_cast<float>(j0 + r);
           for (int64_t c = 0; c < cols; ++c) row[c] -= slope * std::fabs(positions[c] - key);

@@ -225,6 +225,8 @@ void merge_row(const SplitParts& parts, int64_t row, int64_t rows, int64_t split
     nan |= std::isnan(parts.row_max[at]) || std::isnan(parts.log_sum[at]);
     m = std::max(m, parts.row_max[at]);
   }
+  // A NaN or +inf sink makes the row NaN, as in the unsplit kernel (exp(inf - inf)).
+  nan |= sink != nullptr && !(*sink < std::numeric_limits<float>::infinity());
   if (sink != nullptr && !nan) m = std::max(m, *sink);  // exp_scale is 1 with sinks
   if (nan || m == kMinusInf) {                          // a NaN score, or no visible key at all
     const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
@@ -289,15 +291,18 @@ inline std::vector<QueryBlock> query_blocks(const detail::AttentionShape& p) {
 template <typename T>
 void forward_without_keys(const BasicAttentionProblem<T>& p, const BasicForwardOutputs<T>& o) {
   for (int64_t g = 0; g < p.query_heads(); ++g) {
-    const float sink = p.sinks != nullptr ? p.sinks[g % p.heads] : kMinusInf;
+    float sink = p.sinks != nullptr ? p.sinks[g % p.heads] : kMinusInf;
+    // A NaN or +inf sink makes the row NaN, as wherever there are keys.
+    const bool nan = !(sink < std::numeric_limits<float>::infinity());
+    if (nan) sink = std::numeric_limits<float>::quiet_NaN();
     const bool has_sink = sink != kMinusInf;
     for (int64_t i = 0; i < p.n; ++i) {
       T* out_row = p.query_matrix(o.out, g) + i * o.out.row_stride;
-      std::fill(out_row, out_row + p.dv, flash::element<T>(0.0f));
+      std::fill(out_row, out_row + p.dv, flash::element<T>(nan ? sink : 0.0f));
       p.query_matrix(o.lse, g)[i * o.lse.row_stride] = sink;
       if (o.stats.given()) {
         o.stats.row_max[g * p.n + i] = has_sink ? sink : 0.0f;
-        o.stats.log_sum[g * p.n + i] = has_sink ? 0.0f : kMinusInf;
+        o.stats.log_sum[g * p.n + i] = has_sink && !nan ? 0.0f : (nan ? sink : kMinusInf);
       }
     }
   }

@@ -143,7 +143,13 @@ int64_t checked_d_in(int64_t d_in, int64_t d_out, int64_t context_length, double
     throw ArgumentError(kMha + ": rope needs an even head_dim, got d_out / num_heads = " +
                         std::to_string(d_out / num_heads));
   }
-  if (options.rope) RopeTable(2, 0, *options.rope);  // checks theta and the scaling
+  if (options.rope) {
+    try {
+      RopeTable(2, 0, *options.rope);  // checks theta and the scaling
+    } catch (const ArgumentError& e) {
+      throw ArgumentError(kMha + ": rope: " + e.what());
+    }
+  }
   return d_in;
 }
 
@@ -200,6 +206,19 @@ Tensor MultiHeadAttention::forward(ConstTensorView x, const AttentionForwardOpti
                                  : forward_uncached(rows, in, options);
       },
       /*packed=*/!options.cu_seqlens.empty());
+}
+
+void MultiHeadAttention::check_call(const std::string& where,
+                                    const AttentionForwardOptions& options) const {
+  // The parameter is an optional a caller may reset or emplace: it must still be (H).
+  if (sinks && sinks->shape() != Shape{num_heads_}) {
+    throw ArgumentError(where + ": sinks must have shape [" + std::to_string(num_heads_) +
+                        "] (one per head), got " + shape_to_string(sinks->shape()));
+  }
+  if (options.paged_cache == nullptr && !options.sequence_ids.empty()) {
+    throw ArgumentError(where + ": sequence_ids are for a paged_cache, and none is given");
+  }
+  for (const Linear* layer : {&W_query, &W_key, &W_value, &out_proj}) layer->check_bias();
 }
 
 void MultiHeadAttention::set_variants(detail::LayerCall& call) const {
@@ -271,7 +290,7 @@ Tensor MultiHeadAttention::forward_uncached(ConstTensorView x, const Input& in,
   }
   call.mask = detail::merge_masks(where, options.attn_mask, options.key_padding_mask,
                                   {b, num_heads_, n, n});
-  out_proj.check_bias();  // every check before the layer's state changes
+  check_call(where, options);  // every check before the layer's state changes
   call.dropout = training() ? dropout_ : 0.0;
   call.generator = generator_;
   call.backend = backend();

@@ -51,7 +51,7 @@ Tensor MultiHeadAttention::forward_cached(ConstTensorView x, const Input& in,
   }
   detail::BroadcastMask mask =
       detail::merge_masks(where, options.attn_mask, options.key_padding_mask, {b, h, n, total});
-  for (const Linear* layer : {&W_query, &W_key, &W_value, &out_proj}) layer->check_bias();
+  check_call(where, options);
 
   // Everything is checked: from here on the call succeeds (short of memory).
   const int64_t kv_width = 2 * g * hd;  // a cached token: G key heads, then G value heads

@@ -83,6 +83,11 @@ Tensor MultiHeadAttention::forward_paged(ConstTensorView x, const Input& in,
     if (!cache.contains(ids[s])) {
       throw ArgumentError(where + ": the cache has no sequence with id " + std::to_string(ids[s]));
     }
+    if (std::find(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(s), ids[s]) !=
+        ids.begin() + static_cast<std::ptrdiff_t>(s)) {
+      throw ArgumentError(where + ": sequence_ids lists sequence " + std::to_string(ids[s]) +
+                          " twice");
+    }
     old_lengths.push_back(cache.length(ids[s]));
     if (old_lengths.back() + counts[s] > context_length()) {
       throw ArgumentError(where + ": sequence " + std::to_string(ids[s]) + " holds " +
@@ -91,7 +96,7 @@ Tensor MultiHeadAttention::forward_paged(ConstTensorView x, const Input& in,
                           ", more than context_length=" + std::to_string(context_length()));
     }
   }
-  for (const Linear* layer : {&W_query, &W_key, &W_value, &out_proj}) layer->check_bias();
+  check_call(where, options);
 
   // The new tokens' projections, RoPE at their positions in their sequences.
   const int64_t rows = in.batch * in.seq, q_width = h * hd, kv_width = g * hd;

@@ -36,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "llm_utils/detail/value_ptr.hpp"
@@ -234,6 +235,9 @@ class MultiHeadAttention : public Module {
                           const AttentionForwardOptions& options);
   Tensor forward_cached(ConstTensorView x, const Input& in, const AttentionForwardOptions& options);
   Tensor forward_paged(ConstTensorView x, const Input& in, const AttentionForwardOptions& options);
+  /// ArgumentError unless the sinks (an optional a caller may emplace) are (H), the biases fit
+  /// and sequence_ids come with a paged_cache: the checks every forward path makes first.
+  void check_call(const std::string& where, const AttentionForwardOptions& options) const;
   /// The call's variants for the layer (everything but masks, dropout and the executor).
   void set_variants(detail::LayerCall& call) const;
   /// The kernels' options for this module's variants (the KV-cache paths).

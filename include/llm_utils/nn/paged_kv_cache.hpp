@@ -52,7 +52,8 @@ class PagedKVCache {
   bool contains(int64_t id) const { return sequences_.count(id) != 0; }
   /// Tokens held for the sequence. ArgumentError for an unknown id.
   int64_t length(int64_t id) const;
-  /// The sequence's pages, in order (its block table). ArgumentError for an unknown id.
+  /// The sequence's pages, in order (its block table). ArgumentError for an unknown id. The span
+  /// is valid until the next append or remove_sequence.
   std::span<const int64_t> pages(int64_t id) const;
   /// The ids of the sequences held, in increasing order.
   std::vector<int64_t> sequence_ids() const;
