@@ -5,7 +5,8 @@
 #   blas       the CBLAS wrapper                             sees: detail
 #   reference  the oracle kernels and their plain GEMM       sees: detail blas
 #   cpu        the fused kernels and microkernels            sees: detail
-#   kernels    the public kernel API, dispatch, module GEMM  sees: detail blas reference cpu
+#   kernels    the public kernel API, dispatch, module GEMM  sees: detail blas reference cpu cuda
+#   cuda       the CUDA kernels (built with a CUDA compiler)  sees: (its own folder only)
 #   nn         modules, optimizers                           sees: detail kernels
 #   io         npy, safetensors, atomic files                sees: (public headers only)
 #
@@ -30,7 +31,7 @@ function(llm_utils_layer name)
   endforeach()
   add_library(llm_utils_${name} OBJECT ${arg_SOURCES})
   target_include_directories(llm_utils_${name} PRIVATE ${root} ${PROJECT_SOURCE_DIR}/include)
-  target_compile_options(llm_utils_${name} PRIVATE -Wall -Wextra -Wpedantic)
+  target_compile_options(llm_utils_${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic>)
   set_property(TARGET llm_utils_${name} PROPERTY LLM_UTILS_LAYER_ROOT ${root})
   set_property(TARGET llm_utils_${name} PROPERTY LLM_UTILS_LAYER_SEES ${name} ${arg_SEES})
   if(NOT arg_STANDALONE)

@@ -281,7 +281,7 @@ Command add_bench_command(CLI::App& app, std::ostream& out) {
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", o->backend, "Attention kernel")
-      ->check(CLI::IsMember({"auto", "reference", "flash"}))
+      ->check(CLI::IsMember({"auto", "reference", "flash", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--repeat", o->repeat, "Timed runs (after one warm-up); the median is reported")
       ->check(positive_integer(std::numeric_limits<int>::max()))

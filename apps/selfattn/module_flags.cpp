@@ -19,8 +19,9 @@ CLI::Option* add_module_flags(CLI::App* cmd, ModuleFlags& f) {
       ->check(seed_integer());
   cmd->add_option("--weights", f.weights, "Load weights from a safetensors file")
       ->check(CLI::ExistingFile);
-  cmd->add_option("--backend", f.backend, "Attention kernel: auto, reference or flash")
-      ->check(CLI::IsMember({"auto", "reference", "flash"}));
+  cmd->add_option("--backend", f.backend,
+                  "Attention kernel: auto, reference, flash or cuda (an NVIDIA GPU)")
+      ->check(CLI::IsMember({"auto", "reference", "flash", "cuda"}));
   add_dtype_option(cmd, f.dtype);
   cmd->add_option("--threads", f.threads, "Threads for the computation (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));

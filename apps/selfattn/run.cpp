@@ -211,7 +211,7 @@ Command add_run_command(CLI::App& app, std::ostream& out) {
   cmd->add_option("--threads", options->threads, "Threads for the computation (default: all cores)")
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--backend", options->backend, "Attention kernel")
-      ->check(CLI::IsMember({"auto", "reference", "flash"}));
+      ->check(CLI::IsMember({"auto", "reference", "flash", "cuda"}));
   add_dtype_option(cmd, options->dtype);
   cmd->add_option("--context-length", options->context_length,
                   "causal, mha-wrapper, mha: the longest sequence (default: the input's, or the "

@@ -69,12 +69,16 @@
 namespace llm_utils {
 
 /// Which implementation runs a kernel: `reference` materialises the (N, M) scores with BLAS,
-/// `flash` is the fused CPU kernel that never does, `automatic` picks by shape.
-enum class Backend { reference, flash, automatic };
+/// `flash` is the fused CPU kernel that never does, `automatic` picks between those two by
+/// shape, and `cuda` runs FlashAttention-2 kernels on an NVIDIA GPU, copying the host tensors
+/// there and back (llm_utils/cuda.hpp: builds with CUDA only; causal, masks and grouped heads,
+/// not the modern variants).
+enum class Backend { reference, flash, automatic, cuda };
 
-/// "reference", "flash" or "auto".
+/// "reference", "flash", "auto" or "cuda".
 const char* backend_name(Backend backend);
-/// Parses "reference", "flash" or "auto"; throws ArgumentError naming the value otherwise.
+/// Parses "reference", "flash", "auto" or "cuda"; throws ArgumentError naming the value
+/// otherwise.
 Backend parse_backend(const std::string& name);
 
 struct AttentionOptions {

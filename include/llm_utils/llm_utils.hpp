@@ -10,6 +10,7 @@
 /// \endcode
 
 #include "llm_utils/attention.hpp"
+#include "llm_utils/cuda.hpp"
 #include "llm_utils/error.hpp"
 #include "llm_utils/io/files.hpp"
 #include "llm_utils/io/npy.hpp"

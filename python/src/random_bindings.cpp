@@ -5,6 +5,7 @@
 
 #include "bindings.hpp"
 #include "llm_utils/attention.hpp"
+#include "llm_utils/cuda.hpp"
 #include "llm_utils/random.hpp"
 #include "llm_utils/threads.hpp"
 #include "llm_utils/version.hpp"
@@ -106,19 +107,30 @@ Modules built afterwards get the same weights as PyTorch's after the same seed::
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"), R"doc(
 Sets how many threads the library's compute uses (n >= 1; default: all cores), as
-``torch.set_num_threads``. Process-wide: set it from one thread, between computations.
+``torch.set_num_threads``. Process-wide: set it from one thread, between computations. It also
+sets OpenBLAS's thread count, which a PyTorch in the same process shares.
 )doc");
   m.def("get_num_threads", &get_num_threads,
         "How many threads the library's compute uses, as ``torch.get_num_threads``.");
+  m.def("cuda_built", &cuda_built,
+        "Whether this build has the CUDA kernels (CMake found a CUDA compiler).");
+  m.def("cuda_device_count", &cuda_device_count,
+        "CUDA devices this process can use (0 without CUDA, a driver or a device).");
+  m.def("cuda_device_description", &cuda_device_description, py::arg("device") = 0,
+        "The device as the driver names it, with its compute capability and memory; ValueError "
+        "when there is no such device.");
 
   py::enum_<Backend>(m, "Backend", R"doc(
 Which attention kernel a module's forward and backward use:
 ``reference`` materialises the (N, N) attention matrix with BLAS; ``flash`` is the fused kernel
-that never does; ``auto`` picks by shape. Modules accept the enum or its name as a string.
+that never does; ``auto`` picks between those two by shape; ``cuda`` runs the kernels on an
+NVIDIA GPU (builds with CUDA; ``cuda_device_count()`` says whether one is there). Modules accept
+the enum or its name as a string.
 )doc")
       .value("reference", Backend::reference)
       .value("flash", Backend::flash)
-      .value("auto", Backend::automatic);
+      .value("auto", Backend::automatic)
+      .value("cuda", Backend::cuda);
 }
 
 }  // namespace llm_utils::python

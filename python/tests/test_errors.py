@@ -122,7 +122,7 @@ def test_wrong_constructor_arguments():
 def test_settings(module):
     with raises(ValueError, "set_num_threads: n must be >= 1, got 0"):
         llm_utils.set_num_threads(0)
-    with raises(ValueError, "unknown backend 'bogus' (expected reference, flash or auto)"):
+    with raises(ValueError, "unknown backend 'bogus' (expected reference, flash, auto or cuda)"):
         module.set_backend("bogus")
     with raises(TypeError, "set_backend: expected 'reference', 'flash', 'auto' or a Backend, "
                            "got 3"):

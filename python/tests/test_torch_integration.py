@@ -352,3 +352,20 @@ def test_varlen_attention_is_one_call_per_sequence():
     want_grads = torch.autograd.grad(want, (q, k, v, sinks), dout)
     for name, got, exp in zip(["q", "k", "v", "sinks"], grads, want_grads):
         assert_close(got, exp, 2e-5, f"d{name}")
+
+
+def test_the_cuda_backend_runs_on_a_gpu_or_says_there_is_none():
+    llm_utils.manual_seed(23)
+    mha = llm_utils.MultiHeadAttention(16, 16, 20, 0.0, 2)
+    x = np.random.default_rng(24).standard_normal((2, 20, 16)).astype(np.float32)
+    y = mha(x)
+    mha.set_backend("cuda")
+    if llm_utils.cuda_device_count() > 0:
+        assert llm_utils.cuda_device_description()
+        np.testing.assert_allclose(mha(x), y, rtol=1e-5, atol=1e-5)
+        return
+    assert llm_utils.cuda_built() in (True, False)
+    with pytest.raises(ValueError, match="no CUDA device|this build has no CUDA"):
+        mha(x)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        llm_utils.cuda_device_description()

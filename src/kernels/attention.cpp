@@ -11,6 +11,7 @@
 #include "cpu/flash_attention.hpp"
 #include "detail/attention_problem.hpp"
 #include "kernels/attention_checks.hpp"
+#include "kernels/attention_cuda.hpp"
 #include "kernels/attention_dispatch.hpp"
 #include "llm_utils/error.hpp"
 #include "reference/attention_reference.hpp"
@@ -34,6 +35,8 @@ const char* backend_name(Backend backend) {
       return "flash";
     case Backend::automatic:
       return "auto";
+    case Backend::cuda:
+      return "cuda";
   }
   return "?";
 }
@@ -42,7 +45,8 @@ Backend parse_backend(const std::string& name) {
   if (name == "reference") return Backend::reference;
   if (name == "flash") return Backend::flash;
   if (name == "auto") return Backend::automatic;
-  throw ArgumentError("unknown backend '" + name + "' (expected reference, flash or auto)");
+  if (name == "cuda") return Backend::cuda;
+  throw ArgumentError("unknown backend '" + name + "' (expected reference, flash, auto or cuda)");
 }
 
 Backend choose_backend(Backend requested, int64_t n, int64_t m, int64_t /*d*/) {
@@ -104,25 +108,36 @@ Backend resolve_backend(const AttentionShape& p, Backend requested) {
 }
 
 Backend attention_forward(const AttentionProblem& p, Backend backend, const ForwardOutputs& o) {
-  if (resolve_backend(p, backend) == Backend::flash) {
-    cpu::flash_forward(p, o);
-    return Backend::flash;
+  switch (resolve_backend(p, backend)) {
+    case Backend::flash:
+      cpu::flash_forward(p, o);
+      return Backend::flash;
+    case Backend::cuda:
+      cuda_attention_forward(p, o);  // no row statistics: the caller's stay unwritten
+      return Backend::cuda;
+    default:
+      reference::attention_forward(p, o);
+      return Backend::reference;
   }
-  reference::attention_forward(p, o);
-  return Backend::reference;
 }
 
 void attention_backward(const AttentionProblem& p, Backend backend, const BackwardTensors& t) {
-  if (resolve_backend(p, backend) == Backend::flash) {
-    cpu::flash_backward(p, t);
-  } else {
-    reference::attention_backward(p, t);
+  switch (resolve_backend(p, backend)) {
+    case Backend::flash:
+      cpu::flash_backward(p, t);
+      return;
+    case Backend::cuda:
+      cuda_attention_backward(p, t);
+      return;
+    default:
+      reference::attention_backward(p, t);
   }
 }
 
 void attention_probabilities(const AttentionProblem& p, Backend backend, Strided<const float> lse,
                              RowStats stats, Strided<float> probs) {
-  if (resolve_backend(p, backend) == Backend::flash) {
+  // The weights of a CUDA forward are recomputed on the CPU from its lse.
+  if (resolve_backend(p, backend) == Backend::flash || backend == Backend::cuda) {
     cpu::flash_probabilities(p, lse, stats, probs);
   } else {
     reference::attention_probabilities(p, probs);

@@ -5,6 +5,7 @@
 
 #include "cpu/bf16_microkernels.hpp"
 #include "cpu/flash_attention.hpp"
+#include "kernels/attention_cuda.hpp"
 #include "kernels/attention_dispatch.hpp"
 #include "reference/attention_reference.hpp"
 
@@ -69,6 +70,10 @@ Backend attention_forward(const Bf16AttentionProblem& p, Backend backend,
     cpu::flash_forward(p, o);
     return Backend::flash;
   }
+  if (backend == Backend::cuda) {
+    cuda_attention_forward(p, o);
+    return Backend::cuda;
+  }
   Widened q(p.q, p.batch, p.heads, p.n, p.d), k(p.k, p.batch, p.kv_heads, p.m, p.d);
   Widened v(p.v, p.batch, p.kv_heads, p.m, p.dv);
   Widened out = zeros(p.batch, p.heads, p.n, p.dv);
@@ -81,6 +86,10 @@ void attention_backward(const Bf16AttentionProblem& p, Backend backend,
                         const BasicBackwardTensors<bfloat16>& t) {
   if (resolve_backend(p, backend) == Backend::flash) {
     cpu::flash_backward(p, t);
+    return;
+  }
+  if (backend == Backend::cuda) {
+    cuda_attention_backward(p, t);
     return;
   }
   Widened q(p.q, p.batch, p.heads, p.n, p.d), k(p.k, p.batch, p.kv_heads, p.m, p.d);
@@ -104,7 +113,8 @@ void attention_backward(const Bf16AttentionProblem& p, Backend backend,
 
 void attention_probabilities(const Bf16AttentionProblem& p, Backend backend,
                              Strided<const float> lse, RowStats stats, Strided<float> probs) {
-  if (resolve_backend(p, backend) == Backend::flash) {
+  // The weights of a CUDA forward are recomputed on the CPU from its lse.
+  if (resolve_backend(p, backend) == Backend::flash || backend == Backend::cuda) {
     cpu::flash_probabilities(p, lse, stats, probs);
     return;
   }

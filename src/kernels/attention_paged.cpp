@@ -9,6 +9,7 @@
 #include "cpu/flash_attention.hpp"
 #include "detail/attention_problem.hpp"
 #include "kernels/attention_checks.hpp"
+#include "kernels/attention_cuda.hpp"
 #include "kernels/attention_dispatch.hpp"
 #include "llm_utils/attention.hpp"
 #include "llm_utils/error.hpp"
@@ -112,6 +113,7 @@ Tensor gather_pages(ConstTensorView pages, std::span<const int64_t> table, int64
 void attention_forward_paged(ConstTensorView q, const PagedKeys& kv,
                              std::span<const int64_t> cu_seqlens_q, TensorView out, TensorView lse,
                              const AttentionOptions& options) {
+  detail::refuse_cuda(kFn, options.backend);
   const Strided<const float> qs = detail::packed(kFn, "q", q);
   const int64_t heads = q.size(1), d = q.size(2);
   check_pages(kv, heads, d);

@@ -8,6 +8,7 @@
 
 #include "detail/attention_problem.hpp"
 #include "kernels/attention_checks.hpp"
+#include "kernels/attention_cuda.hpp"
 #include "kernels/attention_dispatch.hpp"
 #include "llm_utils/attention.hpp"
 #include "llm_utils/error.hpp"
@@ -76,6 +77,7 @@ void attention_forward_varlen(ConstTensorView q, ConstTensorView k, ConstTensorV
                               std::span<const int64_t> cu_seqlens_k, TensorView out, TensorView lse,
                               const AttentionOptions& options) {
   constexpr const char* fn = "attention_forward_varlen";
+  detail::refuse_cuda(fn, options.backend);
   const AttentionProblem p = varlen_problem(fn, q, k, v, cu_seqlens_q, cu_seqlens_k, options);
   expect_shape(fn, "out", out.shape(), {p.n, p.heads, p.dv});
   const Strided<float> lse_s = packed_lse(fn, lse, p);
@@ -92,6 +94,7 @@ void attention_backward_varlen(ConstTensorView q, ConstTensorView k, ConstTensor
                                TensorView dk, TensorView dv, TensorView dsinks,
                                const AttentionOptions& options) {
   constexpr const char* fn = "attention_backward_varlen";
+  detail::refuse_cuda(fn, options.backend);
   const AttentionProblem p = varlen_problem(fn, q, k, v, cu_seqlens_q, cu_seqlens_k, options);
   expect_shape(fn, "out", out.shape(), {p.n, p.heads, p.dv});
   expect_shape(fn, "dout", dout.shape(), out.shape());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/attention_cuda.hpp"
 #include "llm_utils/error.hpp"
 #include "nn/attention_layer.hpp"
 #include "nn/attention_module_util.hpp"
@@ -217,6 +218,13 @@ void MultiHeadAttention::check_call(const std::string& where,
   }
   if (options.paged_cache == nullptr && !options.sequence_ids.empty()) {
     throw ArgumentError(where + ": sequence_ids are for a paged_cache, and none is given");
+  }
+  if (backend() == Backend::cuda) {
+    if (options.paged_cache != nullptr || !options.cu_seqlens.empty()) {
+      throw ArgumentError(where + ": Backend::cuda takes no paged_cache or cu_seqlens");
+    }
+    detail::cuda_check_available(where, window_left_ >= 0 || softcap_ != 0.0f ||
+                                            !alibi_slopes_.empty() || sinks.has_value());
   }
   for (const Linear* layer : {&W_query, &W_key, &W_value, &out_proj}) layer->check_bias();
 }

@@ -121,3 +121,23 @@ def test_bench_decodes_through_pages():
     assert paged["paged"] and paged["page_size"] == 16 and paged["tokens_per_s"] > 0
     r = selfattn("bench", "--module", "core", "--paged")
     assert r.returncode != 0 and "--paged applies to --module mha --decode" in r.stderr
+
+
+def test_backend_cuda_runs_on_a_gpu_or_says_there_is_none(tmp_path):
+    # With a GPU the CLI's output equals the CPU run's; without one it is one error line that
+    # says so (and writes nothing).
+    x = np.random.default_rng(4).standard_normal((2, 12, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    common = ["run", "--module", "mha", "--d-in", 8, "--d-out", 8, "--num-heads", 2, "--seed", 3,
+              "--input", tmp_path / "x.npy"]
+    cpu = selfattn(*common, "--output", tmp_path / "cpu.npy")
+    assert cpu.returncode == 0, cpu.stderr
+    gpu = selfattn(*common, "--output", tmp_path / "gpu.npy", "--backend", "cuda")
+    if gpu.returncode == 0:
+        np.testing.assert_allclose(np.load(tmp_path / "gpu.npy"), np.load(tmp_path / "cpu.npy"),
+                                   rtol=1e-5, atol=1e-5)
+    else:
+        lines = gpu.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), gpu.stderr
+        assert "no CUDA device" in lines[0] or "this build has no CUDA" in lines[0], lines[0]
+        assert not (tmp_path / "gpu.npy").exists()
