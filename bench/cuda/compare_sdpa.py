@@ -88,9 +88,12 @@ def parity(ext, log):
                         ok &= good
                         log(f"{'ok  ' if good else 'FAIL'} {name} {what}: max error {err:.3g} "
                             f"(bound {bound:.3g})")
-                    # Against PyTorch's own kernel in the same dtype, for the record.
-                    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
-                                                          enable_gqa=kv_heads != heads)
+                    # Against PyTorch's own kernel in the same dtype, for the record (heads
+                    # repeated: enable_gqa needs PyTorch 2.5).
+                    repeat = heads // kv_heads
+                    sdpa = F.scaled_dot_product_attention(
+                        q, k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1),
+                        is_causal=causal)
                     log(f"     {name} out vs torch SDPA: max difference "
                         f"{(out.float() - sdpa.float()).abs().max().item():.3g}")
     return ok

@@ -4,8 +4,10 @@
 // same tensors, the same stream and the same machine. Not part of the library's build.
 
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <initializer_list>
 #include <string>
 #include <tuple>
 
@@ -29,12 +31,25 @@ ck::Strides strides_of(const torch::Tensor& t, const char* name) {
   return {t.stride(0), t.stride(1), t.stride(2)};
 }
 
+// Every tensor of a call on q's device, in q's dtype (lse: float32) and the expected shape.
+void expect(const torch::Tensor& t, const torch::Tensor& q, const char* name,
+            std::initializer_list<int64_t> shape, bool float32 = false) {
+  TORCH_CHECK(t.device() == q.device(), name, " must be on ", q.device(), ", got ", t.device());
+  TORCH_CHECK(t.scalar_type() == (float32 ? torch::kFloat32 : q.scalar_type()), name, " has dtype ",
+              t.scalar_type());
+  TORCH_CHECK(t.sizes() == torch::IntArrayRef(shape), name, " must have shape ",
+              torch::IntArrayRef(shape), ", got ", t.sizes());
+}
+
 ck::Problem problem_of(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                        bool causal, double scale) {
   ck::Problem p;
   p.type = element_type(q);
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "q, k and v must share their dtype");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be (B, heads, N, d)");
+  TORCH_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, "k's heads ", k.size(1),
+              " must divide q's ", q.size(1));
+  expect(k, q, "k", {q.size(0), k.size(1), k.size(2), q.size(3)});
+  expect(v, q, "v", {q.size(0), k.size(1), k.size(2), v.size(3)});
   p.batch = q.size(0);
   p.heads = q.size(1);
   p.kv_heads = k.size(1);
@@ -59,6 +74,7 @@ void check(const std::string& error) {
 
 std::tuple<torch::Tensor, torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                                  bool causal, double scale) {
+  const c10::cuda::CUDAGuard device(q.device());  // q's device and its current stream
   const ck::Problem p = problem_of(q, k, v, causal, scale);
   torch::Tensor out = torch::empty({p.batch, p.heads, p.n, p.dv}, q.options());
   torch::Tensor lse = torch::empty({p.batch, p.heads, p.n}, q.options().dtype(torch::kFloat32));
@@ -67,13 +83,19 @@ std::tuple<torch::Tensor, torch::Tensor> forward(torch::Tensor q, torch::Tensor 
   return {out, lse};
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward(
-    torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor out, torch::Tensor lse,
-    torch::Tensor dout, bool causal, double scale) {
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> backward(torch::Tensor q, torch::Tensor k,
+                                                                 torch::Tensor v, torch::Tensor out,
+                                                                 torch::Tensor lse,
+                                                                 torch::Tensor dout, bool causal,
+                                                                 double scale) {
+  const c10::cuda::CUDAGuard device(q.device());
   const ck::Problem p = problem_of(q, k, v, causal, scale);
+  expect(out, q, "out", {p.batch, p.heads, p.n, p.dv});
+  expect(dout, q, "dout", {p.batch, p.heads, p.n, p.dv});
+  expect(lse, q, "lse", {p.batch, p.heads, p.n}, true);
   torch::Tensor dq = torch::empty_like(q), dk = torch::empty_like(k), dv = torch::empty_like(v);
-  torch::Tensor workspace = torch::empty({ck::backward_workspace_bytes(p)},
-                                         q.options().dtype(torch::kUInt8));
+  torch::Tensor workspace =
+      torch::empty({ck::backward_workspace_bytes(p)}, q.options().dtype(torch::kUInt8));
   lse = lse.contiguous();
   ck::BackwardTensors t;
   t.out = out.data_ptr();

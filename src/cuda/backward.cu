@@ -71,8 +71,9 @@ __global__ void __launch_bounds__(kThreads)
   float* slse = sds + kTile * 33;  // (32) lse of the query tile
   float* sdr = slse + kTile;       // (32) D of the query tile
   const int tid = threadIdx.x;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kTile;
-  const int64_t kvg = blockIdx.y, b = kvg / p.kv_heads, kv = kvg % p.kv_heads;
+  // Key/value heads along x (up to 2^31 - 1), key tiles along y (65535 tiles of 32 keys).
+  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t kvg = blockIdx.x, b = kvg / p.kv_heads, kv = kvg % p.kv_heads;
   const int64_t group = p.heads / p.kv_heads;
   const T* k = static_cast<const T*>(p.k) + b * p.k_strides.batch + kv * p.k_strides.head;
   const T* v = static_cast<const T*>(p.v) + b * p.v_strides.batch + kv * p.v_strides.head;
@@ -195,8 +196,8 @@ std::string backward_of(const Problem& p, const BackwardTensors& t, float* dq_ac
     return launch_error("backward: shared memory");
   }
   if (p.m > 0 && p.batch * p.kv_heads > 0) {
-    const dim3 grid(static_cast<unsigned>((p.m + kTile - 1) / kTile),
-                    static_cast<unsigned>(p.batch * p.kv_heads));
+    const dim3 grid(static_cast<unsigned>(p.batch * p.kv_heads),
+                    static_cast<unsigned>((p.m + kTile - 1) / kTile));
     backward_tile<T><<<grid, kThreads, bytes, stream>>>(p, t, drow, dq_acc);
     if (std::string e = launch_error("backward"); !e.empty()) return e;
   }
@@ -216,6 +217,7 @@ int64_t backward_workspace_bytes(const Problem& p) {
 }
 
 std::string backward(const Problem& p, const BackwardTensors& t, void* workspace, void* stream) {
+  if ((p.m + kTile - 1) / kTile > 65535) return "backward: more than 2^21 keys per head";
   if (p.d > kMaxD || p.dv > kMaxD) return "backward: head dims above 256 are not supported on CUDA";
   auto* dq_acc = static_cast<float*>(workspace);         // (B, H, N, d)
   float* drow = dq_acc + p.batch * p.heads * p.n * p.d;  // (B, H, N)

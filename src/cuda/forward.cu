@@ -49,8 +49,9 @@ __global__ void __launch_bounds__(128) forward_mma(Problem p, ForwardOutputs o) 
   T* sk = sq + kMmaRows * ld;          // (64, D) keys of the tile
   T* sv = sk + kMmaKeys * ld;          // (64, D) values of the tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t g = blockIdx.y, b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kMmaRows;
+  // Heads along x (up to 2^31 - 1 of them), query tiles along y (65535 tiles of 64 queries).
+  const int64_t g = blockIdx.x, b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kMmaRows;
   const T* q = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
   const T* k = static_cast<const T*>(p.k) + b * p.k_strides.batch + kv * p.k_strides.head;
   const T* v = static_cast<const T*>(p.v) + b * p.v_strides.batch + kv * p.v_strides.head;
@@ -175,8 +176,8 @@ __global__ void __launch_bounds__(128) forward_simt(Problem p, ForwardOutputs o)
   float* sv = sk + kSimtKeys * (d + 1);  // (32, dv)
   float* sp = sv + kSimtKeys * dv;       // (4, 8, 32) each warp's probabilities of one tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t g = blockIdx.y, b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kSimtRows;
+  const int64_t g = blockIdx.x, b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kSimtRows;
   const T* q = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
   const T* k = static_cast<const T*>(p.k) + b * p.k_strides.batch + kv * p.k_strides.head;
   const T* v = static_cast<const T*>(p.v) + b * p.v_strides.batch + kv * p.v_strides.head;
@@ -278,8 +279,8 @@ std::string launch_mma(const Problem& p, const ForwardOutputs& o, cudaStream_t s
       cudaSuccess) {
     return launch_error("forward (tensor cores): shared memory");
   }
-  const dim3 grid(static_cast<unsigned>((p.n + kMmaRows - 1) / kMmaRows),
-                  static_cast<unsigned>(p.batch * p.heads));
+  const dim3 grid(static_cast<unsigned>(p.batch * p.heads),
+                  static_cast<unsigned>((p.n + kMmaRows - 1) / kMmaRows));
   forward_mma<T, D><<<grid, 128, bytes, stream>>>(p, o);
   return launch_error("forward (tensor cores)");
 }
@@ -291,8 +292,8 @@ std::string launch_simt(const Problem& p, const ForwardOutputs& o, cudaStream_t 
       cudaSuccess) {
     return launch_error("forward (SIMT): shared memory");
   }
-  const dim3 grid(static_cast<unsigned>((p.n + kSimtRows - 1) / kSimtRows),
-                  static_cast<unsigned>(p.batch * p.heads));
+  const dim3 grid(static_cast<unsigned>(p.batch * p.heads),
+                  static_cast<unsigned>((p.n + kSimtRows - 1) / kSimtRows));
   forward_simt<T><<<grid, 128, bytes, stream>>>(p, o);
   return launch_error("forward (SIMT)");
 }
@@ -310,6 +311,7 @@ std::string forward_of(const Problem& p, const ForwardOutputs& o, cudaStream_t s
 
 std::string forward(const Problem& p, const ForwardOutputs& o, void* stream) {
   if (p.batch * p.heads == 0 || p.n == 0) return {};
+  if ((p.n + 31) / 32 > 65535) return "forward: more than 2^21 queries per head";
   if (p.d > kMaxD || p.dv > kMaxD) return "forward: head dims above 256 are not supported on CUDA";
   const auto s = static_cast<cudaStream_t>(stream);
   switch (p.type) {

@@ -27,7 +27,11 @@ namespace llm_utils {
 namespace detail {
 namespace {
 
-// What the CUDA kernels compute: scale, causal offset, additive mask, grouped heads.
+// The largest head dim the CUDA kernels take.
+constexpr int64_t kCudaMaxHeadDim = 256;
+
+// What the CUDA kernels compute: scale, causal offset, additive mask, grouped heads, head dims
+// up to 256.
 void check_supported(const AttentionShape& p) {
   if (p.window_left >= 0 || p.softcap != 0.0f || p.alibi_slopes != nullptr || p.sinks != nullptr ||
       p.seq_starts_q != nullptr) {
@@ -35,6 +39,10 @@ void check_supported(const AttentionShape& p) {
         "Backend::cuda takes the causal mask, additive masks and grouped-query heads; "
         "window_left, softcap, alibi_slopes, sinks and packed sequences run on the CPU "
         "backends (reference, flash)");
+  }
+  if (p.d > kCudaMaxHeadDim || p.dv > kCudaMaxHeadDim) {
+    throw ArgumentError("Backend::cuda takes head dims up to 256, got d=" + std::to_string(p.d) +
+                        ", dv=" + std::to_string(p.dv));
   }
 }
 
@@ -150,8 +158,8 @@ void download_rows(const DeviceBuffer& d, const Strided<float>& a, int64_t batch
   }
 }
 
-// The additive mask on the device: the span of host memory its (non-negative) strides reach,
-// copied whole, read through the same strides there.
+// The additive mask on the device: the span of host memory its strides reach (negative ones
+// too, from a flipped view), copied whole, read through the same strides there.
 struct DeviceMask {
   DeviceBuffer buffer;
   ck::Mask mask;
@@ -159,17 +167,22 @@ struct DeviceMask {
 DeviceMask upload_mask(const AttentionShape& p) {
   DeviceMask out;
   if (p.mask == nullptr || p.no_queries() || p.m == 0) return out;
-  int64_t last = 0;  // the largest element offset any (g, i, j) reads
-  for (int64_t g = 0; g < p.query_heads(); ++g) {
-    const int64_t at =
-        (g / p.mask_heads) * p.mask_stride_outer + (g % p.mask_heads) * p.mask_stride_head;
-    last = std::max(last, at + (p.n - 1) * p.mask_stride_row + (p.m - 1) * p.mask_stride_col);
-  }
-  const size_t bytes = static_cast<size_t>(last + 1) * sizeof(float);
-  out.buffer = DeviceBuffer(bytes);
-  cuda_check(cudaMemcpy(out.buffer.get(), p.mask, bytes, cudaMemcpyHostToDevice),
-             "copy to the device");
-  out.mask = {static_cast<const float*>(out.buffer.get()),
+  // The lowest and highest element offsets any (g, i, j) reads, relative to p.mask.
+  int64_t lo = 0, hi = 0;
+  const auto reach = [&](int64_t stride, int64_t extent) {
+    lo += std::min<int64_t>(0, stride * (extent - 1));
+    hi += std::max<int64_t>(0, stride * (extent - 1));
+  };
+  reach(p.mask_stride_outer, (p.query_heads() - 1) / p.mask_heads + 1);
+  reach(p.mask_stride_head, std::min(p.mask_heads, p.query_heads()));
+  reach(p.mask_stride_row, p.n);
+  reach(p.mask_stride_col, p.m);
+  const size_t count = static_cast<size_t>(hi - lo + 1);
+  out.buffer = DeviceBuffer(count * sizeof(float));
+  cuda_check(
+      cudaMemcpy(out.buffer.get(), p.mask + lo, count * sizeof(float), cudaMemcpyHostToDevice),
+      "copy to the device");
+  out.mask = {static_cast<const float*>(out.buffer.get()) - lo,
               p.mask_heads,
               p.mask_stride_outer,
               p.mask_stride_head,
@@ -306,15 +319,14 @@ void cuda_attention_backward(const Bf16AttentionProblem& p,
   backward_on_device(p, t);
 }
 
-void cuda_check_available(const std::string& where, bool uses_variants) {
-  if (uses_variants) {
-    AttentionShape variants;
-    variants.window_left = 0;
-    try {
-      check_supported(variants);
-    } catch (const ArgumentError& e) {
-      throw ArgumentError(where + ": " + e.what());
-    }
+void cuda_check_available(const std::string& where, bool uses_variants, int64_t head_dim) {
+  AttentionShape call;
+  call.window_left = uses_variants ? 0 : -1;
+  call.d = call.dv = head_dim;
+  try {
+    check_supported(call);
+  } catch (const ArgumentError& e) {
+    throw ArgumentError(where + ": " + e.what());
   }
 #if LLM_UTILS_HAVE_CUDA
   try {

@@ -4,6 +4,7 @@
 // ArgumentError for what the CUDA kernels do not take (the variants), in a build without CUDA,
 // and without a device; Error for a CUDA failure, with CUDA's message.
 
+#include <cstdint>
 #include <string>
 
 #include "detail/attention_problem.hpp"
@@ -23,8 +24,8 @@ void refuse_cuda(const char* fn, Backend backend);
 
 /// The checks a call on Backend::cuda makes before anything else, for callers that change state
 /// before the kernels run (the modules): ArgumentError when the call uses a variant the CUDA
-/// kernels lack (`uses_variants`: window, softcap, ALiBi, sinks, packed sequences), in a build
-/// without CUDA, or without a device.
-void cuda_check_available(const std::string& where, bool uses_variants);
+/// kernels lack (`uses_variants`: window, softcap, ALiBi, sinks, packed sequences) or a head dim
+/// above 256, in a build without CUDA, or without a device.
+void cuda_check_available(const std::string& where, bool uses_variants, int64_t head_dim);
 
 }  // namespace llm_utils::detail

@@ -130,9 +130,11 @@ void AttentionLayer::forward(ConstTensorView x, int64_t batch, int64_t seq, cons
   const int64_t rows = batch * seq, width = s.qkv_width(), hd = s.head_dim;
   check_weights(w);  // before anything changes: a throw leaves the last forward as it was
   if (call.backend == Backend::cuda && call.executor == nullptr && call.dropout == 0.0) {
-    cuda_check_available("forward", call.window_left >= 0 || call.softcap != 0.0f ||
-                                        !call.alibi_slopes.empty() || !call.sinks.empty() ||
-                                        !call.cu_seqlens.empty());
+    cuda_check_available("forward",
+                         call.window_left >= 0 || call.softcap != 0.0f ||
+                             !call.alibi_slopes.empty() || !call.sinks.empty() ||
+                             !call.cu_seqlens.empty(),
+                         s.head_dim);
   }
   batch_ = batch;
   seq_ = seq;

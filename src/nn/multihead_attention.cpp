@@ -223,8 +223,9 @@ void MultiHeadAttention::check_call(const std::string& where,
     if (options.paged_cache != nullptr || !options.cu_seqlens.empty()) {
       throw ArgumentError(where + ": Backend::cuda takes no paged_cache or cu_seqlens");
     }
-    detail::cuda_check_available(where, window_left_ >= 0 || softcap_ != 0.0f ||
-                                            !alibi_slopes_.empty() || sinks.has_value());
+    detail::cuda_check_available(
+        where, window_left_ >= 0 || softcap_ != 0.0f || !alibi_slopes_.empty() || sinks.has_value(),
+        head_dim());
   }
   for (const Linear* layer : {&W_query, &W_key, &W_value, &out_proj}) layer->check_bias();
 }

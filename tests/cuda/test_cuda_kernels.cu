@@ -107,8 +107,13 @@ struct Case {
   int64_t batch, heads, kv_heads, n, m, d, dv;
   bool causal;
   int64_t query_offset;
-  bool mask;          // key padding: (B, 1, 1, M), every fifth key hidden, small values elsewhere
-  bool heads_inside;  // q, out, dout, dq stored as (B, N, H, d) and read through strides
+  // 0: none; 1: key padding (B, 1, 1, M), every fifth key hidden, small values elsewhere;
+  // 2: per row (B, 1, N, M): batch 0 hides keys [0, 70) (whole first tiles: rows that have seen
+  //    no key yet), row 3 hides every key (out 0, lse -inf, no gradient), small values elsewhere.
+  int mask;
+  bool heads_inside;     // q, out, dout, dq stored as (B, N, H, d) and read through strides
+  float range = 1.0f;    // inputs uniform in [-range, range]
+  bool only_dv = false;  // the backward without dq and dk
 };
 
 // A (B, heads, rows, cols) array on the host in logical order, its device copy in the case's
@@ -135,8 +140,8 @@ struct Array {
   size_t logical(int64_t b, int64_t h, int64_t r, int64_t c) const {
     return static_cast<size_t>(((b * heads + h) * rows + r) * cols + c);
   }
-  void fill(std::mt19937& gen, ck::ElementType t) {
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  void fill(std::mt19937& gen, ck::ElementType t, float range = 1.0f) {
+    std::uniform_real_distribution<float> u(-range, range);
     for (float& x : values) x = round_to(t, u(gen));
   }
   void upload(ck::ElementType t) {
@@ -198,8 +203,8 @@ void run_case(const Case& c) {
   Array q(B, H, N, c.d, c.heads_inside), k(B, G, M, c.d, false), v(B, G, M, c.dv, false);
   Array out(B, H, N, c.dv, c.heads_inside), dout(B, H, N, c.dv, c.heads_inside);
   Array dq(B, H, N, c.d, c.heads_inside), dk(B, G, M, c.d, false), dv(B, G, M, c.dv, false);
-  q.fill(gen, c.type);
-  k.fill(gen, c.type);
+  q.fill(gen, c.type, c.range);
+  k.fill(gen, c.type, c.range);
   v.fill(gen, c.type);
   dout.fill(gen, c.type);
   q.upload(c.type);
@@ -210,9 +215,22 @@ void run_case(const Case& c) {
   dq.allocate(c.type);
   dk.allocate(c.type);
   dv.allocate(c.type);
-  std::vector<float> mask_host(static_cast<size_t>(B * M), 0.0f);  // (B, 1, 1, M)
+  // (B, 1, 1, M) or (B, 1, N, M); mask_at(b, i, j) reads it.
+  const int64_t mask_rows = c.mask == 2 ? N : 1;
+  std::vector<float> mask_host(static_cast<size_t>(B * mask_rows * M), 0.0f);
   std::uniform_real_distribution<float> small(-0.5f, 0.5f);
-  for (size_t i = 0; i < mask_host.size(); ++i) mask_host[i] = i % 5 == 3 ? -INFINITY : small(gen);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < mask_rows; ++i) {
+      for (int64_t j = 0; j < M; ++j) {
+        const bool hidden = c.mask == 1 ? j % 5 == 3 : ((b == 0 && j < 70) || i == 3);
+        mask_host[static_cast<size_t>((b * mask_rows + i) * M + j)] =
+            hidden ? -INFINITY : small(gen);
+      }
+    }
+  }
+  const auto mask_at = [&](int64_t b, int64_t i, int64_t j) {
+    return mask_host[static_cast<size_t>((b * mask_rows + (mask_rows == 1 ? 0 : i)) * M + j)];
+  };
   float* mask_device = nullptr;
   float* lse_device = nullptr;
   cuda_ok(cudaMalloc(&mask_device, mask_host.size() * 4), "cudaMalloc");
@@ -232,7 +250,8 @@ void run_case(const Case& c) {
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.d)));
   p.causal = c.causal;
   p.query_offset = c.query_offset;
-  if (c.mask) p.mask = ck::Mask{mask_device, H, M, 0, 0, 1};  // (b, h, i, j) -> b * M + j
+  // (b, h, i, j) -> (b * mask_rows + i) * M + j, i only for the per-row mask
+  if (c.mask != 0) p.mask = ck::Mask{mask_device, H, mask_rows * M, 0, mask_rows == 1 ? 0 : M, 1};
   p.q = q.device;
   p.k = k.device;
   p.v = v.device;
@@ -255,7 +274,7 @@ void run_case(const Case& c) {
           double dot = 0;
           for (int64_t x = 0; x < c.d; ++x)
             dot += double(q.values[q.logical(b, h, i, x)]) * k.values[k.logical(b, kv, j, x)];
-          s[j] = dot * p.scale + (c.mask ? mask_host[static_cast<size_t>(b * M + j)] : 0.0);
+          s[j] = dot * p.scale + (c.mask != 0 ? mask_at(b, i, j) : 0.0);
           mx = std::fmax(mx, s[j]);
         }
         double sum = 0;
@@ -300,9 +319,12 @@ void run_case(const Case& c) {
   cuda_ok(cudaMemcpy(lse.data(), lse_device, lse.size() * 4, cudaMemcpyDeviceToHost), "lse");
   expect_close(lse, ref_lse, 1e-5, std::string(c.name) + " lse");
 
+  // A workspace full of garbage, and the backward run twice: each call must clear the dq
+  // accumulators itself.
   void* workspace = nullptr;
-  cuda_ok(cudaMalloc(&workspace, static_cast<size_t>(ck::backward_workspace_bytes(p))),
-          "cudaMalloc");
+  const size_t workspace_bytes = static_cast<size_t>(ck::backward_workspace_bytes(p));
+  cuda_ok(cudaMalloc(&workspace, workspace_bytes), "cudaMalloc");
+  cuda_ok(cudaMemset(workspace, 0x7F, workspace_bytes), "cudaMemset");
   ck::BackwardTensors t;
   t.out = out.device;
   t.out_strides = out.strides;
@@ -315,12 +337,17 @@ void run_case(const Case& c) {
   t.dk_strides = dk.strides;
   t.dv = dv.device;
   t.dv_strides = dv.strides;
-  err = ck::backward(p, t, workspace, nullptr);
-  check(err.empty(), std::string(c.name) + ": backward: " + err);
+  if (c.only_dv) t.dq = t.dk = nullptr;
+  for (int pass = 0; pass < 2; ++pass) {
+    err = ck::backward(p, t, workspace, nullptr);
+    check(err.empty(), std::string(c.name) + ": backward: " + err);
+  }
   cuda_ok(cudaDeviceSynchronize(), "backward");
   // The backward starts from the kernel's own (rounded) out: compare with that tolerance.
-  expect_close(dq.download(c.type), ref_dq, grad_tol, std::string(c.name) + " dq");
-  expect_close(dk.download(c.type), ref_dk, grad_tol, std::string(c.name) + " dk");
+  if (!c.only_dv) {
+    expect_close(dq.download(c.type), ref_dq, grad_tol, std::string(c.name) + " dq");
+    expect_close(dk.download(c.type), ref_dk, grad_tol, std::string(c.name) + " dk");
+  }
   expect_close(dv.download(c.type), ref_dv, grad_tol, std::string(c.name) + " dv");
   cudaFree(workspace);
   cudaFree(mask_device);
@@ -337,19 +364,22 @@ int main() {
   }
   using T = ck::ElementType;
   const Case cases[] = {
-      {"bf16 d=64 causal GQA 8/2", T::bfloat16, 2, 8, 2, 130, 130, 64, 64, true, 0, false, false},
-      {"bf16 d=128 cross, mask, strided q", T::bfloat16, 2, 4, 4, 70, 200, 128, 128, false, 0, true,
-       true},
-      {"bf16 d=64 causal offset (decode-like)", T::bfloat16, 1, 4, 1, 5, 300, 64, 64, true, 295,
-       false, false},
-      {"f16 d=128 causal GQA 4/2, mask", T::float16, 2, 4, 2, 100, 100, 128, 128, true, 0, true,
+      {"bf16 d=64 causal GQA 8/2", T::bfloat16, 2, 8, 2, 130, 130, 64, 64, true, 0, 0, false},
+      {"bf16 d=128 cross, key padding, strided q", T::bfloat16, 2, 4, 4, 70, 200, 128, 128, false,
+       0, 1, true},
+      {"bf16 d=64 causal offset (decode-like)", T::bfloat16, 1, 4, 1, 5, 300, 64, 64, true, 295, 0,
        false},
-      {"f32 d=64 causal GQA 8/2, strided", T::float32, 2, 8, 2, 97, 97, 64, 64, true, 0, false,
-       true},
-      {"f32 d=128 mask", T::float32, 1, 2, 2, 65, 130, 128, 128, false, 0, true, false},
-      {"f32 d=40 dv=24 (SIMT)", T::float32, 2, 2, 1, 50, 70, 40, 24, true, 20, false, false},
-      {"bf16 d=40 (SIMT)", T::bfloat16, 1, 2, 2, 33, 33, 40, 40, true, 0, true, false},
+      {"bf16 d=64 per-row mask: hidden first tiles, a hidden row, inputs x3", T::bfloat16, 2, 4, 2,
+       100, 150, 64, 64, false, 0, 2, false, 3.0f},
+      {"f16 d=128 causal GQA 4/2, key padding", T::float16, 2, 4, 2, 100, 100, 128, 128, true, 0, 1,
+       false},
+      {"f32 d=64 causal GQA 8/2, strided", T::float32, 2, 8, 2, 97, 97, 64, 64, true, 0, 0, true},
+      {"f32 d=128 per-row mask, dv only", T::float32, 1, 2, 2, 65, 130, 128, 128, false, 0, 2,
+       false, 1.0f, true},
+      {"f32 d=40 dv=24 (SIMT)", T::float32, 2, 2, 1, 50, 70, 40, 24, true, 20, 0, false},
+      {"bf16 d=40 (SIMT), per-row mask", T::bfloat16, 1, 2, 2, 33, 100, 40, 40, true, 70, 2, false},
   };
+
   for (const Case& c : cases) run_case(c);
   std::printf(failures == 0 ? "all CUDA checks passed\n" : "%d CUDA checks failed\n", failures);
   return failures == 0 ? 0 : 1;
