@@ -34,6 +34,19 @@ TEST(CudaBackend, VariantsAreRefusedBeforeAnythingElse) {
                 .find("window_left, softcap, alibi_slopes, sinks and packed sequences run on the "
                       "CPU"),
             std::string::npos);
+  const Tensor wide = g.uniform({2, 8, 300}, -1, 1);
+  Tensor wide_out({2, 8, 300});
+  EXPECT_NE(testing::argument_error_of([&] {
+              attention_forward(wide, wide, wide, wide_out, lse, {.backend = Backend::cuda});
+            }).find("head dims up to 256, got d=300"),
+            std::string::npos);
+  manual_seed(6);
+  MultiHeadAttention mha(8, 600, 4, 0.0, 2);  // head_dim 300
+  mha.set_backend(Backend::cuda);
+  EXPECT_NE(testing::argument_error_of([&] {
+              mha.forward(g.uniform({4, 8}, -1, 1));
+            }).find("head dims up to 256"),
+            std::string::npos);
   const Tensor packed = g.uniform({8, 2, 16}, -1, 1);
   Tensor packed_out({8, 2, 16}), packed_lse({2, 8});
   const std::vector<int64_t> cu = {0, 8};
