@@ -19,6 +19,22 @@
 namespace llm_utils::cuda_kernels {
 namespace {
 
+// The block's query head (heads along the grid's x, up to 2^31 - 1 of them; query tiles along
+// y) and where its q, out and its key/value head's k, v start.
+template <typename T>
+struct HeadOf {
+  int64_t g;  // flattened query head b * H + h
+  const T *q, *k, *v;
+  T* out;
+  __device__ HeadOf(const Problem& p, const ForwardOutputs& o) : g(blockIdx.x) {
+    const int64_t b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
+    q = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
+    k = static_cast<const T*>(p.k) + b * p.k_strides.batch + kv * p.k_strides.head;
+    v = static_cast<const T*>(p.v) + b * p.v_strides.batch + kv * p.v_strides.head;
+    out = static_cast<T*>(o.out) + b * o.out_strides.batch + h * o.out_strides.head;
+  }
+};
+
 // ---------------------------------------------------------------- tensor cores
 
 constexpr int kMmaRows = 64;  // queries per block: 4 warps x 16
@@ -49,13 +65,10 @@ __global__ void __launch_bounds__(128) forward_mma(Problem p, ForwardOutputs o) 
   T* sk = sq + kMmaRows * ld;          // (64, D) keys of the tile
   T* sv = sk + kMmaKeys * ld;          // (64, D) values of the tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // Heads along x (up to 2^31 - 1 of them), query tiles along y (65535 tiles of 64 queries).
-  const int64_t g = blockIdx.x, b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
-  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kMmaRows;
-  const T* q = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_strides.batch + kv * p.k_strides.head;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_strides.batch + kv * p.v_strides.head;
-  T* out = static_cast<T*>(o.out) + b * o.out_strides.batch + h * o.out_strides.head;
+  const HeadOf<T> head(p, o);
+  const int64_t g = head.g, i0 = static_cast<int64_t>(blockIdx.y) * kMmaRows;
+  const T *q = head.q, *k = head.k, *v = head.v;
+  T* out = head.out;
 
   stage_rows<T, D>(sq, ld, q, p.q_strides.row, i0, p.n);
   __syncthreads();
@@ -176,12 +189,10 @@ __global__ void __launch_bounds__(128) forward_simt(Problem p, ForwardOutputs o)
   float* sv = sk + kSimtKeys * (d + 1);  // (32, dv)
   float* sp = sv + kSimtKeys * dv;       // (4, 8, 32) each warp's probabilities of one tile
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t g = blockIdx.x, b = g / p.heads, h = g % p.heads, kv = kv_of(p, h);
-  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kSimtRows;
-  const T* q = static_cast<const T*>(p.q) + b * p.q_strides.batch + h * p.q_strides.head;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_strides.batch + kv * p.k_strides.head;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_strides.batch + kv * p.v_strides.head;
-  T* out = static_cast<T*>(o.out) + b * o.out_strides.batch + h * o.out_strides.head;
+  const HeadOf<T> head(p, o);
+  const int64_t g = head.g, i0 = static_cast<int64_t>(blockIdx.y) * kSimtRows;
+  const T *q = head.q, *k = head.k, *v = head.v;
+  T* out = head.out;
 
   for (int idx = threadIdx.x; idx < kSimtRows * d; idx += blockDim.x) {
     const int r = idx / d, c = idx % d;
