@@ -71,6 +71,12 @@ def can_use_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return dropout_p == 0.0
 
 
+def _add_sinks(call, sinks):
+    """The sink logits, when there are any, as the kernels read them (float32)."""
+    if sinks is not None:
+        call["sinks"] = _array(sinks.detach().float().contiguous())
+
+
 def _kernel_options(causal, scale, attn_mask, window_left, softcap, alibi_slopes):
     options = dict(causal=causal, scale=scale, window_left=window_left, softcap=softcap)
     if attn_mask is not None:
@@ -107,8 +113,7 @@ class _FusedAttention(torch.autograd.Function):
             out = torch.empty(batch, heads, n, dv, dtype=q.dtype)
         lse = torch.empty(batch, heads, n, dtype=torch.float32)
         call = dict(options)
-        if sinks is not None:
-            call["sinks"] = _array(sinks.detach().float().contiguous())
+        _add_sinks(call, sinks)
         _k.forward(_array(q), _array(k), _array(v), call, _array(out), lse.numpy())
         ctx.save_for_backward(q, k, v, out, lse, sinks)
         ctx.options = options
@@ -124,8 +129,7 @@ class _FusedAttention(torch.autograd.Function):
         dk = torch.empty_like(k) if need_dk else None
         dv = torch.empty_like(v)
         call = dict(ctx.options)
-        if sinks is not None:
-            call["sinks"] = _array(sinks.detach().float().contiguous())
+        _add_sinks(call, sinks)
         _, _, _, dsinks = _k.backward(
             _array(q), _array(k), _array(v), _array(out), lse.numpy(), _array(dout), call,
             need_dq, need_dk, None if dq is None else _array(dq),
@@ -271,8 +275,7 @@ class _FusedVarlen(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, sinks, cu_q, cu_k, options):  # noqa: D401
         call = dict(options)
-        if sinks is not None:
-            call["sinks"] = _array(sinks.detach().float().contiguous())
+        _add_sinks(call, sinks)
         out, lse = _k.forward_varlen(_array(q), _array(k), _array(v), cu_q, cu_k, call)
         out, lse = torch.from_numpy(out), torch.from_numpy(lse)
         ctx.save_for_backward(q, k, v, out, lse, sinks)
@@ -284,8 +287,7 @@ class _FusedVarlen(torch.autograd.Function):
         _refuse_second_derivative()
         q, k, v, out, lse, sinks = ctx.saved_tensors
         call = dict(ctx.options)
-        if sinks is not None:
-            call["sinks"] = _array(sinks.detach().float().contiguous())
+        _add_sinks(call, sinks)
         dq, dk, dv, dsinks = _k.backward_varlen(
             _array(q), _array(k), _array(v), *ctx.cu, _array(out), lse.numpy(),
             _array(_rows_contiguous(dout.float())), call)

@@ -127,37 +127,6 @@ void download(const DeviceBuffer& d, const Strided<T>& a, int64_t batch, int64_t
   }
 }
 
-// lse-like (B, H, N) arrays: one element per "row".
-void upload_rows(const Strided<const float>& a, int64_t batch, int64_t heads, int64_t n,
-                 DeviceBuffer& d) {
-  std::vector<float> host(static_cast<size_t>(batch * heads * n));
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < n; ++i)
-        host[static_cast<size_t>((b * heads + h) * n + i)] = *a.row(b, h, i);
-    }
-  }
-  d = DeviceBuffer(host.size() * sizeof(float));
-  if (!host.empty()) {
-    cuda_check(
-        cudaMemcpy(d.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
-        "copy to the device");
-  }
-}
-void download_rows(const DeviceBuffer& d, const Strided<float>& a, int64_t batch, int64_t heads,
-                   int64_t n) {
-  std::vector<float> host(static_cast<size_t>(batch * heads * n));
-  if (host.empty()) return;
-  cuda_check(cudaMemcpy(host.data(), d.get(), host.size() * sizeof(float), cudaMemcpyDeviceToHost),
-             "copy from the device");
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < n; ++i)
-        *a.row(b, h, i) = host[static_cast<size_t>((b * heads + h) * n + i)];
-    }
-  }
-}
-
 // The additive mask on the device: the span of host memory its strides reach (negative ones
 // too, from a flipped view), copied whole, read through the same strides there.
 struct DeviceMask {
@@ -242,7 +211,7 @@ void forward_on_device(const BasicAttentionProblem<T>& p, const BasicForwardOutp
       device_problem(p, q, k, v, mask),
       {out.get(), contiguous(p.heads, p.n, p.dv), static_cast<float*>(lse.get())}, nullptr));
   download(out, o.out, p.batch, p.heads, p.n, p.dv);
-  download_rows(lse, o.lse, p.batch, p.heads, p.n);
+  download(lse, o.lse, p.batch, p.heads, p.n, 1);  // lse: one element per "row"
 }
 
 template <typename T>
@@ -254,8 +223,7 @@ void backward_on_device(const BasicAttentionProblem<T>& p, const BasicBackwardTe
   const DeviceBuffer v = upload(p.v, p.batch, p.kv_heads, p.m, p.dv);
   const DeviceBuffer out = upload(t.out, p.batch, p.heads, p.n, p.dv);
   const DeviceBuffer dout = upload(t.dout, p.batch, p.heads, p.n, p.dv);
-  DeviceBuffer lse;
-  upload_rows(t.lse, p.batch, p.heads, p.n, lse);
+  const DeviceBuffer lse = upload(t.lse, p.batch, p.heads, p.n, 1);  // one element per "row"
   const DeviceMask mask = upload_mask(p);
   DeviceBuffer dq(
       t.dq.data != nullptr ? static_cast<size_t>(p.query_heads() * p.n * p.d) * sizeof(T) : 0);
@@ -359,11 +327,15 @@ bool cuda_built() {
 
 int cuda_device_count() {
 #if LLM_UTILS_HAVE_CUDA
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the error: no driver or no device is not a failure here
-    return 0;
-  }
+  // Asked once: every Backend::cuda call checks it, and the devices a process sees do not change.
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();  // clear the error: no driver or no device is not a failure here
+      return 0;
+    }
+    return n;
+  }();
   return count;
 #else
   return 0;

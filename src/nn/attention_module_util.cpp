@@ -61,4 +61,23 @@ void project_rows(const Linear& layer, const float* x, int64_t rows, float* y, i
                 layer.weight.data().data(), d_in, layer.bias ? 1.0f : 0.0f, y, ldy);
 }
 
+void check_cu_seqlens(const std::string& where, std::span<const int64_t> cu, int64_t rows,
+                      int64_t context_length) {
+  if (cu.empty() || cu.front() != 0 || cu.back() != rows) {
+    throw ArgumentError(
+        where + ": cu_seqlens must run from 0 to x's " + std::to_string(rows) + " rows, got " +
+        std::to_string(cu.size()) + " entries" +
+        (cu.empty() ? std::string()
+                    : " from " + std::to_string(cu.front()) + " to " + std::to_string(cu.back())));
+  }
+  for (size_t s = 1; s < cu.size(); ++s) {
+    const int64_t len = cu[s] - cu[s - 1];
+    if (len < 0 || len > context_length) {
+      throw ArgumentError(where + ": sequence " + std::to_string(s - 1) + " of cu_seqlens has " +
+                          std::to_string(len) + " tokens, outside [0, context_length=" +
+                          std::to_string(context_length) + "]");
+    }
+  }
+}
+
 }  // namespace llm_utils::detail

@@ -3,6 +3,7 @@
 // mask buffer, and the state entries and packed-projection weights of Linear layers.
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,11 @@ void add_linear_entries(std::vector<StateEntry>& out, const std::string& prefix,
 /// parameters (the KV-cache paths project a few tokens, where packing the weights would cost
 /// more than the GEMV).
 void project_rows(const Linear& layer, const float* x, int64_t rows, float* y, int64_t ldy);
+
+/// ArgumentError naming `where` unless cu_seqlens (packed sequences) runs from 0 to x's `rows`
+/// and every sequence has 0 to max_len tokens.
+void check_cu_seqlens(const std::string& where, std::span<const int64_t> cu, int64_t rows,
+                      int64_t max_len);
 
 /// The projection weights of three Linear layers, for the attention layer.
 QkvWeights linear_qkv_weights(const Linear& query, const Linear& key, const Linear& value);

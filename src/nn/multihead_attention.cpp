@@ -249,29 +249,6 @@ AttentionOptions MultiHeadAttention::variant_options() const {
   return o;
 }
 
-namespace {
-// cu_seqlens of a packed forward: from 0 to x's rows, nondecreasing, no sequence longer than
-// the context length.
-void check_cu_seqlens(const std::string& where, std::span<const int64_t> cu, int64_t rows,
-                      int64_t context_length) {
-  if (cu.empty() || cu.front() != 0 || cu.back() != rows) {
-    throw ArgumentError(
-        where + ": cu_seqlens must run from 0 to x's " + std::to_string(rows) + " rows, got " +
-        std::to_string(cu.size()) + " entries" +
-        (cu.empty() ? std::string()
-                    : " from " + std::to_string(cu.front()) + " to " + std::to_string(cu.back())));
-  }
-  for (size_t s = 1; s < cu.size(); ++s) {
-    const int64_t len = cu[s] - cu[s - 1];
-    if (len < 0 || len > context_length) {
-      throw ArgumentError(where + ": sequence " + std::to_string(s - 1) + " of cu_seqlens has " +
-                          std::to_string(len) + " tokens, outside [0, context_length=" +
-                          std::to_string(context_length) + "]");
-    }
-  }
-}
-}  // namespace
-
 Tensor MultiHeadAttention::forward_rows(ConstTensorView x, const Input& in) {
   return forward_uncached(x, in, AttentionForwardOptions{});
 }
@@ -294,7 +271,7 @@ Tensor MultiHeadAttention::forward_uncached(ConstTensorView x, const Input& in,
                           ": cu_seqlens takes no attn_mask or key_padding_mask (each "
                           "sequence sees only itself)");
     }
-    check_cu_seqlens(where, options.cu_seqlens, n, context_length());
+    detail::check_cu_seqlens(where, options.cu_seqlens, n, context_length());
     call.cu_seqlens.assign(options.cu_seqlens.begin(), options.cu_seqlens.end());
   }
   call.mask = detail::merge_masks(where, options.attn_mask, options.key_padding_mask,

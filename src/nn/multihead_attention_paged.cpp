@@ -20,27 +20,18 @@ namespace llm_utils {
 namespace {
 
 // How many new tokens each sequence brings: from cu_seqlens over x (T, d_in), else n for each
-// of the batch's sequences.
+// of the batch's sequences. No sequence brings more than the context length.
 std::vector<int64_t> new_token_counts(const std::string& where, std::span<const int64_t> cu,
-                                      int64_t batch, int64_t seq, bool was_2d) {
+                                      int64_t batch, int64_t seq, bool was_2d,
+                                      int64_t context_length) {
   if (cu.empty()) return std::vector<int64_t>(static_cast<size_t>(batch), seq);
   if (!was_2d) {
     throw ArgumentError(where + ": with cu_seqlens x must be (T, d_in), got batch " +
                         std::to_string(batch));
   }
-  if (cu.front() != 0 || cu.back() != seq) {
-    throw ArgumentError(where + ": cu_seqlens must run from 0 to x's " + std::to_string(seq) +
-                        " rows, got " + std::to_string(cu.front()) + " to " +
-                        std::to_string(cu.back()));
-  }
+  detail::check_cu_seqlens(where, cu, seq, context_length);
   std::vector<int64_t> counts;
-  for (size_t s = 1; s < cu.size(); ++s) {
-    if (cu[s] < cu[s - 1]) {
-      throw ArgumentError(where + ": cu_seqlens must be nondecreasing, got " +
-                          std::to_string(cu[s - 1]) + " then " + std::to_string(cu[s]));
-    }
-    counts.push_back(cu[s] - cu[s - 1]);
-  }
+  for (size_t s = 1; s < cu.size(); ++s) counts.push_back(cu[s] - cu[s - 1]);
   return counts;
 }
 
@@ -72,7 +63,7 @@ Tensor MultiHeadAttention::forward_paged(ConstTensorView x, const Input& in,
                         std::to_string(hd));
   }
   const std::vector<int64_t> counts =
-      new_token_counts(where, options.cu_seqlens, in.batch, in.seq, in.was_2d);
+      new_token_counts(where, options.cu_seqlens, in.batch, in.seq, in.was_2d, context_length());
   const std::span<const int64_t> ids = options.sequence_ids;
   if (ids.size() != counts.size()) {
     throw ArgumentError(where + ": sequence_ids has " + std::to_string(ids.size()) +
