@@ -44,6 +44,7 @@ from ._core import (
     SelfAttentionBase,
     __version__,
     _rand,
+    cached_memory_bytes,
     cuda_built,
     cuda_device_count,
     cuda_device_description,
@@ -51,6 +52,7 @@ from ._core import (
     get_num_threads,
     initial_seed,
     manual_seed,
+    release_cached_memory,
     set_num_threads,
 )
 from . import kernels, optim, safetensors, selfAttn  # noqa: E402  (submodules, after _core)
@@ -91,6 +93,7 @@ __all__ = [
     "Parameter",
     "SelfAttentionBase",
     "__version__",
+    "cached_memory_bytes",
     "cuda_built",
     "cuda_device_count",
     "cuda_device_description",
@@ -101,6 +104,7 @@ __all__ = [
     "manual_seed",
     "optim",
     "rand",
+    "release_cached_memory",
     "safetensors",
     "selfAttn",
     "set_num_threads",

@@ -7,6 +7,7 @@
 #include "llm_utils/attention.hpp"
 #include "llm_utils/cuda.hpp"
 #include "llm_utils/random.hpp"
+#include "llm_utils/runtime.hpp"
 #include "llm_utils/threads.hpp"
 #include "llm_utils/version.hpp"
 
@@ -112,6 +113,13 @@ sets OpenBLAS's thread count, which a PyTorch in the same process shares.
 )doc");
   m.def("get_num_threads", &get_num_threads,
         "How many threads the library's compute uses, as ``torch.get_num_threads``.");
+  m.def("release_cached_memory", &release_cached_memory, R"doc(
+Gives back to the system the buffers the fused kernels keep for the calling thread's next call
+(packed K and V, the backward's dQ partials; at most 64 MiB per thread), as
+``torch.cuda.empty_cache`` does for PyTorch's allocator.
+)doc");
+  m.def("cached_memory_bytes", &cached_memory_bytes,
+        "Bytes the fused kernels' buffer cache holds for the calling thread.");
   m.def("cuda_built", &cuda_built,
         "Whether this build has the CUDA kernels (CMake found a CUDA compiler).");
   m.def("cuda_device_count", &cuda_device_count,

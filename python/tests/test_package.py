@@ -141,6 +141,20 @@ def test_threads_setting():
     llm_utils.set_num_threads(n)
 
 
+def test_kernel_buffer_cache_is_kept_and_released():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 1, 1024, 64), dtype=np.float32) for _ in range(3))
+    llm_utils.release_cached_memory()
+    assert llm_utils.cached_memory_bytes() == 0
+    out1, _ = llm_utils.kernels.attention_forward(q, k, v, causal=True, backend="flash")
+    # Packed K^T (1024 x 64 float32, 256 KiB) stays cached for this thread's next call.
+    assert llm_utils.cached_memory_bytes() >= 1024 * 64 * 4
+    out2, _ = llm_utils.kernels.attention_forward(q, k, v, causal=True, backend="flash")
+    np.testing.assert_array_equal(out1, out2)
+    llm_utils.release_cached_memory()
+    assert llm_utils.cached_memory_bytes() == 0
+
+
 def test_backend_setting():
     m = SelfAttention_Linear(3, 2)
     assert m.backend == "auto"

@@ -255,7 +255,7 @@ void backward(const BasicAttentionProblem<T>& p, const BasicBackwardTensors<T>& 
   typename Ops::TransposedA kt;  // (B*G) blocks, when dq or dk is wanted
   typename Ops::TransposedB dot;
   typename Ops::RowsB q_rows;
-  std::vector<float> dsum;  // (B*H, N)
+  WorkspaceVector<float> dsum;  // (B*H, N)
   if (need_qk) {
     kt = Ops::transposed_a(p.k, p.batch, p.kv_heads, p.m, p.d);
     dot = Ops::transposed_b(t.dout, p.batch, p.heads, p.n, p.dv);

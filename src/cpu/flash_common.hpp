@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/flash_attention.hpp"
+#include "cpu/workspace.hpp"
 
 namespace llm_utils::cpu::flash {
 
@@ -62,7 +63,7 @@ class BlockedTranspose {
   }
   int64_t blocks_ = 0;
   int64_t cols_ = 0;
-  std::vector<float> data_;  // (batch, blocks, cols, kBlock)
+  WorkspaceVector<float> data_;  // (batch, blocks, cols, kBlock)
 };
 static_assert(kQueryBlock == BlockedTranspose::kBlock && kKeyBlock == BlockedTranspose::kBlock,
               "the kernels' tiles are the blocked transposes' blocks");

@@ -205,7 +205,7 @@ struct SplitParts {
       : out(static_cast<size_t>(splits * rows * dv)),
         row_max(static_cast<size_t>(splits * rows)),
         log_sum(static_cast<size_t>(splits * rows)) {}
-  std::vector<float> out, row_max, log_sum;
+  WorkspaceVector<float> out, row_max, log_sum;
 };
 
 // One output row from its per-chunk parts. Each part is normalised by its own chunk's sum l_s,

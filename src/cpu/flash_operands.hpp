@@ -56,7 +56,7 @@ class BlockedOperand {
   }
   int64_t blocks_ = 0;
   int64_t block_size_ = 0;
-  std::vector<T> data_;
+  WorkspaceVector<T> data_;  // (batch, blocks, block_size)
 };
 
 /// The rows of a strided (batch, heads, rows, cols) array, used as B in place: block(b, r0) is

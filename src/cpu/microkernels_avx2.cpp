@@ -78,14 +78,22 @@ void gemm_tile(int64_t k, float alpha, const float* a, int64_t lda, const float*
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a_rp, bv[v], acc[r][v]);
     }
   }
-  const __m256 alpha_v = _mm256_set1_ps(alpha);
+  // No multiply for alpha = 1 (every tile but the backward's scaled dK and dQ): the same bits.
+  if (alpha != 1.0f) {
+    const __m256 alpha_v = _mm256_set1_ps(alpha);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_mul_ps(acc[r][v], alpha_v);
+    }
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     float* c_row = c + r * ldc;
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) {
       float* c_at = c_row + v * kLanes;
-      __m256 result = _mm256_mul_ps(acc[r][v], alpha_v);
+      __m256 result = acc[r][v];
       if (kPartial && v == NV - 1) {
         if (accumulate) result = _mm256_add_ps(_mm256_maskload_ps(c_at, last), result);
         _mm256_maskstore_ps(c_at, last, result);

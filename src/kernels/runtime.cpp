@@ -4,6 +4,7 @@
 
 #include "blas/blas_info.hpp"
 #include "cpu/microkernels.hpp"
+#include "cpu/workspace.hpp"
 #include "kernels/gemm.hpp"
 
 namespace llm_utils {
@@ -15,6 +16,14 @@ std::string blas_description() {
 
 std::string kernel_isa() {
   return cpu::isa_name(cpu::selected_isa());
+}
+
+void release_cached_memory() noexcept {
+  cpu::workspace_release();
+}
+
+std::size_t cached_memory_bytes() noexcept {
+  return cpu::workspace_cached_bytes();
 }
 
 }  // namespace llm_utils
