@@ -248,7 +248,12 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
     return exp2_nonpositive(_mm512_mul_ps(diff, scale_log2e));
   };
   const auto store = [p, ld_p](int64_t r, int64_t j, __mmask16 mask, __m512 e) {
-    _mm256_mask_storeu_epi16(p + r * ld_p + j, mask, round_to_halves(e));
+    bfloat16* at = p + r * ld_p + j;
+    if (mask == 0xFFFF) {  // a constant in the full-groups loops: a plain store
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at), round_to_halves(e));
+    } else {
+      _mm256_mask_storeu_epi16(at, mask, round_to_halves(e));
+    }
   };
   const auto clear = [p, ld_p, cols](int64_t r) {
     std::fill(p + r * ld_p, p + r * ld_p + cols, bfloat16());

@@ -268,7 +268,11 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
   // A rounded product: not fused with anything (see microkernels.hpp).
   const auto scaled_exp = [vscale](__m512 diff) { return exp_ps(_mm512_mul_ps(diff, vscale)); };
   const auto store = [s, ld](int64_t r, int64_t j, __mmask16 mask, __m512 e) {
-    _mm512_mask_storeu_ps(s + r * ld + j, mask, e);
+    if (mask == 0xFFFF) {  // a constant in the full-groups loops: a plain store
+      _mm512_storeu_ps(s + r * ld + j, e);
+    } else {
+      _mm512_mask_storeu_ps(s + r * ld + j, mask, e);
+    }
   };
   const auto clear = [s, ld, cols](int64_t r) { std::fill(s + r * ld, s + r * ld + cols, 0.0f); };
   online_softmax_avx512(s, ld, rows, cols, scaled_exp, store, clear, m, l, acc, ld_acc, acc_cols);

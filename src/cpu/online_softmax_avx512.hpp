@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace llm_utils::cpu {
 namespace {
@@ -72,6 +73,67 @@ void online_softmax_avx512(float* s, int64_t ld, int64_t rows, int64_t cols, Sca
   const auto group_mask = [&](int64_t group, int u) {
     return group + 1 < groups ? static_cast<__mmask16>(0xFFFF) : last_masks[u];
   };
+  // With every group full (cols a multiple of 64: the forward's 128-key steps) the loops below
+  // take the unmasked loads and stores (`full`); the masked ones otherwise. The same values.
+  const bool full = cols % kGroup == 0;
+  const auto mask_of = [&](int64_t group, int u, auto is_full) {
+    if constexpr (decltype(is_full)::value) return static_cast<__mmask16>(0xFFFF);
+    return group_mask(group, u);
+  };
+  // The max of one row's scores (16 lanes of partial maxima).
+  const auto row_max = [&](const float* row, auto is_full) {
+    __m512 maxima[kUnroll];
+#pragma GCC unroll 4
+    for (int u = 0; u < kUnroll; ++u) maxima[u] = vminus_inf;
+    for (int64_t group = 0; group < groups; ++group) {
+#pragma GCC unroll 4
+      for (int u = 0; u < kUnroll; ++u) {
+        const float* at = row + group * kGroup + u * kLanes;
+        __m512 v;
+        if constexpr (decltype(is_full)::value) {
+          v = _mm512_loadu_ps(at);
+        } else {
+          v = _mm512_mask_loadu_ps(vminus_inf, group_mask(group, u), at);
+        }
+        maxima[u] = _mm512_max_ps(v, maxima[u]);
+      }
+    }
+    return _mm512_max_ps(_mm512_max_ps(maxima[0], maxima[1]), _mm512_max_ps(maxima[2], maxima[3]));
+  };
+  // One row's exponentials, stored, and their sum (16 lanes of partial sums). Four vectors at a
+  // time, each with its own partial sum: four independent exp chains in flight (one at a time
+  // leaves the FMA units waiting on its latency, 3.7x slower on Zen 5).
+  const auto exp_row = [&](const float* row, int64_t r, __m512 center, auto is_full) {
+    __m512 sums[kUnroll];
+#pragma GCC unroll 4
+    for (int u = 0; u < kUnroll; ++u) sums[u] = _mm512_setzero_ps();
+    for (int64_t group = 0; group < groups; ++group) {
+      const int64_t j = group * kGroup;
+      __m512 e[kUnroll];
+#pragma GCC unroll 4
+      for (int u = 0; u < kUnroll; ++u) {
+        const float* at = row + j + u * kLanes;
+        __m512 v;
+        if constexpr (decltype(is_full)::value) {
+          v = _mm512_loadu_ps(at);
+        } else {
+          v = _mm512_maskz_loadu_ps(group_mask(group, u), at);
+        }
+        e[u] = scaled_exp(_mm512_sub_ps(v, center));
+      }
+#pragma GCC unroll 4
+      for (int u = 0; u < kUnroll; ++u) {
+        const __mmask16 mask = mask_of(group, u, is_full);  // none past cols: no-op store, add
+        store(r, j + u * kLanes, mask, e[u]);
+        if constexpr (decltype(is_full)::value) {
+          sums[u] = _mm512_add_ps(sums[u], e[u]);
+        } else {
+          sums[u] = _mm512_mask_add_ps(sums[u], mask, sums[u], e[u]);
+        }
+      }
+    }
+    return _mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), _mm512_add_ps(sums[2], sums[3]));
+  };
   for (int64_t r0 = 0; r0 < rows; r0 += kLanes) {
     const int64_t n = std::min<int64_t>(kLanes, rows - r0);
     const __mmask16 row_mask = tail_mask(n);
@@ -81,20 +143,8 @@ void online_softmax_avx512(float* s, int64_t ld, int64_t rows, int64_t cols, Sca
       if (r < n) {
         // max(v, mx) returns mx where v is NaN: the maxima skip NaN scores, which then make
         // the row's exponentials, and so l, NaN below; no per-vector NaN test here.
-        const float* row = s0 + r * ld;
-        __m512 maxima[kUnroll];
-#pragma GCC unroll 4
-        for (int u = 0; u < kUnroll; ++u) maxima[u] = vminus_inf;
-        for (int64_t group = 0; group < groups; ++group) {
-#pragma GCC unroll 4
-          for (int u = 0; u < kUnroll; ++u) {
-            const __m512 v = _mm512_mask_loadu_ps(vminus_inf, group_mask(group, u),
-                                                  row + group * kGroup + u * kLanes);
-            maxima[u] = _mm512_max_ps(v, maxima[u]);
-          }
-        }
         mx =
-            _mm512_max_ps(_mm512_max_ps(maxima[0], maxima[1]), _mm512_max_ps(maxima[2], maxima[3]));
+            full ? row_max(s0 + r * ld, std::true_type{}) : row_max(s0 + r * ld, std::false_type{});
       }
       part[r] = mx;
     }
@@ -131,28 +181,8 @@ void online_softmax_avx512(float* s, int64_t ld, int64_t rows, int64_t cols, Sca
           clear(r0 + r);  // every key so far is hidden from this query: nothing to add
         } else {
           const __m512 center = _mm512_set1_ps(new_max[r]);
-          // Four vectors at a time, each with its own partial sum: four independent exp
-          // chains in flight (one at a time leaves the FMA units waiting on its latency, 3.7x
-          // slower on Zen 5).
-          __m512 sums[kUnroll];
-#pragma GCC unroll 4
-          for (int u = 0; u < kUnroll; ++u) sums[u] = _mm512_setzero_ps();
-          for (int64_t group = 0; group < groups; ++group) {
-            const int64_t j = group * kGroup;
-            __m512 e[kUnroll];
-#pragma GCC unroll 4
-            for (int u = 0; u < kUnroll; ++u) {
-              const __m512 v = _mm512_maskz_loadu_ps(group_mask(group, u), row + j + u * kLanes);
-              e[u] = scaled_exp(_mm512_sub_ps(v, center));
-            }
-#pragma GCC unroll 4
-            for (int u = 0; u < kUnroll; ++u) {
-              const __mmask16 mask = group_mask(group, u);  // none past cols: no-op store, add
-              store(r0 + r, j + u * kLanes, mask, e[u]);
-              sums[u] = _mm512_mask_add_ps(sums[u], mask, sums[u], e[u]);
-            }
-          }
-          sum = _mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), _mm512_add_ps(sums[2], sums[3]));
+          sum = full ? exp_row(row, r0 + r, center, std::true_type{})
+                     : exp_row(row, r0 + r, center, std::false_type{});
           const float c = correction[r];
           if (c != 1.0f) {
             float* acc_row = acc + (r0 + r) * ld_acc;
