@@ -1,5 +1,6 @@
 #include "cpu/flash_common.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -80,12 +81,31 @@ void TileMasker::apply(float* s, int64_t ld, int64_t g, int64_t i0, int64_t quer
     }
   }
   if (!hides) return;
+  // Key j is hidden from a query when j < range.begin or j >= range.end.
+  if (!transposed) {
+    // A row is one query: its hidden keys are two runs of columns, [0, b) and [e, cols) (all
+    // of them when e <= b).
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = s + r * ld;
+      const int64_t b = std::clamp<int64_t>(ranges[r].begin - j0, 0, cols);
+      const int64_t e = std::clamp<int64_t>(ranges[r].end - j0, 0, cols);
+      std::fill(row, row + b, kMinusInf);
+      std::fill(row + e, row + cols, kMinusInf);
+    }
+    return;
+  }
+  // A row is one key against the block's queries: a test per element, over arrays the compiler
+  // vectorises.
+  int64_t begins[kQueryBlock], ends[kQueryBlock];
+  for (int64_t c = 0; c < cols; ++c) {
+    begins[c] = ranges[c].begin;
+    ends[c] = ranges[c].end;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     float* row = s + r * ld;
+    const int64_t j = j0 + r;
     for (int64_t c = 0; c < cols; ++c) {
-      const auto& range = ranges[query_of(r, c)];
-      const int64_t j = key_of(r, c);
-      if (j < range.begin || j >= range.end) row[c] = kMinusInf;
+      row[c] = j < begins[c] || j >= ends[c] ? kMinusInf : row[c];
     }
   }
 }
