@@ -29,7 +29,7 @@ void online_softmax_by_rows(RowMax row_max, ExpCenteredSum exp_centered_sum, flo
       // Differences before the scale: exact near the max, however large the scores are.
       correction[i] = m[r] == kMinusInf || m_new[i] == kMinusInf ? kMinusInf : m[r] - m_new[i];
     }
-    exp_centered_sum(correction, n, scale, 0.0f, 0.0f);  // exp(-inf) = 0
+    exp_centered_sum(correction, n, scale, 0.0f, 0.0f);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t r = r0 + i;
       float* row = s + r * ld;
@@ -39,6 +39,7 @@ void online_softmax_by_rows(RowMax row_max, ExpCenteredSum exp_centered_sum, flo
         continue;
       }
       const float tile_sum = exp_centered_sum(row, cols, scale, m_new[i], 0.0f);
+      if (m[r] == kMinusInf) correction[i] = 0.0f;  // nothing summed yet, whatever the scale
       l[r] = l[r] * correction[i] + tile_sum;
       if (correction[i] != 1.0f) {
         float* acc_row = acc + r * ld_acc;
