@@ -311,6 +311,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of the per-ISA kernel table, each row keeping its best")
     a = parser.parse_args()
+    if a.rounds < 1:
+        parser.error("--rounds must be at least 1")
     torch.set_num_threads(a.threads)
     n = 1024 if a.quick else 4096
 

@@ -7,8 +7,10 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <thread>
 
+#include "cpu/bf16_microkernels.hpp"
 #include "kernel_test_util.hpp"
 
 namespace llm_utils {
@@ -371,59 +373,121 @@ TEST(Microkernels, ExpRoundsTheScaledScoreBeforeSubtractingTheOffset) {
 }
 
 // online_softmax against the step written out with each ISA's row primitives: every row kind
-// (scores that raise the max, that do not, fully hidden so far, hidden in this tile, a NaN).
+// (scores that raise the max, that do not, fully hidden so far, hidden in this tile, a NaN), for
+// a width with a tail and for widths of whole 64-column groups (the forward's steps, where the
+// AVX-512 step takes unmasked loads and stores).
 TEST(Microkernels, OnlineSoftmaxMatchesTheStepWrittenOutOnEveryIsa) {
   Environment restore;
   constexpr float kInf = std::numeric_limits<float>::infinity();
-  const int64_t rows = 70, cols = 37, ld = 40, acc_cols = 19;  // 70: a row block and a tail
-  Generator g(17);
-  const Tensor scores = g.uniform({rows, ld}, -4.0, 4.0);
-  const Tensor acc0 = g.uniform({rows, acc_cols}, -1.0, 1.0);
-  std::vector<float> m0(rows), l0(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    m0[r] = r % 5 == 0 ? -kInf : static_cast<float>(r % 7) - 2.0f;  // some above every score
-    l0[r] = m0[r] == -kInf ? 0.0f : 1.5f;
-  }
-  for (Isa isa : available_isas()) {
-    SCOPED_TRACE(cpu::isa_name(isa));
-    cpu::force_isa(isa);
-    const auto& mk = cpu::microkernels();
-    Tensor s = scores, acc = acc0;
-    for (int64_t j = 0; j < cols; ++j) s.at({3, j}) = -kInf;  // hidden so far and now: skipped
-    for (int64_t j = 0; j < cols; ++j) s.at({4, j}) = -kInf;  // hidden here, seen before
-    s.at({6, 2}) = std::numeric_limits<float>::quiet_NaN();
-    Tensor expected_s = s, expected_acc = acc;
-    std::vector<float> m = m0, l = l0, em = m0, el = l0;
-    const float scale = 0.7f;
-    mk.online_softmax(s.data(), ld, rows, cols, scale, m.data(), l.data(), acc.data(), acc_cols,
-                      acc_cols);
+  const int64_t rows = 70, acc_cols = 19;  // 70: a row block and a tail
+  struct Width {
+    int64_t cols, ld;
+  };
+  for (const Width w : {Width{37, 40}, Width{64, 64}, Width{128, 136}}) {
+    SCOPED_TRACE("cols " + std::to_string(w.cols));
+    const int64_t cols = w.cols, ld = w.ld;
+    Generator g(17);
+    const Tensor scores = g.uniform({rows, ld}, -4.0, 4.0);
+    const Tensor acc0 = g.uniform({rows, acc_cols}, -1.0, 1.0);
+    std::vector<float> m0(rows), l0(rows);
     for (int64_t r = 0; r < rows; ++r) {
-      float* row = expected_s.data() + r * ld;
-      const float tile_max = mk.row_max(row, cols);
-      const float m_new = tile_max > em[r] || std::isnan(tile_max) ? tile_max : em[r];
-      if (m_new == -kInf) {
-        std::fill(row, row + cols, 0.0f);
-        continue;
-      }
-      const float c = em[r] == -kInf ? 0.0f : std::exp((em[r] - m_new) * scale);
-      el[r] = el[r] * c + mk.exp_centered_sum(row, cols, scale, m_new, 0.0f);
-      for (int64_t k = 0; k < acc_cols; ++k) expected_acc.at({r, k}) *= c;
-      em[r] = m_new;
+      m0[r] = r % 5 == 0 ? -kInf : static_cast<float>(r % 7) - 2.0f;  // some above every score
+      l0[r] = m0[r] == -kInf ? 0.0f : 1.5f;
     }
+    for (Isa isa : available_isas()) {
+      SCOPED_TRACE(cpu::isa_name(isa));
+      cpu::force_isa(isa);
+      const auto& mk = cpu::microkernels();
+      Tensor s = scores, acc = acc0;
+      for (int64_t j = 0; j < cols; ++j) s.at({3, j}) = -kInf;  // hidden so far and now: skipped
+      for (int64_t j = 0; j < cols; ++j) s.at({4, j}) = -kInf;  // hidden here, seen before
+      s.at({6, 2}) = std::numeric_limits<float>::quiet_NaN();
+      s.at({7, cols - 1}) = -kInf;  // one hidden key, in the last vector
+      Tensor expected_s = s, expected_acc = acc;
+      std::vector<float> m = m0, l = l0, em = m0, el = l0;
+      const float scale = 0.7f;
+      mk.online_softmax(s.data(), ld, rows, cols, scale, m.data(), l.data(), acc.data(), acc_cols,
+                        acc_cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = expected_s.data() + r * ld;
+        const float tile_max = mk.row_max(row, cols);
+        const float m_new = tile_max > em[r] || std::isnan(tile_max) ? tile_max : em[r];
+        if (m_new == -kInf) {
+          std::fill(row, row + cols, 0.0f);
+          continue;
+        }
+        const float c = em[r] == -kInf ? 0.0f : std::exp((em[r] - m_new) * scale);
+        el[r] = el[r] * c + mk.exp_centered_sum(row, cols, scale, m_new, 0.0f);
+        for (int64_t k = 0; k < acc_cols; ++k) expected_acc.at({r, k}) *= c;
+        em[r] = m_new;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        SCOPED_TRACE("row " + std::to_string(r));
+        if (r == 6) {  // the NaN row
+          EXPECT_TRUE(std::isnan(m[r]) && std::isnan(l[r]));
+          continue;
+        }
+        EXPECT_EQ(m[r], em[r]);
+        EXPECT_NEAR(l[r], el[r], 1e-6 * std::fabs(el[r]));
+        for (int64_t j = 0; j < cols; ++j) EXPECT_EQ(s.at({r, j}), expected_s.at({r, j})) << j;
+        // The columns between cols and ld are not the step's: left as they were.
+        for (int64_t j = cols; j < ld; ++j) EXPECT_EQ(s.at({r, j}), scores.at({r, j})) << j;
+        for (int64_t k = 0; k < acc_cols; ++k) {
+          EXPECT_NEAR(acc.at({r, k}), expected_acc.at({r, k}), 1e-6) << k;
+        }
+        if (em[r] == m0[r]) {  // the max did not move: the accumulator keeps its bits
+          for (int64_t k = 0; k < acc_cols; ++k) EXPECT_EQ(acc.at({r, k}), acc0.at({r, k})) << k;
+        }
+      }
+    }
+  }
+}
+
+// The bfloat16 tables' step against the float32 table's on the same scores, for a width with a
+// tail and whole 64-column groups: the same maxima, sums and accumulators within the exps'
+// difference (2e-7 relative), and P within bfloat16's rounding of the float32 probabilities.
+TEST(Microkernels, Bf16OnlineSoftmaxMatchesTheFloat32StepOnEveryIsa) {
+  Environment restore;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  const int64_t rows = 70, acc_cols = 19;
+  for (const int64_t cols : {37, 64, 128}) {
+    SCOPED_TRACE("cols " + std::to_string(cols));
+    const int64_t ld = cols + 8;
+    Generator g(23);
+    Tensor scores = g.uniform({rows, ld}, -4.0, 4.0);
+    for (int64_t j = 0; j < cols; ++j) scores.at({3, j}) = -kInf;  // hidden so far and now
+    scores.at({7, cols - 1}) = -kInf;
+    const Tensor acc0 = g.uniform({rows, acc_cols}, -1.0, 1.0);
+    std::vector<float> m0(rows), l0(rows);
     for (int64_t r = 0; r < rows; ++r) {
-      SCOPED_TRACE("row " + std::to_string(r));
-      if (r == 6) {  // the NaN row
-        EXPECT_TRUE(std::isnan(m[r]) && std::isnan(l[r]));
-        continue;
-      }
-      EXPECT_EQ(m[r], em[r]);
-      EXPECT_NEAR(l[r], el[r], 1e-6 * std::fabs(el[r]));
-      for (int64_t j = 0; j < cols; ++j) EXPECT_EQ(s.at({r, j}), expected_s.at({r, j})) << j;
-      for (int64_t k = 0; k < acc_cols; ++k) {
-        EXPECT_NEAR(acc.at({r, k}), expected_acc.at({r, k}), 1e-6) << k;
-      }
-      if (em[r] == m0[r]) {  // the max did not move: the accumulator keeps its bits
-        for (int64_t k = 0; k < acc_cols; ++k) EXPECT_EQ(acc.at({r, k}), acc0.at({r, k})) << k;
+      m0[r] = r % 5 == 0 ? -kInf : static_cast<float>(r % 7) - 2.0f;
+      l0[r] = m0[r] == -kInf ? 0.0f : 1.5f;
+    }
+    for (Isa isa : available_isas()) {
+      SCOPED_TRACE(cpu::isa_name(isa));
+      cpu::force_isa(isa);
+      const float scale = 0.7f;
+      Tensor s32 = scores, acc32 = acc0;
+      std::vector<float> m32 = m0, l32 = l0;
+      cpu::microkernels().online_softmax(s32.data(), ld, rows, cols, scale, m32.data(), l32.data(),
+                                         acc32.data(), acc_cols, acc_cols);
+      Tensor s16 = scores, acc16 = acc0;
+      std::vector<float> m16 = m0, l16 = l0;
+      std::vector<bfloat16> p(static_cast<size_t>(rows * cols));  // (rows, cols)
+      cpu::bf16_microkernels().online_softmax(s16.data(), ld, rows, cols, scale, m16.data(),
+                                              l16.data(), acc16.data(), acc_cols, acc_cols,
+                                              p.data(), cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        SCOPED_TRACE("row " + std::to_string(r));
+        EXPECT_EQ(m16[r], m32[r]);
+        EXPECT_NEAR(l16[r], l32[r], 1e-6 * std::fabs(l32[r]));
+        for (int64_t j = 0; j < cols; ++j) {
+          const float want = s32.at({r, j}), got = static_cast<float>(p[r * cols + j]);
+          ASSERT_NEAR(got, want, std::ldexp(std::fabs(want), -8) + 1e-30f) << j;
+        }
+        for (int64_t k = 0; k < acc_cols; ++k) {
+          EXPECT_NEAR(acc16.at({r, k}), acc32.at({r, k}), 1e-6) << k;
+        }
       }
     }
   }

@@ -13,6 +13,8 @@
 
 #include "cpu/workspace.hpp"
 #include "llm_utils/attention.hpp"
+#include "llm_utils/bfloat16.hpp"
+#include "llm_utils/random.hpp"
 #include "llm_utils/runtime.hpp"
 #include "llm_utils/tensor.hpp"
 
@@ -32,6 +34,25 @@ TEST(Workspace, ReusesAFreedBlockOfTheSameThread) {
   cpu::workspace_deallocate(second);
   release_cached_memory();
   EXPECT_EQ(cached_memory_bytes(), 0u);
+}
+
+TEST(Workspace, NeverHandsOutABlockSmallerThanTheRequest) {
+  release_cached_memory();
+  void* block = cpu::workspace_allocate(kMiB);  // capacity exactly 1 MiB (a multiple of 64)
+  cpu::workspace_deallocate(block);
+  const std::size_t cached = cached_memory_bytes();
+  EXPECT_EQ(cached, kMiB);
+  void* bigger = cpu::workspace_allocate(kMiB + 1);
+  EXPECT_NE(bigger, block);
+  std::memset(bigger, 0xCD, kMiB + 1);
+  cpu::workspace_deallocate(bigger);
+  // A block reused for a smaller request goes back with its own capacity.
+  void* smaller = cpu::workspace_allocate(kMiB - 4096);
+  EXPECT_EQ(smaller, block);
+  const std::size_t before = cached_memory_bytes();
+  cpu::workspace_deallocate(smaller);
+  EXPECT_EQ(cached_memory_bytes(), before + kMiB);
+  release_cached_memory();
 }
 
 TEST(Workspace, BlocksAre64ByteAlignedAndWritable) {
@@ -125,12 +146,57 @@ TEST(Workspace, KernelResultsDoNotDependOnTheCache) {
     attention_forward(q2, k2, v2, out, lse, options);
     attention_backward(q2, k2, v2, out, lse, dout, dq, dk, dv, options);
   }
+  const std::size_t cached_after_one_call = cached_memory_bytes();
   Tensor out2({1, n, d}), dq2({1, n, d}), dk2({1, n, d}), dv2({1, n, d});
   run(out2, dq2, dk2, dv2);
+  // The second call took its blocks from the cache: had it allocated new ones, their return
+  // would have grown it.
+  EXPECT_EQ(cached_memory_bytes(), cached_after_one_call);
   for (auto [a, b] : {std::pair{&out1, &out2}, {&dq1, &dq2}, {&dk1, &dk2}, {&dv1, &dv2}}) {
     ASSERT_EQ(std::memcmp(a->data(), b->data(), sizeof(float) * static_cast<size_t>(a->numel())),
               0);
   }
+  release_cached_memory();
+}
+
+// The key split's per-chunk parts (few queries, many keys) and the bfloat16 packed operands
+// (pairs, with odd rows padded) from the cache: the same bits as from fresh blocks.
+TEST(Workspace, SplitAndBfloat16KernelsDoNotDependOnTheCache) {
+  // Two query blocks (the second of one row) against 64 key blocks: split 8 ways, K^T built whole.
+  const int64_t n = 65, m = 4095, d = 128;
+  Generator g(5);
+  const Tensor q = g.uniform({1, n, d}, -1.0, 1.0), k = g.uniform({1, m, d}, -1.0, 1.0);
+  const Tensor v = g.uniform({1, m, d}, -1.0, 1.0);
+  const BFloat16Tensor qb = BFloat16Tensor::from_float(q), kb = BFloat16Tensor::from_float(k);
+  const BFloat16Tensor vb = BFloat16Tensor::from_float(v);
+  AttentionOptions options;
+  options.backend = Backend::flash;
+  auto run = [&](Tensor& out, BFloat16Tensor& out_b) {
+    Tensor lse({1, n}), lse_b({1, n});
+    attention_forward(q, k, v, out, lse, options);
+    attention_forward(qb, kb, vb, out_b, lse_b, options);
+  };
+  release_cached_memory();
+  Tensor out1({1, n, d});
+  BFloat16Tensor out1_b({1, n, d});
+  run(out1, out1_b);
+  ASSERT_GT(cached_memory_bytes(), 0u);
+  {  // garbage into the cached blocks
+    const Tensor k2 = g.uniform({1, m, d}, -9.0, 9.0), v2 = g.uniform({1, m, d}, -9.0, 9.0);
+    const BFloat16Tensor k2b = BFloat16Tensor::from_float(k2), v2b = BFloat16Tensor::from_float(v2);
+    Tensor out({1, n, d}), lse({1, n});
+    BFloat16Tensor out_b({1, n, d});
+    attention_forward(q, k2, v2, out, lse, options);
+    attention_forward(qb, k2b, v2b, out_b, lse, options);
+  }
+  Tensor out2({1, n, d});
+  BFloat16Tensor out2_b({1, n, d});
+  run(out2, out2_b);
+  ASSERT_EQ(
+      std::memcmp(out1.data(), out2.data(), sizeof(float) * static_cast<size_t>(out1.numel())), 0);
+  ASSERT_EQ(std::memcmp(out1_b.data(), out2_b.data(),
+                        sizeof(bfloat16) * static_cast<size_t>(out1_b.numel())),
+            0);
   release_cached_memory();
 }
 

@@ -84,7 +84,8 @@ void gemm_tile(int64_t k, float alpha, const bfloat16* a, int64_t lda, const bfl
       for (int v = 0; v < NV; ++v) acc[r][v] = dot_pairs(acc[r][v], a_rp, bv[v]);
     }
   }
-  // No multiply for alpha = 1 (every tile but the backward's scaled dK and dQ): the same bits.
+  // No multiply for alpha = 1 (every tile but the backward's scaled dK and dQ): the same bits,
+  // but under flush-to-zero, where x * 1 flushed a subnormal accumulator that is now stored.
   if (alpha != 1.0f) {
     const __m512 alpha_v = _mm512_set1_ps(alpha);
 #pragma GCC unroll 8

@@ -78,7 +78,8 @@ void gemm_tile(int64_t k, float alpha, const float* a, int64_t lda, const float*
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a_rp, bv[v], acc[r][v]);
     }
   }
-  // No multiply for alpha = 1 (every tile but the backward's scaled dK and dQ): the same bits.
+  // No multiply for alpha = 1 (every tile but the backward's scaled dK and dQ): the same bits,
+  // but under flush-to-zero, where x * 1 flushed a subnormal accumulator that is now stored.
   if (alpha != 1.0f) {
     const __m256 alpha_v = _mm256_set1_ps(alpha);
 #pragma GCC unroll 8
