@@ -18,6 +18,7 @@
 
 #include "cpu/bf16_microkernels.hpp"
 #include "cpu/online_softmax_avx512.hpp"
+#include "cpu/tile_epilogue_avx512.hpp"
 
 #ifndef LLM_UTILS_BF16_NATIVE
 #error "define LLM_UTILS_BF16_NATIVE to 0 or 1 before including this file"
@@ -84,29 +85,7 @@ void gemm_tile(int64_t k, float alpha, const bfloat16* a, int64_t lda, const bfl
       for (int v = 0; v < NV; ++v) acc[r][v] = dot_pairs(acc[r][v], a_rp, bv[v]);
     }
   }
-  // No multiply for alpha = 1 (every tile but the backward's scaled dK and dQ): the same bits,
-  // but under flush-to-zero, where x * 1 flushed a subnormal accumulator that is now stored.
-  if (alpha != 1.0f) {
-    const __m512 alpha_v = _mm512_set1_ps(alpha);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_mul_ps(acc[r][v], alpha_v);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    float* c_row = c + r * ldc;
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 mask = v == NV - 1 ? last_mask : static_cast<__mmask16>(0xFFFF);
-      __m512 result = acc[r][v];
-      if (accumulate) {
-        result = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, c_row + v * kLanes), result);
-      }
-      _mm512_mask_storeu_ps(c_row + v * kLanes, mask, result);
-    }
-  }
+  store_tile(acc, alpha, c, ldc, accumulate, last_mask);
 }
 
 using TileFn = void (*)(int64_t, float, const bfloat16*, int64_t, const bfloat16*, int64_t, float*,
