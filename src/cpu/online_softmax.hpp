@@ -26,8 +26,9 @@ void online_softmax_by_rows(RowMax row_max, ExpCenteredSum exp_centered_sum, flo
       const int64_t r = r0 + i;
       const float tile_max = row_max(s + r * ld, cols);
       m_new[i] = tile_max > m[r] || std::isnan(tile_max) ? tile_max : m[r];
-      // Differences before the scale: exact near the max, however large the scores are.
-      correction[i] = m[r] == kMinusInf || m_new[i] == kMinusInf ? kMinusInf : m[r] - m_new[i];
+      // Differences before the scale: exact near the max, however large the scores are. (A row
+      // with m = -inf gets 0 below; one with m' = -inf is skipped.)
+      correction[i] = m[r] - m_new[i];
     }
     exp_centered_sum(correction, n, scale, 0.0f, 0.0f);
     for (int64_t i = 0; i < n; ++i) {
