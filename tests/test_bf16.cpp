@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "amx_emulator.hpp"
+#include "cpu/amx_gemm.hpp"
 #include "cpu/bf16_microkernels.hpp"
 #include "kernel_test_util.hpp"
 
@@ -108,18 +110,6 @@ TEST(Bf16Microkernels, ConversionsMatchTheScalarRounding) {
   }
 }
 
-// Normal bfloat16s of magnitudes 2^-4 .. 2^4, either sign: no product or sum is subnormal.
-std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
-  std::uniform_int_distribution<int> exponent(-4, 4), sign(0, 1);
-  std::vector<bfloat16> out(static_cast<size_t>(n));
-  for (bfloat16& x : out) {
-    x = bfloat16((sign(gen) ? -1.0f : 1.0f) * std::ldexp(mantissa(gen), exponent(gen)));
-  }
-  return out;
-}
-
 // The documented sum: per element, from zero, pair after pair, the second product then the
 // first, each added in float32 (the product exact), then times alpha.
 std::vector<float> model_gemm(int64_t m, int64_t n, int64_t k, float alpha,
@@ -145,6 +135,8 @@ std::vector<float> model_gemm(int64_t m, int64_t n, int64_t k, float alpha,
 TEST(Bf16Microkernels, GemmIsTheDocumentedSumOnEveryIsa) {
   testing::KernelEnvironment restore;
   for (cpu::Isa isa : testing::available_bf16_isas()) {
+    // AMX adds in an order of its own: test_amx.cpp bounds its error instead.
+    if (isa == cpu::Isa::amx) continue;
     SCOPED_TRACE(cpu::isa_name(isa));
     cpu::force_isa(isa);
     const cpu::Bf16Microkernels& mk = cpu::bf16_microkernels();
@@ -153,8 +145,8 @@ TEST(Bf16Microkernels, GemmIsTheDocumentedSumOnEveryIsa) {
         for (int64_t k : {1, 2, 7, 64, 65}) {
           SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
           const int64_t ldb = 2 * n + 6;  // padded pair rows
-          const std::vector<bfloat16> a = normal_bf16(m * k, 3);
-          std::vector<bfloat16> b = normal_bf16(((k + 1) / 2) * ldb, 4);
+          const std::vector<bfloat16> a = testing::normal_bf16(m * k, 3);
+          std::vector<bfloat16> b = testing::normal_bf16(((k + 1) / 2) * ldb, 4);
           if (k % 2 == 1) {  // the last pair row's second elements must be zero
             for (int64_t j = 0; j < n; ++j) b[(k / 2) * ldb + 2 * j + 1] = bfloat16();
           }
@@ -178,7 +170,7 @@ TEST(Bf16Microkernels, TransposeToPairs) {
     for (int64_t rows : {1, 16, 37, 64}) {
       for (int64_t cols : {1, 2, 31, 64}) {
         for (int64_t lds : {cols, cols + 1, cols + 8}) {
-          const std::vector<bfloat16> src = normal_bf16(rows * lds, 5);
+          const std::vector<bfloat16> src = testing::normal_bf16(rows * lds, 5);
           const int64_t ldd = 2 * rows + 4;
           std::vector<bfloat16> dst(static_cast<size_t>(((cols + 1) / 2) * ldd),
                                     bfloat16::from_bits(0xABCD));
@@ -256,15 +248,21 @@ bool same_bits(const Tensor& a, const Tensor& b) {
          std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
 }
 
-TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
-  testing::KernelEnvironment restore;
-  // A padding-style additive mask: the last keys hidden from every query, some from a few.
+// A padding-style additive mask: the last keys hidden from every query, some from a few.
+Tensor padding_mask() {
   Tensor mask({130, 130});
   for (int64_t i = 0; i < 130; ++i) {
     for (int64_t j = 0; j < 130; ++j)
       mask.at({i, j}) = j >= 120 || (i % 7 == 0 && j % 5 == 0) ? -kInf : 0.0f;
   }
-  std::vector<Case> cases = {
+  return mask;
+}
+
+// The shapes and options the fused bfloat16 kernels are checked on against the oracle (the
+// options view the mask, which lives as long as the process).
+std::vector<Case> oracle_cases() {
+  static const Tensor mask = padding_mask();
+  return {
       {{2, 130, 64}, {2, 130, 64}, {2, 130, 64}, {}, "rank 3"},
       {{2, 130, 64}, {2, 130, 64}, {2, 130, 64}, {.additive_mask = mask}, "additive mask"},
       {{1, 200, 64}, {1, 200, 64}, {1, 200, 64}, {.causal = true}, "causal"},
@@ -275,19 +273,36 @@ TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
        "GQA, odd d, offset"},
       {{1, 1, 1, 64}, {1, 1, 2000, 64}, {1, 1, 2000, 64}, {}, "decode (key split)"},
   };
-  for (const Case& c : cases) {
+}
+
+struct Inputs {
+  BFloat16Tensor q, k, v, dout;
+};
+
+// Scores of a few units: softmax rows neither uniform nor one-hot.
+Inputs oracle_inputs(const Case& c) {
+  Shape dout_shape = c.q;
+  dout_shape.back() = c.v.back();
+  Generator gen(11);
+  Inputs in{BFloat16Tensor::from_float(gen.uniform(c.q, -2, 2)),
+            BFloat16Tensor::from_float(gen.uniform(c.k, -2, 2)),
+            BFloat16Tensor::from_float(gen.uniform(c.v, -1, 1)), BFloat16Tensor()};
+  in.dout = BFloat16Tensor::from_float(gen.uniform(dout_shape, -1, 1));
+  return in;
+}
+
+Results run_bf16(const Inputs& in, const AttentionOptions& o) {
+  return run_bf16(in.q, in.k, in.v, in.dout, o);
+}
+
+TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
+  testing::KernelEnvironment restore;
+  for (const Case& c : oracle_cases()) {
     SCOPED_TRACE(c.name);
-    Shape dout_shape = c.q;
-    dout_shape.back() = c.v.back();
-    // Scores of a few units: softmax rows neither uniform nor one-hot.
-    Generator gen(11);
-    const BFloat16Tensor q = BFloat16Tensor::from_float(gen.uniform(c.q, -2, 2));
-    const BFloat16Tensor k = BFloat16Tensor::from_float(gen.uniform(c.k, -2, 2));
-    const BFloat16Tensor v = BFloat16Tensor::from_float(gen.uniform(c.v, -1, 1));
-    const BFloat16Tensor dout = BFloat16Tensor::from_float(gen.uniform(dout_shape, -1, 1));
+    const Inputs in = oracle_inputs(c);
     AttentionOptions o = c.options;
     o.backend = Backend::reference;
-    const Results want = run_bf16(q, k, v, dout, o);
+    const Results want = run_bf16(in, o);
     o.backend = Backend::flash;
     for (int threads : {1, 2}) {
       set_num_threads(threads);
@@ -297,7 +312,7 @@ TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
       for (cpu::Isa isa : testing::available_bf16_isas()) {
         SCOPED_TRACE(std::string(cpu::isa_name(isa)) + ", threads " + std::to_string(threads));
         cpu::force_isa(isa);
-        const Results got = run_bf16(q, k, v, dout, o);
+        const Results got = run_bf16(in, o);
         expect_within_bounds(got, want);
         if (isa == cpu::Isa::avx512) emulated = got;
         if (isa != cpu::Isa::avx512_bf16 || !emulated) continue;
@@ -307,6 +322,37 @@ TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
         EXPECT_TRUE(same_bits(got.dk, emulated->dk)) << "dk";
         EXPECT_TRUE(same_bits(got.dv, emulated->dv)) << "dv";
       }
+    }
+  }
+}
+
+// The AMX table's blocking inside the fused kernels, on any CPU: the best table this CPU runs
+// with its GEMM replaced by amx_gemm.hpp over emulated tiles (amx_emulator.hpp), as the amx
+// table replaces avx512_bf16's. Every GEMM shape the kernels make (64 x 64 tiles, odd d, the
+// 1 x 1 dot of the backward's D, the decode's key split) goes through the tile edges.
+TEST(Bf16Kernels, FlashMatchesTheOracleWithEmulatedAmxTiles) {
+  testing::KernelEnvironment restore;
+  struct RestoreTable {
+    ~RestoreTable() { cpu::override_bf16_microkernels_for_testing(nullptr); }
+  } restore_table;
+  cpu::Bf16Microkernels table = cpu::bf16_microkernels();
+  table.gemm = cpu::amx::gemm<testing::EmulatedTiles>;
+  for (const Case& c : oracle_cases()) {
+    SCOPED_TRACE(c.name);
+    const Inputs in = oracle_inputs(c);
+    AttentionOptions o = c.options;
+    o.backend = Backend::reference;
+    const Results want = run_bf16(in, o);
+    o.backend = Backend::flash;
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE("threads " + std::to_string(threads));
+      set_num_threads(threads);
+      const int64_t dots_before = testing::EmulatedTiles::dots_run();
+      cpu::override_bf16_microkernels_for_testing(&table);
+      const Results got = run_bf16(in, o);
+      cpu::override_bf16_microkernels_for_testing(nullptr);
+      EXPECT_GT(testing::EmulatedTiles::dots_run(), dots_before);  // it did run on the tiles
+      expect_within_bounds(got, want);
     }
   }
 }

@@ -2,7 +2,8 @@
 // The bfloat16 building blocks of the fused kernels: a GEMM on bfloat16 operands accumulating in
 // float32, and the conversions around it. One table per ISA, chosen with the float32 table
 // (microkernels.hpp): `avx512_bf16` runs vdpbf16ps; `avx512`, `avx2` and `portable` compute the
-// same sums with float32 multiply-adds on the widened operands, bit for bit.
+// same sums with float32 multiply-adds on the widened operands, bit for bit; `amx` is
+// `avx512_bf16` with its GEMM on AMX tiles (amx_gemm.hpp: the same sums in the hardware's order).
 //
 // The pairs layout. vdpbf16ps multiplies pairs of adjacent bfloat16s, so the GEMM's B operand
 // (k x n) is stored with rows 2p and 2p + 1 interleaved: element (r, c) at
@@ -25,7 +26,8 @@ struct Bf16Microkernels {
   /// pair after pair, the pair's second product first, each one multiply-add rounded once
   /// (vdpbf16ps's order; a product of two bfloat16s is exact in float32), then times alpha.
   /// avx512_bf16 treats subnormal inputs and results as zero (the instruction's DAZ / FTZ); the
-  /// other tables keep them.
+  /// other tables keep them. amx: the same from zero, 32 of k per tdpbf16ps, in an order within
+  /// the 32 that Intel does not promise (amx_gemm.hpp); subnormals as avx512_bf16.
   void (*gemm)(int64_t m, int64_t n, int64_t k, float alpha, const bfloat16* a, int64_t lda,
                const bfloat16* b, int64_t ldb, float* c, int64_t ldc, bool accumulate);
 
@@ -70,6 +72,11 @@ struct Bf16Microkernels {
 /// microkernels.hpp for how the ISA is chosen).
 const Bf16Microkernels& bf16_microkernels();
 
+/// Tests only: bf16_microkernels() returns `table` until called again with null (the ISA's
+/// table again), e.g. the AMX blocking over emulated tiles on a CPU without AMX. Set it while no
+/// kernel runs.
+void override_bf16_microkernels_for_testing(const Bf16Microkernels* table);
+
 /// The pairs layout of the transpose of src (rows x cols, cols even, leading dimension lds): the
 /// (cols x rows) matrix whose element (c, r) is src's (r, c), as B operand, leading dimension
 /// ldd. Element pairs (2p, 2p + 1) of a row of src stay adjacent, so this is the transpose of
@@ -82,5 +89,6 @@ const Bf16Microkernels& portable_bf16_microkernels();
 const Bf16Microkernels& avx2_bf16_microkernels();
 const Bf16Microkernels& avx512_bf16_emulated_microkernels();
 const Bf16Microkernels& avx512_bf16_native_microkernels();
+const Bf16Microkernels& amx_bf16_microkernels();
 
 }  // namespace llm_utils::cpu

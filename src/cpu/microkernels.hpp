@@ -6,15 +6,17 @@
 //
 // The ISA: the best the CPU has, or the one the environment variable LLM_UTILS_ISA names
 // (portable, avx2, avx512, avx512_bf16 or amx), read once at the first kernel call; a name the
-// CPU cannot run (or amx, which no table implements yet) makes every kernel call throw
-// ArgumentError saying so. avx512_bf16 is avx512 for float32 and vdpbf16ps for bfloat16.
+// CPU cannot run makes every kernel call throw ArgumentError saying so. avx512_bf16 is avx512
+// for float32 and vdpbf16ps for bfloat16; amx is avx512_bf16 with the bfloat16 GEMM on AMX
+// tiles. amx is only run when named: it has not yet been run on a CPU with AMX (none was
+// available), so detected_isa() stops at avx512_bf16.
 
 #include <cstdint>
 #include <optional>
 
 namespace llm_utils::cpu {
 
-enum class Isa { portable, avx2, avx512, avx512_bf16 };
+enum class Isa { portable, avx2, avx512, avx512_bf16, amx };
 
 // The SIMD exp's constants (AVX2 and AVX-512 use the same, for the same bits): clamps, and the
 // polynomial p(r) = 1 + r + c2 r^2 + ... + c6 r^6 for exp(r) on |r| <= ln(2)/2, its coefficients
