@@ -133,7 +133,7 @@ def runnable_isas(selfattn):
     """The ISAs LLM_UTILS_ISA can force on this CPU, widest last (portable left out: a baseline
     for old CPUs, not a speed path)."""
     isas = []
-    for isa in ("avx2", "avx512", "avx512_bf16"):
+    for isa in ("avx2", "avx512", "avx512_bf16", "amx"):
         r = subprocess.run([selfattn, "bench", "--module", "core", "--seq", "64", "--d-out", "8",
                             "--repeat", "1", "--sgemm-size", "64"], capture_output=True,
                            env=dict(os.environ, LLM_UTILS_ISA=isa))
@@ -142,6 +142,9 @@ def runnable_isas(selfattn):
     return isas
 
 
+# The ISAs whose float32 table is avx512's: only their bfloat16 rows are run.
+BF16_ONLY_ISAS = ("avx512_bf16", "amx")
+
 CORE_PASSES = [("forward", {}), ("causal forward", {"causal": True}),
                ("backward alone", {"backward_only": True}),
                ("causal backward alone", {"causal": True, "backward_only": True})]
@@ -149,8 +152,8 @@ CORE_PASSES = [("forward", {}), ("causal forward", {"causal": True}),
 
 def isa_tables(selfattn, threads, repeat, n, rounds):
     """The attention core (N = n, d = 64) on every ISA this CPU runs, in float32 and bfloat16
-    (avx512_bf16's float32 table is avx512's, so only its bfloat16 is run), each against the
-    peaks measured in the same run; then 1 -> `threads` scaling on the widest ISA.
+    (the float32 table of avx512_bf16 and amx is avx512's, so only their bfloat16 is run), each
+    against the peaks measured in the same run; then 1 -> `threads` scaling on the widest ISA.
 
     Every configuration runs once per round, the rounds one after another, and each keeps its
     best round: the ratios (bf16 over fp32, 1 -> n threads) then compare runs from the same
@@ -160,7 +163,7 @@ def isa_tables(selfattn, threads, repeat, n, rounds):
     fp32_widest = "avx512" if "avx512" in isas else (isas[0] if isas else None)
     configs = []  # (key, isa, dtype, pass flags, threads)
     for isa in isas:
-        for dtype in (("bf16",) if isa == "avx512_bf16" else ("fp32", "bf16")):
+        for dtype in (("bf16",) if isa in BF16_ONLY_ISAS else ("fp32", "bf16")):
             for name, flags in CORE_PASSES:
                 configs.append(((isa, dtype, name), isa, dtype, flags, threads))
     for dtype, isa in (("fp32", fp32_widest), ("bf16", widest)):
@@ -185,11 +188,12 @@ def isa_tables(selfattn, threads, repeat, n, rounds):
              f"once, best of {repeat} runs, so that ratios compare the same stretches of time). "
              "The FP32 peak of each row is measured with that table's vector "
              "width (AVX2's 256-bit FMAs for avx2), the BF16 peak with vdpbf16ps where the CPU "
-             "has it. Causal rows count only the unmasked half of the pairs.", "",
+             "has it (tdpbf16ps on the amx rows). Causal rows count only the unmasked half of the "
+             "pairs.", "",
              "| ISA | dtype | pass | ms | GFLOP/s | % of FP32 peak | % of BF16 peak "
              "| bf16 speed-up |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for (isa, dtype, name), r in results.items():
-        base = results.get((isa if isa != "avx512_bf16" else "avx512", "fp32", name))
+        base = results.get((isa if isa not in BF16_ONLY_ISAS else "avx512", "fp32", name))
         ratio = f"{base['ms'] / r['ms']:.2f}x" if dtype == "bf16" and base else ""
         bf16_peak = f"{r['percent_of_bf16_peak']:.0f}%" if r.get("bf16_peak_gflops") else ""
         lines.append(f"| {isa} | {dtype} | {name} | {r['ms']:.2f} | {r['gflops']:.1f} | "
@@ -238,7 +242,7 @@ def targets(rows, scaling, book, threads, peak, peak_isa, kernels):
     ]
     results, thread_scaling, isas = kernels
     for isa in isas:
-        if isa == "avx512_bf16":
+        if isa in BF16_ONLY_ISAS:
             continue
         for name, goal in (("forward", 0.75), ("causal forward", 0.70),
                            ("backward alone", 0.70), ("causal backward alone", 0.70)):
@@ -254,6 +258,11 @@ def targets(rows, scaling, book, threads, peak, peak_isa, kernels):
             bf16, fp32 = results[("avx512_bf16", "bf16", name)], results[("avx512", "fp32", name)]
             checks.append((f"attention core {name}: bf16 (AVX512_BF16) >= 1.8x fp32",
                            fp32["ms"] / bf16["ms"], 1.8, "x"))
+    if "amx" in isas:
+        for name, _ in CORE_PASSES:
+            bf16, fp32 = results[("amx", "bf16", name)], results[("avx512", "fp32", name)]
+            checks.append((f"attention core {name}: bf16 (AMX) >= 4x fp32",
+                           fp32["ms"] / bf16["ms"], 4, "x"))
     out = ["## Targets", "", "The speed targets of the performance, multi-head, foundation and "
            "kernel issues, "
            f"against this run (FP32 FMA peak of {threads} cores, measured in this run with "

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <string>
 
 #include "llm_utils/runtime.hpp"
 
@@ -54,9 +55,18 @@ double fma_peak_gflops(int threads) {
   return loop_peak(measure_avx512() ? fma_loop_avx512 : fma_loop_avx2, threads);
 }
 
+const char* bf16_peak_isa() {
+  // kernel_isa() is amx only where the CPU has AMX-BF16 and Linux granted the tile state.
+  if (llm_utils::kernel_isa() == "amx") return "amx";
+  if (has_avx512() && __builtin_cpu_supports("avx512bf16")) return "avx512_bf16";
+  return "none";
+}
+
 double bf16_peak_gflops(int threads) {
-  if (!has_avx512() || !__builtin_cpu_supports("avx512bf16")) return 0.0;
-  return loop_peak(dpbf16_loop_avx512, threads);
+  const std::string isa = bf16_peak_isa();
+  if (isa == "amx") return loop_peak(dpbf16_loop_amx, threads);
+  if (isa == "avx512_bf16") return loop_peak(dpbf16_loop_avx512, threads);
+  return 0.0;
 }
 
 }  // namespace llm_utils::bench

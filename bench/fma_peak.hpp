@@ -14,9 +14,13 @@ double fma_peak_gflops(int threads);
 /// Which loop fma_peak_gflops runs: "avx512", "avx2" or "none".
 const char* fma_peak_isa();
 
-/// GFLOP/s of `threads` threads issuing independent vdpbf16ps from registers (a bfloat16 pair's
-/// two multiply-adds counted as 4 operations): the bfloat16 peak. 0 without AVX512_BF16.
+/// GFLOP/s of `threads` threads issuing independent bfloat16 dot products from registers (a
+/// multiply-add counted as 2 operations) with the instruction the kernels' GEMMs use: tdpbf16ps
+/// when the kernels run the amx table, else vdpbf16ps. 0 without AVX512_BF16.
 double bf16_peak_gflops(int threads);
+
+/// Which loop bf16_peak_gflops runs: "amx", "avx512_bf16" or "none".
+const char* bf16_peak_isa();
 
 // The loops, one per ISA in its own translation unit (compiled for that ISA): `iterations`
 // rounds of independent FMAs; returns the floating-point operations done (a multiply-add is 2)
@@ -24,5 +28,6 @@ double bf16_peak_gflops(int threads);
 double fma_loop_avx2(long long iterations, float* sink);
 double fma_loop_avx512(long long iterations, float* sink);
 double dpbf16_loop_avx512(long long iterations, float* sink);
+double dpbf16_loop_amx(long long iterations, float* sink);
 
 }  // namespace llm_utils::bench

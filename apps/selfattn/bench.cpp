@@ -71,10 +71,10 @@ std::string duration(double ms) {
 // ", 41% of the BF16 peak (...)" when a bfloat16 peak was measured.
 std::string bf16_line(double bf16_peak, double gflops) {
   if (bf16_peak <= 0.0) return "";
+  const bool amx = std::string(llm_utils::bench::bf16_peak_isa()) == "amx";
   char buf[160];
-  std::snprintf(buf, sizeof buf,
-                "\n  = %.0f%% of the BF16 peak (%.1f GFLOP/s, vdpbf16ps, measured)",
-                100.0 * gflops / bf16_peak, bf16_peak);
+  std::snprintf(buf, sizeof buf, "\n  = %.0f%% of the BF16 peak (%.1f GFLOP/s, %s, measured)",
+                100.0 * gflops / bf16_peak, bf16_peak, amx ? "tdpbf16ps" : "vdpbf16ps");
   return buf;
 }
 
@@ -170,7 +170,8 @@ void bench(BenchOptions o, std::ostream& out) {
   const int threads = llm_utils::get_num_threads();
   const double peak = llm_utils::bench::fma_peak_gflops(threads);
   const double percent_of_peak = peak > 0.0 ? 100.0 * gflops / peak : 0.0;
-  // The bfloat16 peak where the CPU has one (vdpbf16ps), measured the same way.
+  // The bfloat16 peak where the CPU has one (vdpbf16ps, or tdpbf16ps on the amx table),
+  // measured the same way.
   const double bf16_peak = w.bf16 ? llm_utils::bench::bf16_peak_gflops(threads) : 0.0;
   const double percent_of_bf16_peak = bf16_peak > 0.0 ? 100.0 * gflops / bf16_peak : 0.0;
   const char* dtype = w.bf16 ? "bfloat16" : "float32";
@@ -188,7 +189,7 @@ void bench(BenchOptions o, std::ostream& out) {
                   "\"sgemm_gflops\": %.2f, \"percent_of_sgemm\": %.1f, "
                   "\"fma_peak_gflops\": %.2f, \"fma_peak_isa\": \"%s\", "
                   "\"percent_of_peak\": %.1f, \"dtype\": \"%s\", \"bf16_peak_gflops\": %.2f, "
-                  "\"percent_of_bf16_peak\": %.1f, "
+                  "\"bf16_peak_isa\": \"%s\", \"percent_of_bf16_peak\": %.1f, "
                   "\"tokens_per_s\": %.1f, \"peak_rss_mib\": %.1f, \"blas\": \"%s\", "
                   "\"kernel_isa\": \"%s\", \"window_left\": %lld, \"softcap\": %g, "
                   "\"alibi\": %s, \"sinks\": %s, \"rope\": %s, \"paged\": %s, "
@@ -200,11 +201,13 @@ void bench(BenchOptions o, std::ostream& out) {
                   w.backward_only ? "true" : "false", w.decode ? "true" : "false",
                   llm_utils::backend_name(used), threads, o.repeat, t.median_ms, t.min_ms, gflops,
                   sgemm, 100.0 * gflops / sgemm, peak, llm_utils::bench::fma_peak_isa(),
-                  percent_of_peak, dtype, bf16_peak, percent_of_bf16_peak, tokens_per_s, rss,
-                  llm_utils::blas_description().c_str(), llm_utils::kernel_isa().c_str(),
-                  static_cast<long long>(w.window_left), static_cast<double>(w.softcap),
-                  w.alibi ? "true" : "false", w.sinks ? "true" : "false", w.rope ? "true" : "false",
-                  w.paged ? "true" : "false", static_cast<long long>(w.page_size), flops);
+                  percent_of_peak, dtype, bf16_peak,
+                  bf16_peak > 0.0 ? llm_utils::bench::bf16_peak_isa() : "none",
+                  percent_of_bf16_peak, tokens_per_s, rss, llm_utils::blas_description().c_str(),
+                  llm_utils::kernel_isa().c_str(), static_cast<long long>(w.window_left),
+                  static_cast<double>(w.softcap), w.alibi ? "true" : "false",
+                  w.sinks ? "true" : "false", w.rope ? "true" : "false", w.paged ? "true" : "false",
+                  static_cast<long long>(w.page_size), flops);
   } else {
     std::snprintf(
         line, sizeof line,

@@ -368,8 +368,9 @@ def test_bench_in_bfloat16_reports_the_bf16_peak():
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["dtype"] == "bfloat16"
-    if report["kernel_isa"] == "avx512_bf16":  # the CPU has vdpbf16ps: its peak is measured
+    if report["kernel_isa"] in ("avx512_bf16", "amx"):  # vdpbf16ps or tdpbf16ps: measured
         assert report["bf16_peak_gflops"] > 0
+        assert report["bf16_peak_isa"] == report["kernel_isa"]
         assert report["percent_of_bf16_peak"] == pytest.approx(
             100 * report["gflops"] / report["bf16_peak_gflops"], rel=0.02, abs=0.1)
     text = selfattn(*common)
@@ -393,10 +394,12 @@ def isas_of_this_cpu():
         isas.append("avx512")
         if "avx512_bf16" in flags:
             isas.append("avx512_bf16")
+            if {"amx_tile", "amx_bf16"} <= flags:
+                isas.append("amx")
     return isas
 
 
-@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512", "avx512_bf16"])
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512", "avx512_bf16", "amx"])
 def test_llm_utils_isa_forces_a_table(isa):
     env = dict(os.environ, LLM_UTILS_ISA=isa)
     args = [SELFATTN, "bench", "--module", "core", "--seq", "128", "--d-out", "16", "--repeat",
@@ -411,7 +414,6 @@ def test_llm_utils_isa_forces_a_table(isa):
 
 
 @pytest.mark.parametrize("value,text", [
-    ("amx", "no AMX tables are built"),
     ("sse9", "unknown ISA (expected portable, avx2, avx512, avx512_bf16 or amx)"),
 ])
 def test_llm_utils_isa_refuses_what_cannot_run(value, text):
@@ -421,6 +423,17 @@ def test_llm_utils_isa_refuses_what_cannot_run(value, text):
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode > 0
     assert text in r.stderr
+
+
+def test_the_default_isa_is_the_best_but_never_amx_by_itself():
+    # amx runs only when named until it has been run on a CPU with AMX (docs/numerics.md).
+    env = {k: v for k, v in os.environ.items() if k != "LLM_UTILS_ISA"}
+    r = subprocess.run([SELFATTN, "bench", "--module", "core", "--seq", "64", "--d-out", "8",
+                        "--repeat", "1", "--sgemm-size", "64", "--json"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    best = [isa for isa in isas_of_this_cpu() if isa != "amx"][-1]
+    assert json.loads(r.stdout)["kernel_isa"] == best
 
 
 def test_run_in_bfloat16_tracks_pytorch_bfloat16(tmp_path):
