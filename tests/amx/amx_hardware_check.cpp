@@ -10,6 +10,7 @@
 //   1. amx::gemm over the hardware tiles at every edge (m, n, k around 16 and 32, odd k, alpha,
 //      accumulate, padded leading dimensions): within k 2^-24 sum |a_p b_p| of the exact sum,
 //      nothing written outside C. A failure here is a bug; exit status 1.
+//      And the backward's 1 x 1 dot bit for bit against the same element of a 64 x 64 tile.
 //   2. Which order the hardware adds a pair in: the bits against the emulator's order (first
 //      product first, the Intrinsics Guide's pseudocode) and vdpbf16ps's (second first).
 //      Reported, not required (Intel does not promise one).
@@ -30,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
@@ -70,7 +72,7 @@ std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
 }
 
 struct Tally {
-  long checked = 0, bound_failures = 0, outside_writes = 0;
+  long checked = 0, bound_failures = 0, outside_writes = 0, dot_checked = 0, dot_mismatches = 0;
   long same_as_emulator = 0, same_as_vdpbf16ps = 0, elements = 0;
 };
 
@@ -136,6 +138,31 @@ void check_shape(int64_t m, int64_t n, int64_t k, float alpha, bool accumulate, 
         ++t.elements;
         t.same_as_emulator += got == emu[i * ldc + j];
         t.same_as_vdpbf16ps += got == vdpbf16ps_order(a, lda, b, ldb, i, j, k);
+      }
+    }
+  }
+}
+
+// The backward's D_i = dO_i . O_i is a 1 x 1 x k GEMM (B the pairs of one contiguous column,
+// ldb 2, src/cpu/flash_operands.hpp dot) and must have exactly the bits of the same element of
+// a 64 x 64 tile's GEMM (dP = dO V^T): where a row of P is one-hot the two cancel exactly.
+void check_dot_matches_the_tile(int64_t k, Tally& t) {
+  const int64_t m = 64, n = 64, ldb = 2 * n;
+  const std::vector<bfloat16> a = normal_bf16(m * k, static_cast<uint32_t>(k));
+  std::vector<bfloat16> b = normal_bf16(((k + 1) / 2) * ldb, static_cast<uint32_t>(k + 1));
+  std::vector<float> c(static_cast<size_t>(m * n));
+  amx::gemm<CheckedTiles>(m, n, k, 1.0f, a.data(), k, b.data(), ldb, c.data(), n, false);
+  std::vector<bfloat16> column(static_cast<size_t>(k));  // (k / 2, 2) column j in pairs
+  for (int64_t j = 0; j < n; j += 7) {
+    for (int64_t p = 0; p < k; ++p) column[p] = b[(p / 2) * ldb + 2 * j + p % 2];
+    for (int64_t i = 0; i < m; i += 5) {
+      float d = 0.0f;
+      amx::gemm<CheckedTiles>(1, 1, k, 1.0f, a.data() + i * k, k, column.data(), 2, &d, 1, false);
+      ++t.dot_checked;
+      if (std::memcmp(&d, &c[i * n + j], sizeof d) != 0 && t.dot_mismatches++ < 5) {
+        std::printf("  DOT MISMATCH k %lld at (%lld, %lld): %.9g vs the tile's %.9g\n",
+                    static_cast<long long>(k), static_cast<long long>(i), static_cast<long long>(j),
+                    d, c[i * n + j]);
       }
     }
   }
@@ -222,8 +249,11 @@ int main() {
       }
     }
   }
+  for (int64_t k : {32, 64, 128}) check_dot_matches_the_tile(k, t);
   std::printf("bounds: %ld elements checked, %ld outside the bound, %ld writes outside C\n",
               t.checked, t.bound_failures, t.outside_writes);
+  std::printf("1 x 1 dots against the 64 x 64 tile's elements: %ld checked, %ld not bit-equal\n",
+              t.dot_checked, t.dot_mismatches);
   std::printf(
       "order: of %ld sums, %ld have the emulator's bits (first product first), %ld "
       "vdpbf16ps's (second first)\n",
@@ -231,10 +261,12 @@ int main() {
 #ifdef LLM_UTILS_AMX_CHECK_ON_EMULATOR
   // The emulator is the model of step 2: a sum without its bits is a bug of this program.
   const bool ok = t.bound_failures == 0 && t.outside_writes == 0 && t.checked > 0 &&
-                  t.same_as_emulator == t.elements && t.elements > 0;
+                  t.dot_mismatches == 0 && t.dot_checked > 0 && t.same_as_emulator == t.elements &&
+                  t.elements > 0;
 #else
   report_speed();
-  const bool ok = t.bound_failures == 0 && t.outside_writes == 0 && t.checked > 0;
+  const bool ok = t.bound_failures == 0 && t.outside_writes == 0 && t.checked > 0 &&
+                  t.dot_mismatches == 0 && t.dot_checked > 0;
 #endif
   std::printf("amx_hardware_check: %s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
