@@ -1,14 +1,17 @@
 #pragma once
 // An emulator of the AMX instructions amx_gemm.hpp uses, as the `Tiles` backend of
 // cpu::amx::gemm, so that its blocking (in-place and padded tiles, edges, the epilogue) runs
-// and is checked on CPUs without AMX. Each instruction as the Intel SDM and Intrinsics Guide
-// describe it: ldtilecfg sets every tile's shape and zeroes the tiles; a tile instruction before
-// it, or after tilerelease, is an error (#UD on the hardware); tileloadd and tilestored touch
-// exactly rows x colsb bytes, row r at base + r * stride (so AddressSanitizer sees what the
-// hardware would read and write); tdpbf16ps checks its operands' shapes (#UD on the hardware
-// when A's colsb / 4 differs from B's rows, or C's rows or colsb from A's rows or B's colsb)
-// and, per element of C, adds both products of each pair, the first element's first, each
-// rounded to nearest even, with subnormal inputs and results taken as zero.
+// and is checked on CPUs without AMX. Each instruction as the Intel SDM describes it: ldtilecfg
+// sets every tile's shape and zeroes the tiles; a tile instruction before it, or after
+// tilerelease, is an error (#UD on the hardware); tileloadd and tilestored touch exactly rows x
+// colsb bytes, row r at base + r * stride (so AddressSanitizer sees what the hardware would read
+// and write); tdpbf16ps checks its operands' shapes (#UD on the hardware when A's colsb / 4
+// differs from B's rows, or C's rows or colsb from A's rows or B's colsb) and, per element of
+// C, sums the pairs' first products and their second products apart, each from zero by float32
+// fused multiply-adds, adds the two sums and then adds that to C (the SDM's pseudocode; the
+// Intrinsics Guide's older one adds both products of each pair straight into C), every step
+// rounded to nearest even with subnormal inputs and results taken as zero. Whether the
+// hardware follows the SDM to the bit is what tests/amx/amx_hardware_check.cpp reports.
 
 #include <atomic>
 #include <cmath>
@@ -91,15 +94,15 @@ struct EmulatedTiles {
     dots_run().fetch_add(1, std::memory_order_relaxed);
     for (int m = 0; m < c.rows; ++m) {
       for (int n = 0; n < c.colsb / 4; ++n) {
-        float acc = element<float>(c, m, n);
+        // The SDM's order: the pairs' first products summed apart from their second ones, each
+        // from zero by float32 FMAs, then the two sums added, then that into C.
+        float first = 0.0f, second = 0.0f;
         for (int p = 0; p < a.colsb / 4; ++p) {
-          for (int e = 0; e < 2; ++e) {
-            const float x = flush(static_cast<float>(element<bfloat16>(a, m, 2 * p + e)));
-            const float y = flush(static_cast<float>(element<bfloat16>(b, p, 2 * n + e)));
-            acc = flush(acc + x * y);  // the product of two bfloat16s is exact in float32
-          }
+          first = flush(std::fma(input(a, m, 2 * p), input(b, p, 2 * n), first));
+          second = flush(std::fma(input(a, m, 2 * p + 1), input(b, p, 2 * n + 1), second));
         }
-        std::memcpy(c.bytes + m * 64 + n * 4, &acc, sizeof acc);
+        const float sum = flush(element<float>(c, m, n) + flush(first + second));
+        std::memcpy(c.bytes + m * 64 + n * 4, &sum, sizeof sum);
       }
     }
   }
@@ -113,6 +116,10 @@ struct EmulatedTiles {
   }
   static float flush(float x) {
     return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x;
+  }
+  // A bfloat16 operand as float32, subnormals taken as zero.
+  static float input(const Tile& t, int row, int index) {
+    return flush(static_cast<float>(element<bfloat16>(t, row, index)));
   }
 };
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -40,14 +41,23 @@ struct Problem {
   }
 };
 
-// What the emulated tiles compute: per element, from zero, k in order (each pair's first
-// product, then its second), each addition rounded in float32; then alpha.
+// What the emulated tiles compute (the SDM's tdpbf16ps): per element, from zero, k in chunks of
+// 32 (one instruction each); in a chunk the pairs' first products and their second products
+// summed apart, each from zero by fused multiply-adds, then the two sums added, then that added
+// to the element; then alpha.
 std::vector<float> emulated_tiles_model(const Problem& pr, float alpha) {
   std::vector<float> c(static_cast<size_t>(pr.m * pr.n));
   for (int64_t i = 0; i < pr.m; ++i) {
     for (int64_t j = 0; j < pr.n; ++j) {
       float acc = 0.0f;
-      for (int64_t p = 0; p < pr.k; ++p) acc += pr.a_at(i, p) * pr.b_at(p, j);
+      for (int64_t k0 = 0; k0 < pr.k; k0 += 32) {
+        float first = 0.0f, second = 0.0f;
+        for (int64_t p = k0; p < std::min(k0 + 32, pr.k); p += 2) {
+          first = std::fma(pr.a_at(i, p), pr.b_at(p, j), first);
+          if (p + 1 < pr.k) second = std::fma(pr.a_at(i, p + 1), pr.b_at(p + 1, j), second);
+        }
+        acc += first + second;
+      }
       c[i * pr.n + j] = alpha == 1.0f ? acc : alpha * acc;
     }
   }

@@ -27,10 +27,11 @@
 //
 // The sums: each element from zero, its k in chunks of 32 (16 pairs) in order, into one float32
 // accumulator, each tdpbf16ps adding a chunk in the hardware's order; the chunk order and the
-// zero start are this file's. Intel documents the rounding as round-to-nearest-even per
-// accumulation with subnormal inputs and results taken as zero, and the order within a chunk
-// (both products of a pair, first element first, in the Intrinsics Guide's pseudocode) is not
-// promised: the AMX table is checked within a summation error bound, not bit for bit.
+// zero start are this file's. Within a chunk the SDM's pseudocode sums the pairs' first and
+// second products apart and adds the two sums to C (the Intrinsics Guide's older one adds both
+// products of each pair to C in turn), every step rounded to nearest even with subnormal inputs
+// and results taken as zero; which of these the hardware follows bit for bit is unverified, so
+// the AMX table is checked within a summation error bound, not bit for bit.
 // Configuring per call costs a few dozen cycles; it keeps the call safe next to other AMX users
 // on the thread (oneDNN configures and releases the tiles itself).
 
@@ -40,7 +41,11 @@
 
 #include "llm_utils/bfloat16.hpp"
 
+// Everything in an anonymous namespace: the AMX unit (compiled with AVX-512 and AMX flags) and
+// the tests (baseline flags) each keep their own copies; an inline function shared between them
+// could be linked from the AVX-512 unit into code run on a CPU without AVX-512.
 namespace llm_utils::cpu::amx {
+namespace {
 
 constexpr int64_t kTileRows = 16;   // rows of every tile; pair rows of a B tile
 constexpr int64_t kTileBytes = 64;  // bytes of every tile row
@@ -165,4 +170,5 @@ void gemm(int64_t m, int64_t n, int64_t k, float alpha, const bfloat16* a, int64
   Tiles::release();
 }
 
+}  // namespace
 }  // namespace llm_utils::cpu::amx

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 namespace llm_utils::cpu::amx {
+namespace {  // each unit compiled for AMX keeps its own copy
 
 // The 64-byte operand of ldtilecfg (Intel SDM, "LDTILECFG"): palette 1, then each tile's bytes
 // per row and rows.
@@ -46,44 +47,54 @@ struct HardwareTiles {
       config.colsb[t] = 64;
       config.rows[t] = 16;
     }
-    asm volatile("ldtilecfg %0" ::"m"(config));
+    asm volatile("ldtilecfg %X0" ::"m"(config));
   }
   /// tilerelease: the tiles back to their initial state (nothing for the OS to save).
   static void release() { asm volatile("tilerelease" ::); }
   template <int T>
   static void zero() {
-#define LLM_UTILS_TILE_ZERO(t) asm volatile("tilezero %%tmm" t ::)
+#define LLM_UTILS_TILE_ZERO(t) asm volatile("{tilezero %%tmm" t "|tilezero tmm" t "}" ::)
     LLM_UTILS_FOR_TILE(T, LLM_UTILS_TILE_ZERO);
 #undef LLM_UTILS_TILE_ZERO
   }
   /// tileloadd: row r from base + r * stride bytes.
   template <int T>
   static void load(const void* base, int64_t stride) {
-#define LLM_UTILS_TILE_LOAD(t) \
-  asm volatile("tileloadd (%0,%1,1), %%tmm" t ::"r"(base), "r"(stride) : "memory")
+#define LLM_UTILS_TILE_LOAD(t)                                                                \
+  asm volatile("{tileloadd (%0,%1,1), %%tmm" t "|tileloadd tmm" t ", [%0+%1*1]}" ::"r"(base), \
+               "r"(stride)                                                                    \
+               : "memory")
     LLM_UTILS_FOR_TILE(T, LLM_UTILS_TILE_LOAD);
 #undef LLM_UTILS_TILE_LOAD
   }
   /// tilestored: row r to base + r * stride bytes.
   template <int T>
   static void store(void* base, int64_t stride) {
-#define LLM_UTILS_TILE_STORE(t) \
-  asm volatile("tilestored %%tmm" t ", (%0,%1,1)" ::"r"(base), "r"(stride) : "memory")
+#define LLM_UTILS_TILE_STORE(t)                                                                 \
+  asm volatile("{tilestored %%tmm" t ", (%0,%1,1)|tilestored [%0+%1*1], tmm" t "}" ::"r"(base), \
+               "r"(stride)                                                                      \
+               : "memory")
     LLM_UTILS_FOR_TILE(T, LLM_UTILS_TILE_STORE);
 #undef LLM_UTILS_TILE_STORE
   }
-  /// tdpbf16ps: tmmC += tmmA tmmB, the four products of amx_gemm.hpp's plan (AT&T order: B, A,
-  /// C).
+  /// tdpbf16ps: tmmC += tmmA tmmB, the four products of amx_gemm.hpp's plan (each string in
+  /// AT&T order, B, A, C, then Intel's, C, A, B, for -masm=intel).
   template <int C, int A, int B>
   static void dot() {
-    static_assert(A == 4 + C / 2 && B == 6 + C % 2, "amx_gemm.hpp's register plan");
-    if constexpr (C == 0) asm volatile("tdpbf16ps %%tmm6, %%tmm4, %%tmm0" ::);
-    if constexpr (C == 1) asm volatile("tdpbf16ps %%tmm7, %%tmm4, %%tmm1" ::);
-    if constexpr (C == 2) asm volatile("tdpbf16ps %%tmm6, %%tmm5, %%tmm2" ::);
-    if constexpr (C == 3) asm volatile("tdpbf16ps %%tmm7, %%tmm5, %%tmm3" ::);
+    static_assert(0 <= C && C < 4 && A == 4 + C / 2 && B == 6 + C % 2,
+                  "amx_gemm.hpp's register plan");
+    if constexpr (C == 0)
+      asm volatile("{tdpbf16ps %%tmm6, %%tmm4, %%tmm0|tdpbf16ps tmm0, tmm4, tmm6}" ::);
+    if constexpr (C == 1)
+      asm volatile("{tdpbf16ps %%tmm7, %%tmm4, %%tmm1|tdpbf16ps tmm1, tmm4, tmm7}" ::);
+    if constexpr (C == 2)
+      asm volatile("{tdpbf16ps %%tmm6, %%tmm5, %%tmm2|tdpbf16ps tmm2, tmm5, tmm6}" ::);
+    if constexpr (C == 3)
+      asm volatile("{tdpbf16ps %%tmm7, %%tmm5, %%tmm3|tdpbf16ps tmm3, tmm5, tmm7}" ::);
   }
 };
 
 #undef LLM_UTILS_FOR_TILE
 
+}  // namespace
 }  // namespace llm_utils::cpu::amx

@@ -82,10 +82,16 @@ bool cpu_has_amx_bf16() {
 
 // Linux (5.16 and later) hands a process the 8 KiB tile state only on request; without it the
 // first tile instruction faults. ARCH_REQ_XCOMP_PERM is 0x1023 and XFEATURE_XTILEDATA 18
-// (arch/x86/include/uapi/asm/prctl.h, arch/x86/include/asm/fpu/types.h). Asked once.
+// (arch/x86/include/uapi/asm/prctl.h, arch/x86/include/asm/fpu/types.h); older kernels refuse
+// the unknown request with EINVAL. Asked once, and only when amx is named: the grant is the
+// whole process's, and from then on a sigaltstack() smaller than the larger signal frame fails.
 bool amx_tile_permission() {
+#ifdef __linux__
   static const bool granted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
   return granted;
+#else
+  return false;
+#endif
 }
 
 bool forced = false;

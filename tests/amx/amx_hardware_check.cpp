@@ -11,9 +11,8 @@
 //      accumulate, padded leading dimensions): within k 2^-24 sum |a_p b_p| of the exact sum,
 //      nothing written outside C. A failure here is a bug; exit status 1.
 //      And the backward's 1 x 1 dot bit for bit against the same element of a 64 x 64 tile.
-//   2. Which order the hardware adds a pair in: the bits against the emulator's order (first
-//      product first, the Intrinsics Guide's pseudocode) and vdpbf16ps's (second first).
-//      Reported, not required (Intel does not promise one).
+//   2. Which order the hardware adds in: the bits against the SDM's pseudocode (the emulator's),
+//      the Intrinsics Guide's and vdpbf16ps's. Reported, not required.
 //   3. Speed on one thread: the tdpbf16ps peak from registers, amx::gemm on the fused kernels'
 //      64 x 64 x 64 tiles, and ldtilecfg + tilerelease alone.
 // Exit status: 0 all bounds held, 1 a bound failed, 2 no AMX-BF16 on this CPU, 3 Linux refused
@@ -73,19 +72,22 @@ std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
 
 struct Tally {
   long checked = 0, bound_failures = 0, outside_writes = 0, dot_checked = 0, dot_mismatches = 0;
-  long same_as_emulator = 0, same_as_vdpbf16ps = 0, elements = 0;
+  long same_as_emulator = 0, same_as_in_turn = 0, same_as_vdpbf16ps = 0, elements = 0;
 };
 
-// The vdpbf16ps order of one element: per pair, the second product, then the first.
-float vdpbf16ps_order(const std::vector<bfloat16>& a, int64_t lda, const std::vector<bfloat16>& b,
-                      int64_t ldb, int64_t i, int64_t j, int64_t k) {
+// One element summed from zero with both products of each pair added to it in turn: the
+// second first (vdpbf16ps's order, second_first), or the first first (the Intrinsics Guide's
+// pseudocode of tdpbf16ps).
+float pairs_in_turn(const std::vector<bfloat16>& a, int64_t lda, const std::vector<bfloat16>& b,
+                    int64_t ldb, int64_t i, int64_t j, int64_t k, bool second_first) {
   float acc = 0.0f;
   for (int64_t p = 0; 2 * p < k; ++p) {
-    if (2 * p + 1 < k) {
-      acc +=
-          static_cast<float>(a[i * lda + 2 * p + 1]) * static_cast<float>(b[p * ldb + 2 * j + 1]);
-    }
-    acc += static_cast<float>(a[i * lda + 2 * p]) * static_cast<float>(b[p * ldb + 2 * j]);
+    const float first =
+        static_cast<float>(a[i * lda + 2 * p]) * static_cast<float>(b[p * ldb + 2 * j]);
+    const float second = 2 * p + 1 < k ? static_cast<float>(a[i * lda + 2 * p + 1]) *
+                                             static_cast<float>(b[p * ldb + 2 * j + 1])
+                                       : 0.0f;
+    acc = second_first ? (acc + second) + first : (acc + first) + second;
   }
   return acc;
 }
@@ -137,7 +139,8 @@ void check_shape(int64_t m, int64_t n, int64_t k, float alpha, bool accumulate, 
       if (alpha == 1.0f && !accumulate) {
         ++t.elements;
         t.same_as_emulator += got == emu[i * ldc + j];
-        t.same_as_vdpbf16ps += got == vdpbf16ps_order(a, lda, b, ldb, i, j, k);
+        t.same_as_in_turn += got == pairs_in_turn(a, lda, b, ldb, i, j, k, false);
+        t.same_as_vdpbf16ps += got == pairs_in_turn(a, lda, b, ldb, i, j, k, true);
       }
     }
   }
@@ -255,9 +258,11 @@ int main() {
   std::printf("1 x 1 dots against the 64 x 64 tile's elements: %ld checked, %ld not bit-equal\n",
               t.dot_checked, t.dot_mismatches);
   std::printf(
-      "order: of %ld sums, %ld have the emulator's bits (first product first), %ld "
-      "vdpbf16ps's (second first)\n",
-      t.elements, t.same_as_emulator, t.same_as_vdpbf16ps);
+      "order: of %ld sums, %ld have the bits of the SDM's pseudocode (the emulator's: "
+      "first and second products summed apart per 32 of k), %ld of the Intrinsics "
+      "Guide's (each pair's products in turn, first first), %ld of vdpbf16ps's (second "
+      "first)\n",
+      t.elements, t.same_as_emulator, t.same_as_in_turn, t.same_as_vdpbf16ps);
 #ifdef LLM_UTILS_AMX_CHECK_ON_EMULATOR
   // The emulator is the model of step 2: a sum without its bits is a bug of this program.
   const bool ok = t.bound_failures == 0 && t.outside_writes == 0 && t.checked > 0 &&
