@@ -14,7 +14,8 @@
 //   2. Which order the hardware adds in: the bits against the SDM's pseudocode (the emulator's),
 //      the Intrinsics Guide's and vdpbf16ps's. Reported, not required.
 //   3. Speed on one thread: the tdpbf16ps peak from registers, amx::gemm on the fused kernels'
-//      64 x 64 x 64 tiles, and ldtilecfg + tilerelease alone.
+//      64 x 64 x 64 tiles, ldtilecfg + tilerelease alone (amx_gemm.hpp pays them per call), and
+//      sttilecfg + a comparison (what a lazy configuration would pay instead).
 // Exit status: 0 all bounds held, 1 a bound failed, 2 no AMX-BF16 on this CPU, 3 Linux refused
 // the tile state.
 //
@@ -223,6 +224,23 @@ void report_speed() {
     Tiles::release();
   }
   std::printf("ldtilecfg + tilerelease: %.1f ns a pair\n", seconds_since(start) / calls * 1e9);
+  // The alternative a lazy configuration would pay per call (oneDNN's): sttilecfg and a 64-byte
+  // comparison with the wanted configuration, ldtilecfg only when they differ.
+  Tiles::configure();
+  amx::TileConfig current, wanted;
+  for (int i = 0; i < 8; ++i) {
+    wanted.colsb[i] = 64;
+    wanted.rows[i] = 16;
+  }
+  long differing = 0;
+  start = std::chrono::steady_clock::now();
+  for (int i = 0; i < calls; ++i) {
+    asm volatile("sttilecfg %X0" : "=m"(current));
+    differing += std::memcmp(&current, &wanted, sizeof current) != 0;
+  }
+  std::printf("sttilecfg + comparison: %.1f ns (%ld of %d differed)\n",
+              seconds_since(start) / calls * 1e9, differing, calls);
+  Tiles::release();
 }
 
 #endif  // LLM_UTILS_AMX_CHECK_ON_EMULATOR
