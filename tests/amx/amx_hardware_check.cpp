@@ -59,7 +59,8 @@ std::string cpu_model() {
   return "unknown";
 }
 
-// Normal bfloat16s of magnitudes 2^-4 .. 2^4, either sign (no product or short sum subnormal).
+// Normal bfloat16s of magnitudes 2^-4 .. 2^4, either sign (no product or short sum subnormal):
+// kernel_test_util.hpp's normal_bf16, repeated here because this program needs no Google Test.
 std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
