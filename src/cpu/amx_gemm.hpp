@@ -32,8 +32,9 @@
 // products of each pair to C in turn), every step rounded to nearest even with subnormal inputs
 // and results taken as zero; which of these the hardware follows bit for bit is unverified, so
 // the AMX table is checked within a summation error bound, not bit for bit.
-// Configuring per call costs a few dozen cycles; it keeps the call safe next to other AMX users
-// on the thread (oneDNN configures and releases the tiles itself).
+// The tiles are configured and released on every call: safe next to other AMX users on the
+// thread (oneDNN configures them itself), at a cost per call no one has measured yet
+// (tests/amx/amx_hardware_check.cpp times it, and the lazy alternative, on an AMX CPU).
 
 #include <algorithm>
 #include <cstdint>
