@@ -47,7 +47,9 @@ struct HardwareTiles {
       config.colsb[t] = 64;
       config.rows[t] = 16;
     }
-    asm volatile("ldtilecfg %X0" ::"m"(config));
+    // The address in a register, the struct as a memory input: every byte read, and no
+    // operand modifier (Clang knows no %X).
+    asm volatile("{ldtilecfg (%0)|ldtilecfg [%0]}" ::"r"(&config), "m"(config));
   }
   /// tilerelease: the tiles back to their initial state (nothing for the OS to save).
   static void release() { asm volatile("tilerelease" ::); }

@@ -236,7 +236,7 @@ void report_speed() {
   long differing = 0;
   start = std::chrono::steady_clock::now();
   for (int i = 0; i < calls; ++i) {
-    asm volatile("sttilecfg %X0" : "=m"(current));
+    asm volatile("{sttilecfg (%1)|sttilecfg [%1]}" : "=m"(current) : "r"(&current));
     differing += std::memcmp(&current, &wanted, sizeof current) != 0;
   }
   std::printf("sttilecfg + comparison: %.1f ns (%ld of %d differed)\n",
