@@ -8,8 +8,8 @@
 // instruction's text (so it must be a literal), and their asm statements do not tell the
 // compiler what memory they read. _tile_loadconfig declares 8 of its 64 bytes and _tile_loadd
 // none, so the stores that fill a configuration or a padded tile could be dropped or moved past
-// the instruction as dead. Here ldtilecfg takes the whole configuration as its memory operand,
-// and tileloadd and tilestored clobber memory.
+// the instruction as dead. Here ldtilecfg declares the whole configuration as read, and
+// tileloadd and tilestored clobber memory.
 
 #include <cstdint>
 
