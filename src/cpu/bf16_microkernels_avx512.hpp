@@ -219,6 +219,29 @@ inline __m512 exp2_nonpositive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// online_softmax's store: P rounded into p (leading dimension ld_p).
+struct ProbabilityStore {
+  bfloat16* p;
+  int64_t ld_p;
+  void operator()(int64_t r, int64_t j, __mmask16 mask, __m512 e) const {
+    bfloat16* at = p + r * ld_p + j;
+    if (mask == 0xFFFF) {  // a constant in the full-groups loops: a plain store
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at), round_to_halves(e));
+    } else {
+      _mm256_mask_storeu_epi16(at, mask, round_to_halves(e));
+    }
+  }
+#if LLM_UTILS_BF16_NATIVE
+  static constexpr bool kHasPair = true;
+  // Columns [j, j + 32): vcvtne2ps2bf16 rounds as vcvtneps2bf16 does, e0 to the low half.
+  // About 1% off the bfloat16 forward (N = 4096, d = 64, 2 threads, Zen 4, best of 7,
+  // alternating runs: 11.85-11.93 ms against 11.96-12.06).
+  void pair(int64_t r, int64_t j, __m512 e0, __m512 e1) const {
+    _mm512_storeu_si512(p + r * ld_p + j, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+  }
+#endif
+};
+
 void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scale, float* m,
                     float* l, float* acc, int64_t ld_acc, int64_t acc_cols, bfloat16* p,
                     int64_t ld_p) {
@@ -227,14 +250,7 @@ void online_softmax(float* s, int64_t ld, int64_t rows, int64_t cols, float scal
   const auto scaled_exp = [scale_log2e](__m512 diff) {
     return exp2_nonpositive(_mm512_mul_ps(diff, scale_log2e));
   };
-  const auto store = [p, ld_p](int64_t r, int64_t j, __mmask16 mask, __m512 e) {
-    bfloat16* at = p + r * ld_p + j;
-    if (mask == 0xFFFF) {  // a constant in the full-groups loops: a plain store
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at), round_to_halves(e));
-    } else {
-      _mm256_mask_storeu_epi16(at, mask, round_to_halves(e));
-    }
-  };
+  const ProbabilityStore store{p, ld_p};
   const auto clear = [p, ld_p, cols](int64_t r) {
     std::fill(p + r * ld_p, p + r * ld_p + cols, bfloat16());
   };

@@ -38,12 +38,21 @@ inline __m512 reduce16(__m512* v, Op op) {
   return _mm512_permutexvar_ps(perm, r);
 }
 
+// Whether a Store also has pair(r, j, e0, e1), said by a member kHasPair: columns [j, j + 32)
+// of row r from two vectors at once (one vcvtne2ps2bf16 and one 64-byte store where two
+// conversions and two stores would do), used where every group is full.
+template <typename Store, typename = void>
+constexpr bool kStoresPairs = false;
+template <typename Store>
+constexpr bool kStoresPairs<Store, std::void_t<decltype(Store::kHasPair)>> = Store::kHasPair;
+
 // Microkernels::online_softmax fused over the tile, 16 rows at a time: the rows' maxima (one
 // batched reduction), the new maxima and corrections as vectors (the vector exp, no scalar exp
 // per row), each row's exponentials, their sums (one batched reduction), the accumulators'
 // scaling; no call per row. The exponentials go to `store` rather than back into s:
 //   scaled_exp(d)           exp(d * scale) of 16 differences d = s - m' (or m - m')
-//   store(r, j, mask, e)    the exponentials of row r, columns [j, j + 16) under mask
+//   store(r, j, mask, e)    the exponentials of row r, columns [j, j + 16) under mask (and,
+//                           optionally, store.pair: kStoresPairs)
 //   clear(r)                row r has no visible key yet: its probabilities are 0
 template <typename ScaledExp, typename Store, typename Clear>
 void online_softmax_avx512(float* s, int64_t ld, int64_t rows, int64_t cols, ScaledExp scaled_exp,
@@ -121,10 +130,15 @@ void online_softmax_avx512(float* s, int64_t ld, int64_t rows, int64_t cols, Sca
         }
         e[u] = scaled_exp(_mm512_sub_ps(v, center));
       }
+      constexpr bool paired = decltype(is_full)::value && kStoresPairs<Store>;
+      if constexpr (paired) {
+#pragma GCC unroll 2
+        for (int u = 0; u < kUnroll; u += 2) store.pair(r, j + u * kLanes, e[u], e[u + 1]);
+      }
 #pragma GCC unroll 4
       for (int u = 0; u < kUnroll; ++u) {
         const __mmask16 mask = mask_of(group, u, is_full);  // none past cols: no-op store, add
-        store(r, j + u * kLanes, mask, e[u]);
+        if constexpr (!paired) store(r, j + u * kLanes, mask, e[u]);
         if constexpr (decltype(is_full)::value) {
           sums[u] = _mm512_add_ps(sums[u], e[u]);
         } else {
