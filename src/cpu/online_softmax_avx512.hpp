@@ -131,9 +131,13 @@ void online_softmax_avx512(float* s, int64_t ld, int64_t rows, int64_t cols, Sca
         e[u] = scaled_exp(_mm512_sub_ps(v, center));
       }
       constexpr bool paired = decltype(is_full)::value && kStoresPairs<Store>;
-      if constexpr (paired) {
+      // Two conditions, the one on Store alone outside: Clang checks a discarded branch whose
+      // condition still depends on this lambda's parameter, and Store may have no pair.
+      if constexpr (kStoresPairs<Store>) {
+        if constexpr (decltype(is_full)::value) {
 #pragma GCC unroll 2
-        for (int u = 0; u < kUnroll; u += 2) store.pair(r, j + u * kLanes, e[u], e[u + 1]);
+          for (int u = 0; u < kUnroll; u += 2) store.pair(r, j + u * kLanes, e[u], e[u + 1]);
+        }
       }
 #pragma GCC unroll 4
       for (int u = 0; u < kUnroll; ++u) {
