@@ -7,11 +7,10 @@
 
 #include <cmath>
 #include <optional>
-#include <random>
 #include <vector>
 
+#include "bf16_test_data.hpp"
 #include "cpu/microkernels.hpp"
-#include "llm_utils/bfloat16.hpp"
 #include "test_util.hpp"
 
 namespace llm_utils::testing {
@@ -30,19 +29,6 @@ inline std::vector<cpu::Isa> available_bf16_isas() {
   std::vector<cpu::Isa> out = available_isas();
   for (cpu::Isa isa : {cpu::Isa::avx512_bf16, cpu::Isa::amx}) {
     if (cpu::cpu_supports(isa)) out.push_back(isa);
-  }
-  return out;
-}
-
-/// n normal bfloat16s of magnitudes 2^-4 .. 2^4, either sign: no product or sum of a few
-/// thousand of them is subnormal.
-inline std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
-  std::uniform_int_distribution<int> exponent(-4, 4), sign(0, 1);
-  std::vector<bfloat16> out(static_cast<size_t>(n));
-  for (bfloat16& x : out) {
-    x = bfloat16((sign(gen) ? -1.0f : 1.0f) * std::ldexp(mantissa(gen), exponent(gen)));
   }
   return out;
 }

@@ -295,15 +295,27 @@ Results run_bf16(const Inputs& in, const AttentionOptions& o) {
   return run_bf16(in.q, in.k, in.v, in.dout, o);
 }
 
+// One oracle case ready to run: its inputs, the reference backend's results, and its options
+// with the flash backend.
+struct OracleRun {
+  Inputs in;
+  Results want;
+  AttentionOptions flash;
+};
+
+OracleRun oracle_run(const Case& c) {
+  OracleRun run{oracle_inputs(c), {}, c.options};
+  run.flash.backend = Backend::reference;
+  run.want = run_bf16(run.in, run.flash);
+  run.flash.backend = Backend::flash;
+  return run;
+}
+
 TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
   testing::KernelEnvironment restore;
   for (const Case& c : oracle_cases()) {
     SCOPED_TRACE(c.name);
-    const Inputs in = oracle_inputs(c);
-    AttentionOptions o = c.options;
-    o.backend = Backend::reference;
-    const Results want = run_bf16(in, o);
-    o.backend = Backend::flash;
+    const OracleRun run = oracle_run(c);
     for (int threads : {1, 2}) {
       set_num_threads(threads);
       // avx512's, which avx512_bf16 (the same float32 table, vdpbf16ps for its emulation)
@@ -312,8 +324,8 @@ TEST(Bf16Kernels, FlashMatchesTheOracleOnEveryIsa) {
       for (cpu::Isa isa : testing::available_bf16_isas()) {
         SCOPED_TRACE(std::string(cpu::isa_name(isa)) + ", threads " + std::to_string(threads));
         cpu::force_isa(isa);
-        const Results got = run_bf16(in, o);
-        expect_within_bounds(got, want);
+        const Results got = run_bf16(run.in, run.flash);
+        expect_within_bounds(got, run.want);
         if (isa == cpu::Isa::avx512) emulated = got;
         if (isa != cpu::Isa::avx512_bf16 || !emulated) continue;
         EXPECT_TRUE(same_bits(got.out, emulated->out)) << "out";
@@ -339,20 +351,16 @@ TEST(Bf16Kernels, FlashMatchesTheOracleWithEmulatedAmxTiles) {
   table.gemm = cpu::amx::gemm<testing::EmulatedTiles>;
   for (const Case& c : oracle_cases()) {
     SCOPED_TRACE(c.name);
-    const Inputs in = oracle_inputs(c);
-    AttentionOptions o = c.options;
-    o.backend = Backend::reference;
-    const Results want = run_bf16(in, o);
-    o.backend = Backend::flash;
+    const OracleRun run = oracle_run(c);
     for (int threads : {1, 2}) {
       SCOPED_TRACE("threads " + std::to_string(threads));
       set_num_threads(threads);
       const int64_t dots_before = testing::EmulatedTiles::dots_run();
       cpu::override_bf16_microkernels_for_testing(&table);
-      const Results got = run_bf16(in, o);
+      const Results got = run_bf16(run.in, run.flash);
       cpu::override_bf16_microkernels_for_testing(nullptr);
       EXPECT_GT(testing::EmulatedTiles::dots_run(), dots_before);  // it did run on the tiles
-      expect_within_bounds(got, want);
+      expect_within_bounds(got, run.want);
     }
   }
 }

@@ -98,5 +98,42 @@ struct HardwareTiles {
 
 #undef LLM_UTILS_FOR_TILE
 
+/// Floating-point operations of one round of dot_rounds_from_registers: four tdpbf16ps, each
+/// 16 x 16 outputs x 32 multiply-adds.
+constexpr double kDotRoundFlops = 4.0 * 16 * 16 * 32 * 2;
+
+/// The tdpbf16ps peak loop (bench/fma_peak_amx.cpp, tests/amx/amx_hardware_check.cpp): the
+/// register plan's four products, independent chains from registers, `rounds` times, on
+/// operands of 2^-12 (bfloat16 0x3980: each instruction adds 32 * 2^-24 to an output, no
+/// overflow and no subnormals, which tdpbf16ps would flush). Returns one output, so that the
+/// work is kept.
+inline float dot_rounds_from_registers(long long rounds) {
+  using Tiles = HardwareTiles;
+  Tiles::configure();
+  alignas(64) uint16_t operand[16 * 32];  // (16, 32) bfloat16 bits
+  for (uint16_t& x : operand) x = 0x3980;
+  Tiles::load<4>(operand, 64);
+  Tiles::load<5>(operand, 64);
+  Tiles::load<6>(operand, 64);
+  Tiles::load<7>(operand, 64);
+  Tiles::zero<0>();
+  Tiles::zero<1>();
+  Tiles::zero<2>();
+  Tiles::zero<3>();
+  for (long long it = 0; it < rounds; ++it) {
+    Tiles::dot<0, 4, 6>();
+    Tiles::dot<1, 4, 7>();
+    Tiles::dot<2, 5, 6>();
+    Tiles::dot<3, 5, 7>();
+  }
+  alignas(64) float out[4][16 * 16];  // (4, 16, 16) the C tiles
+  Tiles::store<0>(out[0], 64);
+  Tiles::store<1>(out[1], 64);
+  Tiles::store<2>(out[2], 64);
+  Tiles::store<3>(out[3], 64);
+  Tiles::release();
+  return out[0][0] + out[1][0] + out[2][0] + out[3][0];
+}
+
 }  // namespace
 }  // namespace llm_utils::cpu::amx

@@ -33,11 +33,11 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "amx_emulator.hpp"
+#include "bf16_test_data.hpp"
 #include "cpu/amx_gemm.hpp"
 #include "cpu/amx_tiles.hpp"
 
@@ -45,6 +45,7 @@ namespace {
 
 using llm_utils::bfloat16;
 namespace amx = llm_utils::cpu::amx;
+using llm_utils::testing::normal_bf16;
 #ifdef LLM_UTILS_AMX_CHECK_ON_EMULATOR
 using CheckedTiles = llm_utils::testing::EmulatedTiles;
 #else
@@ -57,19 +58,6 @@ std::string cpu_model() {
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   }
   return "unknown";
-}
-
-// Normal bfloat16s of magnitudes 2^-4 .. 2^4, either sign (no product or short sum subnormal):
-// kernel_test_util.hpp's normal_bf16, repeated here because this program needs no Google Test.
-std::vector<bfloat16> normal_bf16(int64_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
-  std::uniform_int_distribution<int> exponent(-4, 4), sign(0, 1);
-  std::vector<bfloat16> out(static_cast<size_t>(n));
-  for (bfloat16& x : out) {
-    x = bfloat16((sign(gen) ? -1.0f : 1.0f) * std::ldexp(mantissa(gen), exponent(gen)));
-  }
-  return out;
 }
 
 struct Tally {
@@ -181,30 +169,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 void report_speed() {
   // The tdpbf16ps peak: four independent chains from registers.
   using Tiles = amx::HardwareTiles;
-  Tiles::configure();
-  alignas(64) uint16_t operand[16 * 32];  // (16, 32) bfloat16 bits of 2^-12
-  for (uint16_t& x : operand) x = 0x3980;
-  Tiles::load<4>(operand, 64);
-  Tiles::load<5>(operand, 64);
-  Tiles::load<6>(operand, 64);
-  Tiles::load<7>(operand, 64);
-  Tiles::zero<0>();
-  Tiles::zero<1>();
-  Tiles::zero<2>();
-  Tiles::zero<3>();
   const long rounds = 2'000'000;
   auto start = std::chrono::steady_clock::now();
-  for (long r = 0; r < rounds; ++r) {
-    Tiles::dot<0, 4, 6>();
-    Tiles::dot<1, 4, 7>();
-    Tiles::dot<2, 5, 6>();
-    Tiles::dot<3, 5, 7>();
-  }
-  const double peak = 4.0 * 16 * 16 * 32 * 2 * rounds / seconds_since(start) * 1e-9;
-  alignas(64) float sink[16 * 16];  // (16, 16)
-  Tiles::store<0>(sink, 64);
-  Tiles::release();
-  std::printf("tdpbf16ps peak, 1 thread: %.0f GFLOP/s (sink %g)\n", peak, sink[0]);
+  const float sink = amx::dot_rounds_from_registers(rounds);
+  const double peak = amx::kDotRoundFlops * rounds / seconds_since(start) * 1e-9;
+  std::printf("tdpbf16ps peak, 1 thread: %.0f GFLOP/s (sink %g)\n", peak, sink);
 
   // amx::gemm on the fused kernels' tiles: 64 x 64 x 64, B in pairs (ldb 128), C float32.
   const std::vector<bfloat16> a = normal_bf16(64 * 64, 1), b = normal_bf16(32 * 128, 2);
